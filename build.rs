@@ -1,0 +1,44 @@
+//! Generates the C header from the Rust source with cbindgen.
+//!
+//! The header is written to `$OUT_DIR/om_constants.h` on every build; the
+//! committed `include/om_constants.h` is compared with it by the test
+//! `header_is_current`. To refresh the committed copy after changing the ABI:
+//! `OM_CONSTANTS_UPDATE_HEADER=1 cargo build` (never edit it by hand).
+
+use std::path::PathBuf;
+
+fn main() {
+    let crate_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-env-changed=OM_CONSTANTS_UPDATE_HEADER");
+
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("cbindgen.toml is valid");
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&crate_dir)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen can parse the crate");
+    let generated = out_dir.join("om_constants.h");
+    bindings.write_to_file(&generated);
+
+    let committed = crate_dir.join("include").join("om_constants.h");
+    if std::env::var_os("OM_CONSTANTS_UPDATE_HEADER").is_some() || !committed.exists() {
+        std::fs::create_dir_all(crate_dir.join("include")).expect("can create include/");
+        std::fs::copy(&generated, &committed).expect("can write include/om_constants.h");
+    }
+
+    // The C test driver compiles C with the cc crate, which needs the target.
+    if let Ok(target) = std::env::var("TARGET") {
+        println!("cargo:rustc-env=OM_CONSTANTS_TARGET={target}");
+    }
+
+    // SONAME for the cdylib, so hosts record libom_constants.so.<major>.
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libom_constants.so.{major}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Options, read once per process from `OM_CONSTANT_*` environment variables.
+//!
+//! A bad value is reported once (at the `error` log level) and ignored, so a
+//! typo in a deployment script degrades to the defaults instead of failing
+//! every model load. Parsing is pure (`Config::from_lookup`) so it can be
+//! tested without touching the real environment.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::log::Level;
+use crate::strategy::Choice;
+
+/// The mapping limit built into platforms that have one (z/OS: 1 GiB).
+#[cfg(target_os = "zos")]
+pub const PLATFORM_MMAP_LIMIT: Option<u64> = Some(1 << 30);
+/// The mapping limit built into platforms that have one (none here).
+#[cfg(not(target_os = "zos"))]
+pub const PLATFORM_MMAP_LIMIT: Option<u64> = None;
+
+/// Default time a thread waits for another thread's load before giving up.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Every option of the library, with its default in [`Config::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `OM_CONSTANT_LOAD`: how to put the file into memory (default `auto`).
+    pub strategy: Choice,
+    /// `OM_CONSTANT_MMAP_LIMIT`: largest single mapping `auto` will make
+    /// (default: the platform's, none on Linux).
+    pub mmap_limit: Option<u64>,
+    /// `OM_CONSTANT_WAIT_TIMEOUT`: seconds a waiter waits for a load.
+    pub wait_timeout: Duration,
+    /// `OM_CONSTANT_LOG`: what goes to stderr (default `error`).
+    pub log: Level,
+    /// `OM_CONSTANT_KEEP`: keep unreferenced buffers until trim (default 0).
+    pub keep: bool,
+    /// `OM_CONSTANT_PATH`: the first folder searched for relative names.
+    pub search_path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            strategy: Choice::Auto,
+            mmap_limit: PLATFORM_MMAP_LIMIT,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            log: Level::Error,
+            keep: false,
+            search_path: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the options from the process environment, logging each bad
+    /// value once to stderr (unless `OM_CONSTANT_LOG=off`).
+    pub fn from_env() -> Config {
+        let (config, problems) = Config::from_lookup(|name| std::env::var_os(name));
+        for p in &problems {
+            crate::log::emit(config.log, Level::Error, p);
+        }
+        config
+    }
+
+    /// Builds a configuration from `lookup(name)`; returns it and one message
+    /// for every value that was ignored.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> (Config, Vec<String>) {
+        let mut c = Config::default();
+        let mut problems = Vec::new();
+        let mut field = |name: &str, parse: &mut dyn FnMut(&str) -> Result<(), String>| {
+            let Some(raw) = lookup(name) else { return };
+            let text = raw.to_string_lossy();
+            if let Err(expected) = parse(text.trim()) {
+                problems.push(format!(
+                    "ignoring {name}={text:?}: expected {expected}; using the default"
+                ));
+            }
+        };
+        field("OM_CONSTANT_LOG", &mut |s| {
+            c.log = Level::parse(s).ok_or("off, error, info or debug")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_LOAD", &mut |s| {
+            c.strategy = Choice::parse(s).ok_or(Choice::EXPECTED)?;
+            Ok(())
+        });
+        field("OM_CONSTANT_MMAP_LIMIT", &mut |s| {
+            let limit = parse_size(s).ok_or("a positive size such as 1073741824, 256MiB or 1G")?;
+            c.mmap_limit = Some(limit);
+            Ok(())
+        });
+        field("OM_CONSTANT_WAIT_TIMEOUT", &mut |s| {
+            c.wait_timeout =
+                parse_seconds(s).ok_or("a positive number of seconds such as 600 or 0.5")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_KEEP", &mut |s| {
+            c.keep = parse_bool(s).ok_or("0 or 1")?;
+            Ok(())
+        });
+        if let Some(p) = lookup("OM_CONSTANT_PATH") {
+            if !p.is_empty() {
+                c.search_path = Some(PathBuf::from(p));
+            }
+        }
+        (c, problems)
+    }
+}
+
+/// Parses a byte count: digits with an optional binary suffix
+/// (`K`, `M`, `G`, `T`, optionally followed by `iB` or `B`). Zero is refused.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    let v = n.checked_mul(1u64 << shift)?;
+    (v > 0).then_some(v)
+}
+
+/// Parses a positive number of seconds (`600`, `0.5`, optional `s`).
+pub fn parse_seconds(s: &str) -> Option<Duration> {
+    let s = s.strip_suffix('s').unwrap_or(s).trim();
+    let v: f64 = s.parse().ok()?;
+    if !(v.is_finite() && v > 0.0 && v <= 1e9) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(v))
+}
+
+/// Parses `0/1`, `true/false`, `yes/no`, `on/off`.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Looks up `name` in a fixed list; used by tests and the CLI.
+pub fn lookup_in<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+    move |name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| OsStr::new(v).to_os_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        let (c, problems) = Config::from_lookup(lookup_in(&[]));
+        assert_eq!(c, Config::default());
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let (c, problems) = Config::from_lookup(lookup_in(&[
+            ("OM_CONSTANT_LOAD", "read"),
+            ("OM_CONSTANT_MMAP_LIMIT", "256MiB"),
+            ("OM_CONSTANT_WAIT_TIMEOUT", "2.5"),
+            ("OM_CONSTANT_LOG", "debug"),
+            ("OM_CONSTANT_KEEP", "1"),
+            ("OM_CONSTANT_PATH", "/models"),
+        ]));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.strategy, Choice::Read);
+        assert_eq!(c.mmap_limit, Some(256 << 20));
+        assert_eq!(c.wait_timeout, Duration::from_millis(2500));
+        assert_eq!(c.log, Level::Debug);
+        assert!(c.keep);
+        assert_eq!(c.search_path, Some(PathBuf::from("/models")));
+    }
+
+    #[test]
+    fn garbage_is_reported_and_ignored() {
+        let (c, problems) = Config::from_lookup(lookup_in(&[
+            ("OM_CONSTANT_LOAD", "fast"),
+            ("OM_CONSTANT_MMAP_LIMIT", "-3"),
+            ("OM_CONSTANT_WAIT_TIMEOUT", "0"),
+            ("OM_CONSTANT_LOG", "loud"),
+            ("OM_CONSTANT_KEEP", "maybe"),
+        ]));
+        assert_eq!(c, Config::default());
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems[0].contains("OM_CONSTANT_LOG") && problems[0].contains("loud"));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("OM_CONSTANT_LOAD=\"fast\"")));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1k"), Some(1024));
+        assert_eq!(parse_size("3 MiB"), Some(3 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("2tb"), Some(2 << 40));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("12x"), None);
+        assert_eq!(parse_size("99999999999T"), None, "overflow is refused");
+    }
+
+    #[test]
+    fn seconds_and_bools() {
+        assert_eq!(parse_seconds("600"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_seconds("0.25s"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("nan"), None);
+        assert_eq!(parse_seconds("-1"), None);
+        assert_eq!(parse_bool("YES"), Some(true));
+        assert_eq!(parse_bool("off"), Some(false));
+        assert_eq!(parse_bool("2"), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! The C ABI: every `extern "C"` function of the library, and nothing else.
+//!
+//! Each function checks its pointers, turns them into Rust references, calls
+//! the registry inside `catch_unwind`, and turns an error into `false` plus
+//! the thread's last error (and one stderr line at the `error` log level).
+//! No logic lives here: the semantics are in `registry`.
+
+use std::ffi::{CStr, OsStr};
+use std::os::raw::{c_char, c_void};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicPtr;
+
+use crate::error::{self, Error, ErrorKind, Result};
+use crate::log::{self, Level};
+use crate::registry::{global, Request};
+use crate::stats::Stats;
+
+/// Runs `f` for an ABI call: clears the last error, catches panics, and
+/// reports any error; returns `fallback` on failure.
+fn call<T>(fallback: T, f: impl FnOnce() -> Result<T>) -> T {
+    error::clear_last_error();
+    let err = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return v,
+        Ok(Err(e)) => e,
+        Err(_) => Error::new(
+            ErrorKind::Internal,
+            "internal error in om-constants (a panic was caught); please report it",
+        ),
+    };
+    error::set_last_error(&err);
+    // The registry may be what failed to initialise; never re-enter it here.
+    let level = catch_unwind(|| global().config().log).unwrap_or(Level::Error);
+    log::emit(level, Level::Error, err.message());
+    fallback
+}
+
+/// `ptr` as the slot it points at, or an error naming `what`.
+///
+/// # Safety
+/// A non-NULL `ptr` must point at a `void *` that stays valid for `'a` and
+/// is accessed by others only through this library or after it returns.
+unsafe fn slot_ref<'a>(ptr: *mut *mut c_void, what: &str) -> Result<&'a AtomicPtr<c_void>> {
+    if ptr.is_null() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{what} is NULL; pass the address of the model's constants pointer"),
+        ));
+    }
+    if (ptr as usize) % std::mem::align_of::<AtomicPtr<c_void>>() != 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{what} ({ptr:p}) is not aligned for a pointer"),
+        ));
+    }
+    // SAFETY: non-NULL and aligned (checked above); AtomicPtr<c_void> has the
+    // size and alignment of *mut c_void; validity is the caller's contract.
+    Ok(unsafe { &*(ptr as *const AtomicPtr<c_void>) })
+}
+
+/// The request behind a load call.
+///
+/// # Safety
+/// A non-NULL `fname` must be a NUL-terminated string valid for `'a`.
+unsafe fn request<'a>(fname: *const c_char, size: i64, is_le: i64) -> Result<Request<'a>> {
+    if fname.is_null() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "the constants file name (fname) is NULL; pass the file name the model was \
+             compiled with",
+        ));
+    }
+    // SAFETY: non-NULL, and NUL-terminated by the caller's contract.
+    let name = unsafe { CStr::from_ptr(fname) };
+    Request::new(OsStr::from_bytes(name.to_bytes()), size, is_le)
+}
+
+/// Acquire: takes one reference on the constants buffer of the slot
+/// `*const_addr`, loading the file into it first if the slot is empty.
+///
+/// `const_addr` points at the model's constants pointer (its "slot"), which
+/// must start out NULL; only this library writes it. `fname` names the
+/// constants file: an absolute path is used as is, otherwise the file is
+/// searched in `$OM_CONSTANT_PATH`, the folder of the shared object that
+/// contains the slot, then the current directory. `size` is the number of
+/// bytes the model reads (the file may be longer, not shorter); `is_le` is
+/// non-zero when the file is little-endian, and must match this machine.
+///
+/// Ownership: on success `*const_addr` points at `size` readable bytes that
+/// stay valid until this reference is released with
+/// `om_free_constant_buffer`. Each successful call must be matched by one
+/// release; using the pointer after one's own last release is a bug.
+///
+/// Thread safety: any number of threads may call this and the other slot
+/// functions on the same slot at once; exactly one of them reads the file,
+/// the others wait (at most `OM_CONSTANT_WAIT_TIMEOUT` seconds) and share
+/// its buffer. Slots that load the same file share one buffer.
+///
+/// Errors: returns false and leaves the slot as it was (NULL if it was) on a
+/// NULL or misaligned `const_addr`, a NULL `fname`, `size <= 0`, a byte-order
+/// mismatch, a file that is missing, not a regular file or shorter than
+/// `size`, an I/O error, or a wait that timed out; `om_constants_last_error`
+/// then says why.
+///
+/// # Safety
+/// `const_addr` is NULL or points at a `void *` that stays valid during the
+/// call; `fname` is NULL or points at a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn om_load_constants_from_file(
+    const_addr: *mut *mut c_void,
+    fname: *const c_char,
+    size: i64,
+    is_le: i64,
+) -> bool {
+    call(false, || {
+        // SAFETY: the caller passes a valid slot and name (documented above).
+        let (slot, req) = unsafe {
+            (
+                slot_ref(const_addr, "const_addr")?,
+                request(fname, size, is_le)?,
+            )
+        };
+        global().acquire(slot, &req).map(|_| true)
+    })
+}
+
+/// Release: drops one reference on the slot's buffer. The last release
+/// unmaps or frees the buffer and sets `*const_addr` to NULL, so a later
+/// acquire loads the file again (unless `OM_CONSTANT_KEEP=1` keeps the
+/// buffer cached until `om_constants_trim`).
+///
+/// Ownership: after the caller's last release its copy of the pointer must
+/// not be used.
+///
+/// Thread safety: may race with acquires and releases on any thread; an
+/// acquire never receives a freed buffer.
+///
+/// Errors: returns false, frees nothing and changes nothing when
+/// `const_addr` is NULL or misaligned, or the slot holds no reference (it is
+/// NULL, being loaded, or holds a pointer this library did not put there):
+/// a double release is reported, never a double free.
+///
+/// # Safety
+/// `const_addr` is NULL or points at a `void *` that stays valid during the
+/// call.
+#[no_mangle]
+pub unsafe extern "C" fn om_free_constant_buffer(const_addr: *mut *mut c_void) -> bool {
+    call(false, || {
+        // SAFETY: the caller passes a valid slot (documented above).
+        let slot = unsafe { slot_ref(const_addr, "const_addr")? };
+        global().release(slot).map(|_| true)
+    })
+}
+
+/// Ensure loaded (onnx-mlir's per-inference call): if the slot already holds
+/// a buffer, returns true at once without changing any count (one atomic
+/// load, no shared write); otherwise loads the file exactly as
+/// `om_load_constants_from_file` does, and the slot holds that one reference
+/// (released only by an explicit `om_free_constant_buffer`).
+///
+/// Arguments, thread safety and errors: as `om_load_constants_from_file`.
+///
+/// # Safety
+/// As for `om_load_constants_from_file`.
+#[no_mangle]
+pub unsafe extern "C" fn om_mmap_binary_file(
+    const_addr: *mut *mut c_void,
+    fname: *const c_char,
+    size: i64,
+    is_le: i64,
+) -> bool {
+    call(false, || {
+        // SAFETY: the caller passes a valid slot (documented above).
+        let slot = unsafe { slot_ref(const_addr, "const_addr")? };
+        global()
+            // SAFETY: the caller passes a valid name (documented above).
+            .ensure_loaded(slot, || unsafe { request(fname, size, is_le) })
+            .map(|_| true)
+    })
+}
+
+/// Sets `*output_addr` to `*base_addr + offset` (the address of one constant
+/// inside the loaded buffer), unless `*output_addr` is already non-NULL.
+///
+/// `base_addr` is a slot loaded by one of the load functions; `offset` must
+/// lie within its buffer. Concurrent calls for the same constant agree.
+///
+/// Errors: on a NULL or misaligned pointer, an unloaded base slot, or an
+/// offset outside the buffer, leaves `*output_addr` unchanged and sets the
+/// last error (the function returns nothing, as onnx-mlir's does).
+///
+/// # Safety
+/// `output_addr` and `base_addr` are each NULL or point at a `void *` that
+/// stays valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn om_get_external_constant_addr(
+    output_addr: *mut *mut c_void,
+    base_addr: *mut *mut c_void,
+    offset: i64,
+) {
+    call((), || {
+        // SAFETY: the caller passes valid pointers (documented above).
+        let (out, base) = unsafe {
+            (
+                slot_ref(output_addr, "output_addr")?,
+                slot_ref(base_addr, "base_addr")?,
+            )
+        };
+        global().constant_address(out, base, offset)
+    })
+}
+
+/// Returns this thread's last error message, or NULL if the thread's last
+/// call succeeded (every call clears it on entry, except this one).
+///
+/// The string is owned by the library and stays valid until this thread's
+/// next call into the library; copy it to keep it. Thread-local: another
+/// thread's errors are never seen here.
+#[no_mangle]
+pub extern "C" fn om_constants_last_error() -> *const c_char {
+    error::last_error_ptr()
+}
+
+/// Fills `*out` with a snapshot of the library's counters: buffers,
+/// references and bytes alive now; loads, waits, failures, bytes and time
+/// since the process started, per strategy.
+///
+/// Returns false (and sets the last error) if `out` is NULL.
+/// Thread safety: may be called at any time from any thread; the live
+/// figures are taken under the registry's lock and agree with each other.
+///
+/// # Safety
+/// `out` is NULL or points at a writable `struct om_constants_stats`.
+#[no_mangle]
+pub unsafe extern "C" fn om_constants_stats(out: *mut Stats) -> bool {
+    call(false, || {
+        if out.is_null() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "om_constants_stats: out is NULL; pass a struct om_constants_stats to fill",
+            ));
+        }
+        let s = global().stats();
+        // SAFETY: `out` is non-NULL and, by contract, points at a writable
+        // struct om_constants_stats; write_unaligned tolerates any alignment.
+        unsafe { out.write_unaligned(s) };
+        Ok(true)
+    })
+}
+
+/// Returns the library's version as a static string, e.g. "0.1.0".
+/// The string is never freed and never changes.
+#[no_mangle]
+pub extern "C" fn om_constants_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Frees every buffer kept with no reference (`OM_CONSTANT_KEEP=1`);
+/// returns how many were freed. Buffers still referenced are untouched.
+/// Thread safety: may race with any other call.
+#[no_mangle]
+pub extern "C" fn om_constants_trim() -> u64 {
+    call(0, || Ok(global().trim()))
+}
+
+/// onnx-mlir name of `om_mmap_binary_file` (ensure loaded), with onnx-mlir's
+/// signature, so models compiled by any onnx-mlir version link unchanged.
+///
+/// # Safety
+/// As for `om_mmap_binary_file`.
+#[no_mangle]
+pub unsafe extern "C" fn omMMapBinaryFile(
+    const_addr: *mut *mut c_void,
+    fname: *const c_char,
+    size: i64,
+    is_le: i64,
+) -> bool {
+    // SAFETY: same contract as om_mmap_binary_file.
+    unsafe { om_mmap_binary_file(const_addr, fname, size, is_le) }
+}
+
+/// onnx-mlir name of `om_get_external_constant_addr`.
+///
+/// # Safety
+/// As for `om_get_external_constant_addr`.
+#[no_mangle]
+pub unsafe extern "C" fn omGetExternalConstantAddr(
+    output_addr: *mut *mut c_void,
+    base_addr: *mut *mut c_void,
+    offset: i64,
+) {
+    // SAFETY: same contract as om_get_external_constant_addr.
+    unsafe { om_get_external_constant_addr(output_addr, base_addr, offset) }
+}
+
+/// onnx-mlir name of `om_load_constants_from_file` (acquire), called from
+/// the model's global constructor.
+///
+/// # Safety
+/// As for `om_load_constants_from_file`.
+#[no_mangle]
+pub unsafe extern "C" fn omLoadConstantData(
+    const_addr: *mut *mut c_void,
+    fname: *const c_char,
+    size: i64,
+    is_le: i64,
+) -> bool {
+    // SAFETY: same contract as om_load_constants_from_file.
+    unsafe { om_load_constants_from_file(const_addr, fname, size, is_le) }
+}
+
+/// onnx-mlir name of `om_free_constant_buffer` (release), called from the
+/// model's global destructor. `size` is accepted for onnx-mlir's signature
+/// and not needed: the library knows each buffer's size.
+///
+/// # Safety
+/// As for `om_free_constant_buffer`.
+#[no_mangle]
+pub unsafe extern "C" fn omUnloadConstantData(const_addr: *mut *mut c_void, size: i64) -> bool {
+    let _ = size;
+    // SAFETY: same contract as om_free_constant_buffer.
+    unsafe { om_free_constant_buffer(const_addr) }
+}

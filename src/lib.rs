@@ -1,0 +1,45 @@
+//! # om-constants
+//!
+//! Puts the external constants file of a compiled ML model
+//! (`model.constants.bin`, written by compilers of the onnx-mlir family
+//! beside `model.so`) into memory for the model's code: once, however many
+//! threads run the model, and frees it when the last user is done. The C ABI
+//! is in [`ffi`] and `include/om_constants.h`; the contract is DESIGN.md.
+//!
+//! ## Module map
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`ffi`] | every `extern "C"` function: checks, `catch_unwind`, error → false |
+//! | [`registry`] | slots ↔ buffers, reference counts, acquire / release / trim |
+//! | [`slot`] | the slot state machine (NULL → LOADING → address) and waiting |
+//! | [`strategy`] | turning a file into memory: `mmap`, `read` |
+//! | [`source`] | opening and checking the file, its identity for sharing |
+//! | [`locate`] | finding the file the model names |
+//! | [`config`] | `OM_CONSTANT_*` options |
+//! | [`stats`] | counters behind `om_constants_stats` |
+//! | [`error`] | errors and the thread-local last error |
+//! | [`log`] | one-line diagnostics on stderr |
+//!
+//! Rust code can use [`Registry`] directly (one per test, with its own
+//! options and counters); the C ABI uses the process-wide [`registry::global`].
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod error;
+pub mod ffi;
+pub mod locate;
+pub mod log;
+pub mod registry;
+pub mod slot;
+pub mod source;
+pub mod stats;
+pub mod strategy;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind};
+pub use registry::{Registry, Request};
+pub use stats::Stats;
+pub use strategy::{Choice, Strategy};

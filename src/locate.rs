@@ -1,0 +1,203 @@
+//! Finding the constants file a model names.
+//!
+//! Compilers emit a bare file name (`model.constants.bin`) because they cannot
+//! know where the model will be deployed. The file normally sits beside the
+//! model's shared object, which is not the host's current directory, so we
+//! ask the dynamic loader which object holds the slot (`dladdr`) and look
+//! there. Order: absolute name as is; `OM_CONSTANT_PATH/name`; the folder of
+//! the object holding the slot; the current directory. The first place where
+//! something exists wins; if none does, the error lists every place tried.
+
+use std::ffi::{CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// One place that was or will be tried, and why it is on the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The full path to try.
+    pub path: PathBuf,
+    /// Where the folder came from, for the error message.
+    pub origin: String,
+}
+
+/// The places to look for `fname`, in order.
+///
+/// `search_path` is `OM_CONSTANT_PATH`; `object` is the shared object that
+/// holds the slot, if the loader knows one; `cwd` the current directory.
+pub fn candidates(
+    fname: &Path,
+    search_path: Option<&Path>,
+    object: Option<&Path>,
+    cwd: Option<&Path>,
+) -> Vec<Candidate> {
+    if fname.is_absolute() {
+        return vec![Candidate {
+            path: fname.to_path_buf(),
+            origin: "absolute name".into(),
+        }];
+    }
+    let mut out = Vec::new();
+    if let Some(dir) = search_path {
+        out.push(Candidate {
+            path: dir.join(fname),
+            origin: "OM_CONSTANT_PATH".into(),
+        });
+    }
+    if let Some(obj) = object {
+        if let Some(dir) = obj.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            out.push(Candidate {
+                path: dir.join(fname),
+                origin: format!("folder of {}, which holds the model", obj.display()),
+            });
+        }
+    }
+    if let Some(dir) = cwd {
+        out.push(Candidate {
+            path: dir.join(fname),
+            origin: "current directory".into(),
+        });
+    }
+    out
+}
+
+/// Finds `fname` for the slot at `slot_addr`, searching as the module docs say.
+pub fn locate(fname: &Path, search_path: Option<&Path>, slot_addr: usize) -> Result<PathBuf> {
+    let object = object_containing(slot_addr);
+    let cwd = std::env::current_dir().ok();
+    let list = candidates(fname, search_path, object.as_deref(), cwd.as_deref());
+    first_existing(fname, &list)
+}
+
+/// Returns the first candidate that exists; otherwise an error naming them all.
+pub fn first_existing(fname: &Path, list: &[Candidate]) -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    for c in list {
+        match std::fs::metadata(&c.path) {
+            Ok(_) => return Ok(c.path.clone()),
+            Err(e) => tried.push(format!("{} ({}): {}", c.path.display(), c.origin, e)),
+        }
+    }
+    let name = fname.display();
+    let fix = if fname.is_absolute() {
+        "check the path the model was compiled with".to_string()
+    } else {
+        format!(
+            "put '{name}' beside the model's shared object, or set OM_CONSTANT_PATH \
+             to the folder that contains it"
+        )
+    };
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "constants file '{name}' not found; tried {}; {fix}",
+            if tried.is_empty() {
+                "nowhere (no folder to search)".to_string()
+            } else {
+                tried.join("; ")
+            }
+        ),
+    ))
+}
+
+/// The path of the loaded object (shared library or executable) whose
+/// mapped image contains `addr`, or `None` if no object contains it (a slot
+/// on the heap or stack, as in tests and hand-written hosts).
+pub fn object_containing(addr: usize) -> Option<PathBuf> {
+    // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only inspects the loader's tables for the address; it
+    // never dereferences `addr`, and writes only into `info`.
+    let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: on success dli_fname points at a NUL-terminated string owned by
+    // the dynamic loader that lives as long as the object stays loaded, and
+    // the object holding the caller's slot is loaded during this call.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    let path = PathBuf::from(OsStr::from_bytes(name.to_bytes()));
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    // The main executable may be reported by the name it was started with;
+    // resolve it so "folder of the model" means the folder on disk.
+    if !path.is_absolute() && !path.as_os_str().as_bytes().contains(&b'/') {
+        return std::fs::read_link("/proc/self/exe").ok();
+    }
+    Some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_name_is_used_as_is() {
+        let c = candidates(
+            Path::new("/m/x.bin"),
+            Some(Path::new("/env")),
+            Some(Path::new("/lib/m.so")),
+            Some(Path::new("/cwd")),
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].path, Path::new("/m/x.bin"));
+    }
+
+    #[test]
+    fn relative_name_searches_env_then_object_then_cwd() {
+        let c = candidates(
+            Path::new("x.bin"),
+            Some(Path::new("/env")),
+            Some(Path::new("/lib/m.so")),
+            Some(Path::new("/cwd")),
+        );
+        let paths: Vec<_> = c.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from("/env/x.bin"),
+                "/lib/x.bin".into(),
+                "/cwd/x.bin".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_places_are_skipped_and_absent_ones_listed() {
+        let dir = std::env::temp_dir().join(format!("om-locate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x.bin"), b"1234").unwrap();
+        let list = candidates(
+            Path::new("x.bin"),
+            Some(Path::new("/nonexistent-om")),
+            None,
+            Some(&dir),
+        );
+        assert_eq!(
+            first_existing(Path::new("x.bin"), &list).unwrap(),
+            dir.join("x.bin")
+        );
+        let err = first_existing(Path::new("y.bin"), &list[..1]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.message().contains("/nonexistent-om/x.bin"), "{err}");
+        assert!(err.message().contains("OM_CONSTANT_PATH"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn heap_address_is_in_no_object_but_a_static_is() {
+        let heap = Box::new(0u64);
+        assert_eq!(object_containing(&*heap as *const u64 as usize), None);
+        static IN_IMAGE: u64 = 7;
+        let obj = object_containing(&IN_IMAGE as *const u64 as usize).expect("static in image");
+        assert!(obj.is_absolute(), "{}", obj.display());
+    }
+}

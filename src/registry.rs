@@ -1,0 +1,541 @@
+//! Which slot holds which buffer, how many references each has, and the
+//! acquire / ensure-loaded / release / trim operations of DESIGN.md §1–§4.
+//!
+//! Every slot transition except the loaded fast path happens under the
+//! registry's lock, including the `NULL → LOADING` claim and the insertion of
+//! that load's [`Pending`]; so a thread that sees `LOADING` always finds the
+//! load to wait for, and an acquire racing the last release either sees the
+//! live buffer (and its count goes up under the same lock) or an empty slot.
+//! The lock is never held during I/O: the loader works outside it.
+//!
+//! Buffers are keyed by file identity and size, so two slots that load the
+//! same file share one buffer, and a file-level [`Pending`] makes sure two
+//! slots racing on the same file read it once.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::raw::c_void;
+use std::path::Path;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::locate;
+use crate::log::{self, Level};
+use crate::slot::{Pending, Slot, State};
+use crate::source::{FileKey, Source};
+use crate::stats::{Counters, Stats};
+use crate::strategy::{self, Buffer};
+
+/// A checked request to load a constants file.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    fname: &'a OsStr,
+    size: u64,
+}
+
+impl<'a> Request<'a> {
+    /// Checks the arguments of a load call: `size > 0`, the byte order
+    /// (`is_le != 0` means little-endian) matches the host, a non-empty name.
+    pub fn new(fname: &'a OsStr, size: i64, is_le: i64) -> Result<Request<'a>> {
+        let name = fname.to_string_lossy();
+        if fname.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the constants file name is empty; the model must name its constants file",
+            ));
+        }
+        if size <= 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "invalid size {size} for constants file '{name}': the size must be the \
+                     positive number of bytes the model expects"
+                ),
+            ));
+        }
+        let file_le = is_le != 0;
+        if file_le != cfg!(target_endian = "little") {
+            let order = |le: bool| if le { "little-endian" } else { "big-endian" };
+            return Err(Error::new(
+                ErrorKind::ByteOrder,
+                format!(
+                    "constants file '{name}' is {} but this machine is {}; recompile the \
+                     model for this machine's byte order",
+                    order(file_le),
+                    order(!file_le)
+                ),
+            ));
+        }
+        Ok(Request {
+            fname,
+            size: size as u64,
+        })
+    }
+
+    /// The file name as the model gave it.
+    pub fn fname(&self) -> &Path {
+        Path::new(self.fname)
+    }
+
+    /// The number of bytes the model expects.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// A buffer is shared by slots that load the same file with the same size.
+type BufKey = (FileKey, u64);
+
+struct SlotEntry {
+    buf: BufKey,
+    ptr: usize,
+    refs: u64,
+}
+
+struct Held {
+    buffer: Buffer,
+    refs: u64,
+}
+
+#[derive(Default)]
+struct Tables {
+    slots: HashMap<usize, SlotEntry>,
+    buffers: HashMap<BufKey, Held>,
+    loading_slots: HashMap<usize, Arc<Pending>>,
+    loading_files: HashMap<BufKey, Arc<Pending>>,
+}
+
+impl Tables {
+    /// Drops `n` references on `key`; returns the buffer if it must be freed
+    /// (the caller drops it after unlocking).
+    fn unref(&mut self, key: BufKey, n: u64, keep: bool) -> Option<Buffer> {
+        let held = self.buffers.get_mut(&key)?;
+        held.refs = held.refs.saturating_sub(n);
+        if held.refs == 0 && !keep {
+            return self.buffers.remove(&key).map(|h| h.buffer);
+        }
+        None
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Acquire,
+    Ensure,
+}
+
+/// The slots, buffers and counters of one process (see [`global`]), or of
+/// one test.
+pub struct Registry {
+    config: Config,
+    tables: Mutex<Tables>,
+    counters: Counters,
+}
+
+impl Registry {
+    /// An empty registry with these options.
+    pub fn new(config: Config) -> Registry {
+        Registry {
+            config,
+            tables: Mutex::new(Tables::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Its options.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic while locked is caught at the ABI; the tables are updated
+        // in single statements, so they are consistent and still usable.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn log(&self, level: Level, msg: impl FnOnce() -> String) {
+        if level <= self.config.log {
+            log::emit(self.config.log, level, &msg());
+        }
+    }
+
+    /// **Ensure loaded**: if the slot holds a buffer, returns it at once
+    /// (one acquire load, no shared write); otherwise loads it as
+    /// [`acquire`](Self::acquire) does, the slot holding that reference.
+    ///
+    /// `req` builds (and checks) the request; it runs only when a load is
+    /// needed, so the fast path never looks at the arguments.
+    pub fn ensure_loaded<'a>(
+        &self,
+        cell: &AtomicPtr<c_void>,
+        req: impl FnOnce() -> Result<Request<'a>>,
+    ) -> Result<*mut c_void> {
+        if let State::Loaded(p) = Slot::new(cell).state() {
+            return Ok(p);
+        }
+        self.get(cell, &req()?, Mode::Ensure)
+    }
+
+    /// **Acquire**: one more reference on the slot's buffer, loading it first
+    /// if the slot is empty. Returns the buffer's address.
+    pub fn acquire(&self, cell: &AtomicPtr<c_void>, req: &Request) -> Result<*mut c_void> {
+        self.get(cell, req, Mode::Acquire)
+    }
+
+    fn get(&self, cell: &AtomicPtr<c_void>, req: &Request, mode: Mode) -> Result<*mut c_void> {
+        let slot = Slot::new(cell);
+        let addr = slot.addr();
+        loop {
+            slot.spin_while_loading();
+            let mut t = self.lock();
+            let from = match slot.state() {
+                State::Loaded(p) => {
+                    if let Some(e) = t.slots.get_mut(&addr).filter(|e| e.ptr == p as usize) {
+                        if mode == Mode::Acquire {
+                            e.refs += 1;
+                            let key = e.buf;
+                            if let Some(h) = t.buffers.get_mut(&key) {
+                                h.refs += 1;
+                            }
+                        }
+                        return Ok(p);
+                    }
+                    if mode == Mode::Ensure {
+                        // As the fast path does: a loaded slot is trusted.
+                        return Ok(p);
+                    }
+                    p
+                }
+                State::Empty => std::ptr::null_mut(),
+                State::Loading => {
+                    let pending = t.loading_slots.get(&addr).cloned();
+                    drop(t);
+                    // Claim and pending are made under one lock, so a missing
+                    // pending means the load just finished: look again.
+                    if let Some(p) = pending {
+                        self.counters.waited();
+                        self.log(Level::Debug, || {
+                            format!(
+                                "waiting for another thread to load '{}'",
+                                req.fname().display()
+                            )
+                        });
+                        self.wait(&p, req)?;
+                    }
+                    continue;
+                }
+            };
+            if !slot.claim(from) {
+                continue;
+            }
+            // The slot was empty or held a pointer the registry did not give
+            // it: whatever the registry had for this address belongs to a
+            // model that is gone (DESIGN.md §4), so its references go too.
+            let stale = t.slots.remove(&addr);
+            let freed = stale.and_then(|e| t.unref(e.buf, e.refs, self.config.keep));
+            let pending = Arc::new(Pending::new());
+            t.loading_slots.insert(addr, pending.clone());
+            drop(t);
+            if freed.is_some() {
+                self.counters.freed(1);
+                self.log(Level::Info, || {
+                    format!("slot {addr:#x} was reused without a release; freed its old buffer")
+                });
+            }
+            drop(freed);
+            return self.load_into(slot, req, pending);
+        }
+    }
+
+    fn wait(&self, pending: &Pending, req: &Request) -> Result<()> {
+        let what = format!("constants file '{}'", req.fname().display());
+        let r = pending.wait(self.config.wait_timeout, &what);
+        if matches!(&r, Err(e) if e.kind() == ErrorKind::Timeout) {
+            self.counters.timed_out();
+        }
+        r
+    }
+
+    /// This thread owns the slot's load: do it, publish, wake the waiters.
+    fn load_into(&self, slot: Slot, req: &Request, pending: Arc<Pending>) -> Result<*mut c_void> {
+        let mut claim = Claim {
+            registry: self,
+            slot: Some(slot),
+            file: None,
+            pending: pending.clone(),
+            done: false,
+        };
+        let result = self.load_buffer(slot.addr(), req);
+        let mut t = self.lock();
+        let out = match result {
+            Ok((key, ptr)) => {
+                t.slots.insert(
+                    slot.addr(),
+                    SlotEntry {
+                        buf: key,
+                        ptr: ptr as usize,
+                        refs: 1,
+                    },
+                );
+                slot.publish(ptr);
+                Ok(ptr)
+            }
+            Err(e) => {
+                self.counters.failed();
+                slot.publish(std::ptr::null_mut());
+                Err(e)
+            }
+        };
+        t.loading_slots.remove(&slot.addr());
+        drop(t);
+        claim.done = true;
+        pending.complete(out.as_ref().map(|_| ()).map_err(Clone::clone));
+        out
+    }
+
+    /// Finds and opens the file, then takes a reference on a buffer for it:
+    /// an existing one if another slot (or the keep cache) has it, else a new
+    /// load, read once even if several slots ask at the same time.
+    fn load_buffer(&self, slot_addr: usize, req: &Request) -> Result<(BufKey, *mut c_void)> {
+        let path = locate::locate(req.fname(), self.config.search_path.as_deref(), slot_addr)?;
+        let fname = req.fname().display().to_string();
+        let source = Source::open(&path, &fname, req.size())?;
+        let key = (source.key, req.size());
+        let pending = loop {
+            let mut t = self.lock();
+            if let Some(h) = t.buffers.get_mut(&key) {
+                h.refs += 1;
+                let ptr = h.buffer.as_ptr().cast::<c_void>();
+                drop(t);
+                self.counters.shared();
+                self.log(Level::Debug, || {
+                    format!("sharing the buffer of {} already in memory", path.display())
+                });
+                return Ok((key, ptr));
+            }
+            if let Some(p) = t.loading_files.get(&key).cloned() {
+                drop(t);
+                self.counters.waited();
+                self.wait(&p, req)?;
+                continue;
+            }
+            let p = Arc::new(Pending::new());
+            t.loading_files.insert(key, p.clone());
+            break p;
+        };
+        let mut claim = Claim {
+            registry: self,
+            slot: None,
+            file: Some(key),
+            pending: pending.clone(),
+            done: false,
+        };
+        let loaded = strategy::load(&source, req.size(), &self.config);
+        let mut t = self.lock();
+        t.loading_files.remove(&key);
+        let out = loaded.map(|l| {
+            let s = l.buffer.strategy();
+            self.counters
+                .loaded(s, req.size(), l.bytes_read, l.elapsed, l.fell_back);
+            self.log(Level::Info, || {
+                format!(
+                    "loaded {} bytes of {} by {} in {:.3} s",
+                    req.size(),
+                    path.display(),
+                    s.name(),
+                    l.elapsed.as_secs_f64()
+                )
+            });
+            let ptr = l.buffer.as_ptr().cast::<c_void>();
+            t.buffers.insert(
+                key,
+                Held {
+                    buffer: l.buffer,
+                    refs: 1,
+                },
+            );
+            (key, ptr)
+        });
+        drop(t);
+        claim.done = true;
+        pending.complete(out.as_ref().map(|_| ()).map_err(Clone::clone));
+        out
+    }
+
+    /// **Release**: one reference less. The last one frees the buffer (unless
+    /// `keep`) and sets the slot to NULL. A slot holding no reference is an
+    /// error and nothing is freed.
+    pub fn release(&self, cell: &AtomicPtr<c_void>) -> Result<()> {
+        let slot = Slot::new(cell);
+        let addr = slot.addr();
+        let mut t = self.lock();
+        let state = slot.state();
+        let Some(e) = t
+            .slots
+            .get_mut(&addr)
+            .filter(|e| state == State::Loaded(e.ptr as *mut c_void))
+        else {
+            let what = match state {
+                State::Empty => "is empty (NULL)".to_string(),
+                State::Loading => "is being loaded by another thread".to_string(),
+                State::Loaded(p) => format!("holds {p:p}, which this library did not give it"),
+            };
+            return Err(Error::new(
+                ErrorKind::NotHeld,
+                format!(
+                    "release of slot {addr:#x} that holds no reference: the slot {what}; \
+                     every release must match one acquire (or ensure-loaded) on the same \
+                     slot. Nothing was freed"
+                ),
+            ));
+        };
+        e.refs -= 1;
+        let key = e.buf;
+        if e.refs == 0 {
+            t.slots.remove(&addr);
+            slot.publish(std::ptr::null_mut());
+        }
+        let freed = t.unref(key, 1, self.config.keep);
+        drop(t);
+        if let Some(b) = freed {
+            self.counters.freed(1);
+            self.log(Level::Debug, || format!("freed {} bytes", b.len()));
+        }
+        Ok(())
+    }
+
+    /// Frees every kept buffer that no slot references; returns how many.
+    pub fn trim(&self) -> u64 {
+        let mut t = self.lock();
+        let idle: Vec<BufKey> = t
+            .buffers
+            .iter()
+            .filter(|(_, h)| h.refs == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        let freed: Vec<Held> = idle.iter().filter_map(|k| t.buffers.remove(k)).collect();
+        drop(t);
+        let n = freed.len() as u64;
+        self.counters.freed(n);
+        n
+    }
+
+    /// Sets `*out` to `*base + offset` unless `*out` is already set.
+    /// `base` must be a loaded slot and `offset` within its buffer.
+    pub fn constant_address(
+        &self,
+        out: &AtomicPtr<c_void>,
+        base: &AtomicPtr<c_void>,
+        offset: i64,
+    ) -> Result<()> {
+        if !out.load(Ordering::Acquire).is_null() {
+            return Ok(());
+        }
+        let b = Slot::new(base);
+        let State::Loaded(p) = b.state() else {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "constant address requested from slot {:#x}, which holds no buffer; \
+                     load the constants (om_load_constants_from_file) first",
+                    b.addr()
+                ),
+            ));
+        };
+        let len = {
+            let t = self.lock();
+            t.slots
+                .get(&b.addr())
+                .filter(|e| e.ptr == p as usize)
+                .and_then(|e| t.buffers.get(&e.buf))
+                .map(|h| h.buffer.len())
+        };
+        let in_range = match len {
+            Some(len) => offset >= 0 && (offset as u64) <= len as u64,
+            None => offset >= 0,
+        };
+        if !in_range {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "constant offset {offset} is outside the loaded buffer ({} bytes); the \
+                     model and its constants file do not match: recompile or copy the \
+                     matching file",
+                    len.map_or("unknown".to_string(), |l| l.to_string())
+                ),
+            ));
+        }
+        let addr = p
+            .cast::<u8>()
+            .wrapping_add(offset as usize)
+            .cast::<c_void>();
+        // Several threads may race to set the same constant to the same
+        // address; the first wins and the rest agree.
+        let _ = out.compare_exchange(
+            std::ptr::null_mut(),
+            addr,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        Ok(())
+    }
+
+    /// A snapshot of what is alive now and what happened so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        {
+            let t = self.lock();
+            s.live_buffers = t.buffers.len() as u64;
+            s.kept_buffers = t.buffers.values().filter(|h| h.refs == 0).count() as u64;
+            s.references = t.slots.values().map(|e| e.refs).sum();
+            s.live_slots = t.slots.len() as u64;
+            s.live_bytes = t.buffers.values().map(|h| h.buffer.len() as u64).sum();
+        }
+        self.counters.fill(&mut s);
+        s
+    }
+}
+
+/// Makes sure a load that unwinds (a panic, caught at the ABI) still leaves
+/// its slot empty and wakes its waiters with an error, instead of leaving
+/// them `LOADING` until their timeout.
+struct Claim<'r, 's> {
+    registry: &'r Registry,
+    slot: Option<Slot<'s>>,
+    file: Option<BufKey>,
+    pending: Arc<Pending>,
+    done: bool,
+}
+
+impl Drop for Claim<'_, '_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut t = self.registry.lock();
+        if let Some(slot) = self.slot {
+            t.loading_slots.remove(&slot.addr());
+            slot.publish(std::ptr::null_mut());
+        }
+        if let Some(key) = self.file {
+            t.loading_files.remove(&key);
+        }
+        drop(t);
+        self.registry.counters.failed();
+        self.pending.complete(Err(Error::new(
+            ErrorKind::Internal,
+            "the thread loading the constants failed unexpectedly (a bug in om-constants; \
+             please report it); the slot was reset and the load may be retried",
+        )));
+    }
+}
+
+/// The process-wide registry behind the C ABI, configured from the
+/// environment on first use.
+pub fn global() -> &'static Registry {
+    static GLOBAL: once_cell::sync::Lazy<Registry> =
+        once_cell::sync::Lazy::new(|| Registry::new(Config::from_env()));
+    &GLOBAL
+}

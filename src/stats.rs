@@ -1,0 +1,157 @@
+//! Counters that prove what the library did: how many loads, waits and
+//! failures, how many bytes were read, what is alive now.
+//!
+//! Cumulative counters are relaxed atomics (they are read for reporting,
+//! never to synchronise); what is alive now is computed from the registry
+//! under its lock, so a snapshot's live figures are exact.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::strategy::Strategy;
+
+/// Per-strategy figures (C: `struct om_constants_strategy_stats`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StrategyStats {
+    /// Loads completed with this strategy.
+    pub loads: u64,
+    /// Bytes loaded with it (mapped or read).
+    pub bytes: u64,
+    /// Nanoseconds spent in those loads.
+    pub nanos: u64,
+}
+
+/// A snapshot of the library's state (C: `struct om_constants_stats`).
+///
+/// "Live" fields describe this moment; the others count since the process
+/// started (or, for a Rust `Registry`, since it was created).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Buffers in memory now, including kept ones with no reference.
+    pub live_buffers: u64,
+    /// Of those, buffers kept with no reference (`OM_CONSTANT_KEEP=1`).
+    pub kept_buffers: u64,
+    /// References held now, over all slots.
+    pub references: u64,
+    /// Slots that hold a buffer now.
+    pub live_slots: u64,
+    /// Bytes in live buffers now.
+    pub live_bytes: u64,
+    /// Files loaded (opened and mapped or read) since start.
+    pub loads: u64,
+    /// Acquires served by a buffer another slot (or the keep cache) held.
+    pub shared: u64,
+    /// Calls that waited for another thread's load.
+    pub waits: u64,
+    /// Loads that failed.
+    pub failures: u64,
+    /// Waits that ended in the timeout.
+    pub timeouts: u64,
+    /// `auto` loads that fell back from `mmap` to `read`.
+    pub fallbacks: u64,
+    /// Buffers freed (last release or trim).
+    pub frees: u64,
+    /// Bytes mapped since start.
+    pub bytes_mapped: u64,
+    /// Bytes read into heap buffers since start.
+    pub bytes_read: u64,
+    /// Nanoseconds spent loading since start.
+    pub load_nanos: u64,
+    /// Loads by the `mmap` strategy.
+    pub mmap: StrategyStats,
+    /// Loads by the `read` strategy.
+    pub read: StrategyStats,
+}
+
+#[derive(Default)]
+struct StrategyCounters {
+    loads: AtomicU64,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// The cumulative counters of one registry.
+#[derive(Default)]
+pub struct Counters {
+    shared: AtomicU64,
+    waits: AtomicU64,
+    failures: AtomicU64,
+    timeouts: AtomicU64,
+    fallbacks: AtomicU64,
+    frees: AtomicU64,
+    bytes_read: AtomicU64,
+    per: [StrategyCounters; Strategy::ALL.len()],
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Counters {
+    /// A completed load.
+    pub fn loaded(
+        &self,
+        s: Strategy,
+        bytes: u64,
+        bytes_read: u64,
+        took: Duration,
+        fell_back: bool,
+    ) {
+        let c = &self.per[s as usize];
+        c.loads.fetch_add(1, Relaxed);
+        c.bytes.fetch_add(bytes, Relaxed);
+        c.nanos.fetch_add(nanos(took), Relaxed);
+        self.bytes_read.fetch_add(bytes_read, Relaxed);
+        if fell_back {
+            self.fallbacks.fetch_add(1, Relaxed);
+        }
+    }
+    /// An acquire served by an existing buffer.
+    pub fn shared(&self) {
+        self.shared.fetch_add(1, Relaxed);
+    }
+    /// A call that waited for another thread's load.
+    pub fn waited(&self) {
+        self.waits.fetch_add(1, Relaxed);
+    }
+    /// A failed load.
+    pub fn failed(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
+    /// A wait that timed out.
+    pub fn timed_out(&self) {
+        self.timeouts.fetch_add(1, Relaxed);
+    }
+    /// Buffers freed.
+    pub fn freed(&self, n: u64) {
+        self.frees.fetch_add(n, Relaxed);
+    }
+
+    /// Fills the cumulative fields of `out`.
+    pub fn fill(&self, out: &mut Stats) {
+        let get = |a: &AtomicU64| a.load(Relaxed);
+        out.shared = get(&self.shared);
+        out.waits = get(&self.waits);
+        out.failures = get(&self.failures);
+        out.timeouts = get(&self.timeouts);
+        out.fallbacks = get(&self.fallbacks);
+        out.frees = get(&self.frees);
+        out.bytes_read = get(&self.bytes_read);
+        let per = |s: Strategy| {
+            let c = &self.per[s as usize];
+            StrategyStats {
+                loads: get(&c.loads),
+                bytes: get(&c.bytes),
+                nanos: get(&c.nanos),
+            }
+        };
+        out.mmap = per(Strategy::Mmap);
+        out.read = per(Strategy::Read);
+        let all = [out.mmap, out.read];
+        out.loads = all.iter().map(|s| s.loads).sum();
+        out.load_nanos = all.iter().map(|s| s.nanos).sum();
+        out.bytes_mapped = out.mmap.bytes;
+    }
+}

@@ -1,0 +1,249 @@
+//! How a checked file becomes memory: the strategies of DESIGN.md §3.
+//!
+//! `mmap` is zero-copy and lazy; `read` copies into an aligned heap buffer so
+//! the weights are resident and immune to the file changing. `auto` maps,
+//! unless the size is above the platform's (or `OM_CONSTANT_MMAP_LIMIT`'s)
+//! mapping limit or the mapping fails, and then reads. Each strategy is a
+//! module that turns a [`Source`] into a [`Buffer`]; adding one (chunked
+//! mapping) means a new variant here and a new module.
+
+mod heap;
+mod mmap;
+mod read;
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::log::{self, Level};
+use crate::source::Source;
+
+pub use heap::HeapBuf;
+
+/// What the configuration asks for (`OM_CONSTANT_LOAD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// `mmap` up to the mapping limit, `read` above it or if mapping fails.
+    Auto,
+    /// Always `mmap`.
+    Mmap,
+    /// Always `read`.
+    Read,
+}
+
+impl Choice {
+    /// The accepted spellings, for error messages.
+    pub const EXPECTED: &'static str = "auto, mmap or read";
+
+    /// Parses `auto|mmap|read`.
+    pub fn parse(s: &str) -> Option<Choice> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(Choice::Auto),
+            "mmap" => Some(Choice::Mmap),
+            "read" | "malloc" => Some(Choice::Read),
+            _ => None,
+        }
+    }
+}
+
+/// The strategy that actually produced a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// A read-only mapping of the file.
+    Mmap,
+    /// An aligned heap buffer filled by `pread`.
+    Read,
+}
+
+impl Strategy {
+    /// Every strategy, in the order stats report them.
+    pub const ALL: [Strategy; 2] = [Strategy::Mmap, Strategy::Read];
+
+    /// Its name as `OM_CONSTANT_LOAD` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Mmap => "mmap",
+            Strategy::Read => "read",
+        }
+    }
+}
+
+/// The strategy `choice` means for a file of `size` bytes under `limit`.
+pub fn resolve(choice: Choice, size: u64, limit: Option<u64>) -> Strategy {
+    match choice {
+        Choice::Mmap => Strategy::Mmap,
+        Choice::Read => Strategy::Read,
+        Choice::Auto => match limit {
+            Some(l) if size > l => Strategy::Read,
+            _ => Strategy::Mmap,
+        },
+    }
+}
+
+enum Memory {
+    Mapped(memmap2::Mmap),
+    Heap(HeapBuf),
+}
+
+/// Loaded constants: the memory the slot points at, freed on drop
+/// (unmapped or deallocated).
+pub struct Buffer {
+    memory: Memory,
+    strategy: Strategy,
+}
+
+impl Buffer {
+    /// The address published in the slot.
+    pub fn as_ptr(&self) -> *mut u8 {
+        match &self.memory {
+            // The mapping is read-only; the model only reads through the
+            // pointer, and C's `void *` has no const to express that.
+            Memory::Mapped(m) => m.as_ptr() as *mut u8,
+            Memory::Heap(h) => h.as_ptr(),
+        }
+    }
+
+    /// Its length in bytes (the `size` the model asked for).
+    pub fn len(&self) -> usize {
+        match &self.memory {
+            Memory::Mapped(m) => m.len(),
+            Memory::Heap(h) => h.len(),
+        }
+    }
+
+    /// Never true: sizes are checked to be positive before loading.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The strategy that produced it.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("ptr", &self.as_ptr())
+            .field("len", &self.len())
+            .field("strategy", &self.strategy)
+            .finish()
+    }
+}
+
+/// What a load did, for stats and logs.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The memory.
+    pub buffer: Buffer,
+    /// Bytes copied by `read` (0 for a mapping).
+    pub bytes_read: u64,
+    /// Time spent.
+    pub elapsed: Duration,
+    /// True when `auto` wanted a mapping, it failed, and `read` was used.
+    pub fell_back: bool,
+}
+
+/// Loads the first `size` bytes of `source` as `config` says.
+pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
+    let start = Instant::now();
+    let len = usize::try_from(size).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "constants file '{}' needs {size} bytes, more than this process can address",
+                source.fname
+            ),
+        )
+    })?;
+    let wanted = resolve(config.strategy, size, config.mmap_limit);
+    let (memory, strategy, fell_back) = match wanted {
+        Strategy::Read => (
+            Memory::Heap(read::read(source, len)?),
+            Strategy::Read,
+            false,
+        ),
+        Strategy::Mmap => match mmap::map(source, len) {
+            Ok(m) => (Memory::Mapped(m), Strategy::Mmap, false),
+            Err(e) if config.strategy == Choice::Auto => {
+                log::emit(
+                    config.log,
+                    Level::Info,
+                    &format!("{e}; reading the file into memory instead"),
+                );
+                (Memory::Heap(read::read(source, len)?), Strategy::Read, true)
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let bytes_read = if strategy == Strategy::Read { size } else { 0 };
+    Ok(Loaded {
+        buffer: Buffer { memory, strategy },
+        bytes_read,
+        elapsed: start.elapsed(),
+        fell_back,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_maps_up_to_the_limit_and_reads_above() {
+        assert_eq!(resolve(Choice::Auto, 10, None), Strategy::Mmap);
+        assert_eq!(resolve(Choice::Auto, 10, Some(10)), Strategy::Mmap);
+        assert_eq!(resolve(Choice::Auto, 11, Some(10)), Strategy::Read);
+        assert_eq!(resolve(Choice::Mmap, 11, Some(10)), Strategy::Mmap);
+        assert_eq!(resolve(Choice::Read, 1, None), Strategy::Read);
+    }
+
+    #[test]
+    fn choice_spellings() {
+        assert_eq!(Choice::parse("MMAP"), Some(Choice::Mmap));
+        assert_eq!(Choice::parse("read"), Some(Choice::Read));
+        assert_eq!(Choice::parse("auto"), Some(Choice::Auto));
+        assert_eq!(Choice::parse("zero-copy"), None);
+    }
+
+    fn file_with(bytes: &[u8], name: &str) -> (std::path::PathBuf, Source) {
+        let p = std::env::temp_dir().join(format!("om-strategy-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        let s = Source::open(&p, name, bytes.len() as u64).unwrap();
+        (p, s)
+    }
+
+    #[test]
+    fn every_strategy_yields_the_file_bytes() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (p, src) = file_with(&data, "bytes");
+        for choice in [Choice::Mmap, Choice::Read, Choice::Auto] {
+            let config = Config {
+                strategy: choice,
+                ..Config::default()
+            };
+            let l = load(&src, 99_999, &config).unwrap();
+            assert_eq!(l.buffer.len(), 99_999);
+            // SAFETY: the buffer is live for this scope and holds len bytes.
+            let got = unsafe { std::slice::from_raw_parts(l.buffer.as_ptr(), l.buffer.len()) };
+            assert_eq!(got, &data[..99_999], "{choice:?}");
+            let expect_read = if choice == Choice::Read { 99_999 } else { 0 };
+            assert_eq!(l.bytes_read, expect_read);
+            assert!(!l.fell_back);
+        }
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn heap_buffers_are_page_aligned() {
+        let (p, src) = file_with(&[3u8; 5000], "align");
+        let config = Config {
+            strategy: Choice::Read,
+            ..Config::default()
+        };
+        let l = load(&src, 5000, &config).unwrap();
+        assert_eq!(l.buffer.as_ptr() as usize % heap::page_size(), 0);
+        std::fs::remove_file(p).unwrap();
+    }
+}

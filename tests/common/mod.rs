@@ -1,0 +1,63 @@
+//! Helpers shared by the integration tests: scratch folders and files with
+//! known contents.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A scratch folder removed on drop.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "om-test-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch { dir }
+    }
+
+    /// Writes a file of `len` bytes whose byte i is `pattern(i)`.
+    pub fn file(&self, name: &str, len: usize) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, pattern_bytes(len)).expect("write test file");
+        p
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The test pattern: not periodic at any power of two.
+pub fn pattern(i: usize) -> u8 {
+    ((i * 131 + i / 4099) % 251) as u8
+}
+
+pub fn pattern_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(pattern).collect()
+}
+
+/// Asserts the `len` bytes at `p` are the pattern.
+pub fn assert_pattern(p: *const u8, len: usize) {
+    // SAFETY: callers pass a live buffer of at least `len` bytes.
+    let got = unsafe { std::slice::from_raw_parts(p, len) };
+    let bad = got.iter().enumerate().find(|(i, b)| **b != pattern(*i));
+    assert!(bad.is_none(), "byte mismatch at {bad:?}");
+}
+
+pub fn name(p: &Path) -> &std::ffi::OsStr {
+    p.as_os_str()
+}

@@ -1,0 +1,425 @@
+//! The registry's semantics (DESIGN.md §1–§4) through the Rust API, each
+//! test with its own `Registry` so counters are exact.
+
+mod common;
+
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{assert_pattern, name, Scratch};
+use om_constants::{Choice, Config, ErrorKind, Registry, Request};
+
+/// Default options, without stderr noise from the failures tests provoke.
+fn quiet() -> Config {
+    Config {
+        log: om_constants::log::Level::Off,
+        ..Config::default()
+    }
+}
+
+fn registry(strategy: Choice) -> Arc<Registry> {
+    Arc::new(Registry::new(Config {
+        strategy,
+        ..quiet()
+    }))
+}
+
+fn new_slot() -> &'static AtomicPtr<c_void> {
+    Box::leak(Box::new(AtomicPtr::new(std::ptr::null_mut())))
+}
+
+fn req(path: &std::path::Path, size: usize) -> Request<'_> {
+    Request::new(
+        name(path),
+        size as i64,
+        cfg!(target_endian = "little") as i64,
+    )
+    .unwrap()
+}
+
+const SIZE: usize = 3 * 1024 * 1024 + 123;
+
+#[test]
+fn sixty_four_threads_one_load_per_strategy_then_nothing_left() {
+    for choice in [Choice::Mmap, Choice::Read, Choice::Auto] {
+        let s = Scratch::new("race");
+        let path = s.file("c.bin", SIZE);
+        let reg = registry(choice);
+        let slot = new_slot();
+        let barrier = Arc::new(Barrier::new(64));
+        let threads: Vec<_> = (0..64)
+            .map(|_| {
+                let (reg, barrier, path) = (reg.clone(), barrier.clone(), path.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let p = reg.acquire(slot, &req(&path, SIZE)).unwrap();
+                    assert_pattern(p.cast(), SIZE);
+                    p as usize
+                })
+            })
+            .collect();
+        let ptrs: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            ptrs.iter().all(|p| *p == ptrs[0]),
+            "{choice:?}: one buffer for all"
+        );
+        let st = reg.stats();
+        assert_eq!(st.loads, 1, "{choice:?}: exactly one load: {st:?}");
+        assert_eq!(st.references, 64, "{choice:?}");
+        let expect_read = if choice == Choice::Read {
+            SIZE as u64
+        } else {
+            0
+        };
+        assert_eq!(st.bytes_read, expect_read, "{choice:?}: bytes read");
+        assert_eq!(st.failures, 0);
+
+        let barrier = Arc::new(Barrier::new(64));
+        let threads: Vec<_> = (0..64)
+            .map(|_| {
+                let (reg, barrier) = (reg.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    reg.release(slot).unwrap();
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let st = reg.stats();
+        assert_eq!(
+            (st.live_buffers, st.references, st.live_bytes, st.frees),
+            (0, 0, 0, 1),
+            "{choice:?}: {st:?}"
+        );
+        assert!(slot.load(Ordering::Acquire).is_null());
+    }
+}
+
+#[test]
+fn ensure_loaded_races_load_once_and_hold_one_reference() {
+    let s = Scratch::new("ensure");
+    let path = s.file("c.bin", SIZE);
+    let reg = registry(Choice::Read);
+    let slot = new_slot();
+    let barrier = Arc::new(Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let (reg, barrier, path) = (reg.clone(), barrier.clone(), path.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                reg.ensure_loaded(slot, || Ok(req(&path, SIZE))).unwrap() as usize
+            })
+        })
+        .collect();
+    let ptrs: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(ptrs.iter().all(|p| *p == ptrs[0]));
+    let st = reg.stats();
+    assert_eq!(
+        (st.loads, st.references, st.bytes_read),
+        (1, 1, SIZE as u64)
+    );
+    // The loaded fast path does not even build the request.
+    let p = reg
+        .ensure_loaded(slot, || panic!("request built on the fast path"))
+        .unwrap();
+    assert_eq!(p as usize, ptrs[0]);
+    reg.release(slot).unwrap();
+    assert_eq!(reg.stats().live_buffers, 0);
+}
+
+#[test]
+fn counts_and_double_release() {
+    let s = Scratch::new("count");
+    let path = s.file("c.bin", 4096);
+    let reg = registry(Choice::Auto);
+    let slot = new_slot();
+    let p1 = reg.acquire(slot, &req(&path, 4096)).unwrap();
+    let p2 = reg.acquire(slot, &req(&path, 4096)).unwrap();
+    assert_eq!(p1, p2);
+    assert_eq!(reg.stats().references, 2);
+    reg.release(slot).unwrap();
+    assert_eq!(slot.load(Ordering::Acquire), p1, "still held once");
+    assert_pattern(p1.cast(), 4096);
+    reg.release(slot).unwrap();
+    assert!(slot.load(Ordering::Acquire).is_null());
+    let e = reg.release(slot).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotHeld);
+    assert!(e.message().contains("Nothing was freed"), "{e}");
+    let st = reg.stats();
+    assert_eq!((st.frees, st.live_buffers), (1, 0), "one free, never two");
+
+    // A later acquire loads again.
+    reg.acquire(slot, &req(&path, 4096)).unwrap();
+    assert_eq!(reg.stats().loads, 2);
+    reg.release(slot).unwrap();
+}
+
+#[test]
+fn slots_loading_one_file_share_one_buffer() {
+    let s = Scratch::new("share");
+    let path = s.file("c.bin", SIZE);
+    let reg = registry(Choice::Read);
+    let (a, b) = (new_slot(), new_slot());
+    let barrier = Arc::new(Barrier::new(32));
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let (reg, barrier, path) = (reg.clone(), barrier.clone(), path.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let slot = if i % 2 == 0 { a } else { b };
+                reg.acquire(slot, &req(&path, SIZE)).unwrap() as usize
+            })
+        })
+        .collect();
+    let ptrs: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(ptrs.iter().all(|p| *p == ptrs[0]), "both slots, one buffer");
+    let st = reg.stats();
+    assert_eq!(
+        (st.loads, st.live_buffers, st.live_slots),
+        (1, 1, 2),
+        "{st:?}"
+    );
+    assert_eq!(st.bytes_read, SIZE as u64, "the file was read once");
+    for _ in 0..16 {
+        reg.release(a).unwrap();
+    }
+    assert!(a.load(Ordering::Acquire).is_null());
+    assert_pattern(b.load(Ordering::Acquire).cast(), SIZE);
+    for _ in 0..16 {
+        reg.release(b).unwrap();
+    }
+    assert_eq!(reg.stats().live_buffers, 0);
+}
+
+#[test]
+fn keep_caches_until_trim() {
+    let s = Scratch::new("keep");
+    let path = s.file("c.bin", 8192);
+    let reg = Registry::new(Config {
+        keep: true,
+        ..quiet()
+    });
+    let slot = new_slot();
+    reg.acquire(slot, &req(&path, 8192)).unwrap();
+    reg.release(slot).unwrap();
+    assert!(slot.load(Ordering::Acquire).is_null());
+    let st = reg.stats();
+    assert_eq!((st.live_buffers, st.kept_buffers, st.frees), (1, 1, 0));
+    reg.acquire(slot, &req(&path, 8192)).unwrap();
+    let st = reg.stats();
+    assert_eq!((st.loads, st.shared, st.kept_buffers), (1, 1, 0), "{st:?}");
+    assert_eq!(reg.trim(), 0, "a referenced buffer is not trimmed");
+    reg.release(slot).unwrap();
+    assert_eq!(reg.trim(), 1);
+    let st = reg.stats();
+    assert_eq!((st.live_buffers, st.frees), (0, 1));
+}
+
+#[test]
+fn failed_loads_leave_the_slot_empty_and_a_retry_succeeds() {
+    let s = Scratch::new("fail");
+    let path = s.path("late.bin");
+    let reg = registry(Choice::Read);
+    let slot = new_slot();
+    let barrier = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (reg, barrier, path) = (reg.clone(), barrier.clone(), path.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                reg.acquire(slot, &req(&path, 4096)).unwrap_err()
+            })
+        })
+        .collect();
+    for t in threads {
+        let e = t.join().unwrap();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.message().contains("late.bin"), "{e}");
+    }
+    assert!(slot.load(Ordering::Acquire).is_null());
+    let st = reg.stats();
+    assert!(st.failures >= 1 && st.loads == 0, "{st:?}");
+    s.file("late.bin", 4096);
+    let p = reg.acquire(slot, &req(&path, 4096)).unwrap();
+    assert_pattern(p.cast(), 4096);
+    reg.release(slot).unwrap();
+}
+
+#[test]
+fn a_waiter_times_out_and_the_loader_still_publishes() {
+    const BIG: usize = 256 << 20;
+    let s = Scratch::new("timeout");
+    let path = s.path("big.bin");
+    // Sparse: the contents do not matter, only that reading takes a while.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(BIG as u64)
+        .unwrap();
+    let reg = Arc::new(Registry::new(Config {
+        strategy: Choice::Read,
+        wait_timeout: Duration::from_millis(1),
+        ..quiet()
+    }));
+    let slot = new_slot();
+    let loader = {
+        let (reg, path) = (reg.clone(), path.clone());
+        std::thread::spawn(move || reg.acquire(slot, &req(&path, BIG)).map(|p| p as usize))
+    };
+    while slot.load(Ordering::Acquire).is_null() {
+        std::hint::spin_loop();
+    }
+    let waited = reg.acquire(slot, &req(&path, BIG));
+    let loaded = loader.join().unwrap().unwrap();
+    match waited {
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+            assert!(e.message().contains("OM_CONSTANT_WAIT_TIMEOUT"), "{e}");
+            assert_eq!(reg.stats().timeouts, 1);
+        }
+        // Only if reading 256 MiB took under a millisecond.
+        Ok(p) => panic!("waiter did not time out; got {p:p} (load finished too fast?)"),
+    }
+    assert_eq!(slot.load(Ordering::Acquire) as usize, loaded);
+    assert_eq!(reg.stats().references, 1);
+    reg.release(slot).unwrap();
+}
+
+#[test]
+fn a_slot_reused_without_release_is_treated_as_empty() {
+    let s = Scratch::new("stale");
+    let path = s.file("c.bin", 4096);
+    let reg = registry(Choice::Read);
+    let slot = new_slot();
+    reg.acquire(slot, &req(&path, 4096)).unwrap();
+    // The model was unloaded without releasing; a new one has the address.
+    slot.store(std::ptr::null_mut(), Ordering::Release);
+    let p = reg.acquire(slot, &req(&path, 4096)).unwrap();
+    let st = reg.stats();
+    assert_eq!(
+        (st.loads, st.frees, st.live_buffers, st.references),
+        (2, 1, 1, 1)
+    );
+    assert_pattern(p.cast(), 4096);
+
+    // A pointer the library did not put there: release refuses it, acquire
+    // replaces it, ensure-loaded trusts it (as onnx-mlir always did).
+    let mut foreign = [0u8; 8];
+    let other = new_slot();
+    other.store(foreign.as_mut_ptr().cast(), Ordering::Release);
+    assert_eq!(reg.release(other).unwrap_err().kind(), ErrorKind::NotHeld);
+    assert_eq!(
+        reg.ensure_loaded(other, || Ok(req(&path, 4096))).unwrap(),
+        foreign.as_mut_ptr().cast()
+    );
+    let q = reg.acquire(other, &req(&path, 4096)).unwrap();
+    assert_ne!(q, foreign.as_mut_ptr().cast::<c_void>());
+    assert_eq!(q, p, "same file, shared buffer");
+    reg.release(other).unwrap();
+    reg.release(slot).unwrap();
+    assert_eq!(reg.stats().live_buffers, 0);
+}
+
+#[test]
+fn bad_requests_are_refused_with_messages() {
+    let le = cfg!(target_endian = "little") as i64;
+    let n = std::ffi::OsStr::new("m.bin");
+    for (size, is_le, kind) in [
+        (0, le, ErrorKind::InvalidArgument),
+        (-5, le, ErrorKind::InvalidArgument),
+        (8, 1 - le, ErrorKind::ByteOrder),
+    ] {
+        let e = Request::new(n, size, is_le).unwrap_err();
+        assert_eq!(e.kind(), kind, "{e}");
+        assert!(e.message().contains("m.bin"), "{e}");
+    }
+    assert_eq!(
+        Request::new(std::ffi::OsStr::new(""), 8, le)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+
+    let s = Scratch::new("bad");
+    let short = s.file("short.bin", 100);
+    let reg = registry(Choice::Auto);
+    let slot = new_slot();
+    let e = reg.acquire(slot, &req(&short, 101)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooShort);
+    let e = reg.acquire(slot, &req(&s.dir, 1)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotAFile);
+    assert!(slot.load(Ordering::Acquire).is_null());
+    assert_eq!(reg.stats().failures, 2);
+}
+
+#[test]
+fn relative_names_are_found_through_the_search_path() {
+    let s = Scratch::new("search");
+    s.file("rel.bin", 4096);
+    let reg = Registry::new(Config {
+        search_path: Some(s.dir.clone()),
+        ..quiet()
+    });
+    let slot = new_slot();
+    let rel = std::path::Path::new("rel.bin");
+    let p = reg.acquire(slot, &req(rel, 4096)).unwrap();
+    assert_pattern(p.cast(), 4096);
+    reg.release(slot).unwrap();
+    let e = reg
+        .acquire(slot, &req(std::path::Path::new("absent.bin"), 1))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let m = e.message();
+    assert!(
+        m.contains(&format!(
+            "{}/absent.bin (OM_CONSTANT_PATH)",
+            s.dir.display()
+        )),
+        "{m}"
+    );
+    assert!(m.contains("(current directory)"), "{m}");
+}
+
+#[test]
+fn auto_reads_above_the_mapping_limit() {
+    let s = Scratch::new("limit");
+    let path = s.file("c.bin", 10_000);
+    let reg = Registry::new(Config {
+        mmap_limit: Some(4096),
+        ..quiet()
+    });
+    let (a, b) = (new_slot(), new_slot());
+    reg.acquire(a, &req(&path, 10_000)).unwrap();
+    let s2 = s.file("small.bin", 4096);
+    reg.acquire(b, &req(&s2, 4096)).unwrap();
+    let st = reg.stats();
+    assert_eq!((st.read.loads, st.read.bytes), (1, 10_000));
+    assert_eq!((st.mmap.loads, st.bytes_mapped), (1, 4096));
+    reg.release(a).unwrap();
+    reg.release(b).unwrap();
+}
+
+#[test]
+fn constant_addresses_are_checked_against_the_buffer() {
+    let s = Scratch::new("addr");
+    let path = s.file("c.bin", 4096);
+    let reg = registry(Choice::Mmap);
+    let base = new_slot();
+    let out = AtomicPtr::new(std::ptr::null_mut());
+    let e = reg.constant_address(&out, base, 0).unwrap_err();
+    assert!(e.message().contains("holds no buffer"), "{e}");
+    let p = reg.acquire(base, &req(&path, 4096)).unwrap();
+    reg.constant_address(&out, base, 4097).unwrap_err();
+    reg.constant_address(&out, base, -1).unwrap_err();
+    assert!(out.load(Ordering::Acquire).is_null(), "unchanged on error");
+    reg.constant_address(&out, base, 100).unwrap();
+    assert_eq!(out.load(Ordering::Acquire) as usize, p as usize + 100);
+    reg.constant_address(&out, base, 200).unwrap();
+    assert_eq!(
+        out.load(Ordering::Acquire) as usize,
+        p as usize + 100,
+        "already set: unchanged"
+    );
+    reg.release(base).unwrap();
+}
