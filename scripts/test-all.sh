@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # Runs every check of om-constants on a fresh machine: installs the system
-# tools the tests need (Debian packages), then format, lint, every test of
-# the workspace (Rust, C, header, ABI), and the README's main command.
+# tools the tests need (Debian packages: C/C++ compilers, clang for the LLVM
+# IR models, cmake and pkg-config for the package test, binutils for the
+# symbol checks), then format, lint, every test of the workspace (Rust, C,
+# IR models, CMake, header, ABI), and the README's main command.
 # Fails on the first failure; a missing tool is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tool -> Debian package
+declare -A pkg_of=(
+  [cc]=gcc [c++]=g++ [clang]=clang [cmake]=cmake [pkg-config]=pkg-config
+  [nm]=binutils [readelf]=binutils [ldd]=libc-bin
+)
 need_pkgs=()
-command -v cc  >/dev/null 2>&1 || need_pkgs+=(gcc)
-command -v c++ >/dev/null 2>&1 || need_pkgs+=(g++)
+for tool in "${!pkg_of[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("${pkg_of[$tool]}")
+done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing ${need_pkgs[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${need_pkgs[@]}" | sort -u)
 fi
-for tool in cargo rustfmt cc c++; do
+for tool in cargo rustfmt "${!pkg_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing tool: $tool" >&2; exit 1; }
 done
 cargo clippy --version >/dev/null 2>&1 || { echo "missing tool: cargo clippy" >&2; exit 1; }

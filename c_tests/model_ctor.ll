@@ -1,0 +1,55 @@
+; A model in the shape onnx-mlir emits today (global constructor style):
+; omLoadConstantData from @llvm.global_ctors, omUnloadConstantData from
+; @llvm.global_dtors (onnx-mlir commit 0c3b3db22 and later).
+; The entry point only reads the constants.
+
+@om_external_constant_packedConst = internal global ptr null
+@om_external_constant_data_a = internal global ptr null, align 4096
+@om_external_constant_data_b = internal global ptr null, align 4096
+@om_external_constant_data_c = internal global ptr null, align 4096
+@om_external_constant_filename = internal constant [20 x i8] c"model.constants.bin\00"
+@om_external_constant_filesize = internal constant i64 4294971392
+@om_external_constant_isLE = internal constant i8 1
+
+@llvm.global_ctors = appending global [1 x { i32, ptr, ptr }] [{ i32, ptr, ptr } { i32 65535, ptr @omLoadConstantDataCtor, ptr null }]
+@llvm.global_dtors = appending global [1 x { i32, ptr, ptr }] [{ i32, ptr, ptr } { i32 65535, ptr @omUnloadConstantDataDtor, ptr null }]
+
+declare i1 @omLoadConstantData(ptr, ptr, i64, i64)
+declare i1 @omUnloadConstantData(ptr, i64)
+declare void @omGetExternalConstantAddr(ptr, ptr, i64)
+declare void @model_compute(ptr, ptr, ptr, ptr)
+
+define internal void @omLoadConstantDataCtor() {
+entry:
+  %ok = call i1 @omLoadConstantData(ptr @om_external_constant_packedConst, ptr @om_external_constant_filename, i64 4294971392, i64 1)
+  br i1 %ok, label %addrs, label %done
+addrs:
+  call void @omGetExternalConstantAddr(ptr @om_external_constant_data_a, ptr @om_external_constant_packedConst, i64 0)
+  call void @omGetExternalConstantAddr(ptr @om_external_constant_data_b, ptr @om_external_constant_packedConst, i64 8192)
+  call void @omGetExternalConstantAddr(ptr @om_external_constant_data_c, ptr @om_external_constant_packedConst, i64 4294967296)
+  br label %done
+done:
+  ret void
+}
+
+define internal void @omUnloadConstantDataDtor() {
+entry:
+  %ok = call i1 @omUnloadConstantData(ptr @om_external_constant_packedConst, i64 4294971392)
+  ret void
+}
+
+; Entry point: false if the constructor could not load the constants.
+define i1 @run_main_graph(ptr %out) {
+entry:
+  %base = load ptr, ptr @om_external_constant_packedConst
+  %loaded = icmp ne ptr %base, null
+  br i1 %loaded, label %run, label %fail
+run:
+  %a = load ptr, ptr @om_external_constant_data_a
+  %b = load ptr, ptr @om_external_constant_data_b
+  %c = load ptr, ptr @om_external_constant_data_c
+  call void @model_compute(ptr %out, ptr %a, ptr %b, ptr %c)
+  ret i1 true
+fail:
+  ret i1 false
+}

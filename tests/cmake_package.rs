@@ -1,0 +1,141 @@
+//! The CMake package: configure, build (cmake drives cargo) and install into
+//! a temporary prefix; then a C++ consumer finds it with
+//! find_package(OmConstants CONFIG REQUIRED), shared by default and static on
+//! request, and a C program builds with pkg-config.
+
+mod common;
+#[path = "common/native.rs"]
+mod native;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::Scratch;
+use native::{manifest_dir, run};
+
+fn sh(cmd: &mut Command, what: &str) -> String {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run ({e}); scripts/test-all.sh installs it"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{what} failed: {cmd:?}\n{text}");
+    text
+}
+
+fn ldd_mentions_library(exe: &Path) -> bool {
+    let out = sh(Command::new("ldd").arg(exe), "ldd");
+    out.contains("libom_constants")
+}
+
+#[test]
+fn install_then_find_package_and_pkg_config() {
+    let s = Scratch::new("cmake");
+    let prefix = s.path("prefix");
+    let build = s.path("build");
+    sh(
+        Command::new("cmake")
+            .arg("-S")
+            .arg(manifest_dir().join("cmake"))
+            .arg("-B")
+            .arg(&build)
+            .arg("-DCMAKE_BUILD_TYPE=Release")
+            .arg(format!("-DCMAKE_INSTALL_PREFIX={}", prefix.display())),
+        "cmake configure",
+    );
+    sh(
+        Command::new("cmake").arg("--build").arg(&build),
+        "cmake --build",
+    );
+    sh(
+        Command::new("cmake").arg("--install").arg(&build),
+        "cmake --install",
+    );
+    let lib = prefix.join("lib");
+    let v = env!("CARGO_PKG_VERSION");
+    let major = env!("CARGO_PKG_VERSION_MAJOR");
+    for f in [
+        format!("lib/libom_constants.so.{v}"),
+        format!("lib/libom_constants.so.{major}"),
+        "lib/libom_constants.so".into(),
+        "lib/libom_constants.a".into(),
+        "include/om_constants.h".into(),
+        "lib/cmake/OmConstants/OmConstantsConfig.cmake".into(),
+        "lib/cmake/OmConstants/OmConstantsConfigVersion.cmake".into(),
+        "lib/pkgconfig/om_constants.pc".into(),
+    ] {
+        assert!(prefix.join(&f).exists(), "{f} was not installed");
+    }
+    assert_eq!(
+        std::fs::read(prefix.join("include/om_constants.h")).unwrap(),
+        std::fs::read(manifest_dir().join("include/om_constants.h")).unwrap()
+    );
+
+    let size = 100_000usize;
+    let data = s.path("weights.bin");
+    std::fs::write(
+        &data,
+        (0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let args = [data.to_str().unwrap(), &size.to_string()];
+
+    for (tag, flags) in [
+        ("shared", vec![]),
+        ("static", vec!["-DOmConstants_USE_STATIC=ON"]),
+    ] {
+        let cbuild = s.path(&format!("consumer-{tag}"));
+        sh(
+            Command::new("cmake")
+                .arg("-S")
+                .arg(manifest_dir().join("c_tests/cmake_consumer"))
+                .arg("-B")
+                .arg(&cbuild)
+                .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
+                .args(&flags),
+            "configure consumer",
+        );
+        sh(
+            Command::new("cmake").arg("--build").arg(&cbuild),
+            "build consumer",
+        );
+        for exe in ["consumer", "consumer_static"] {
+            let exe = cbuild.join(exe);
+            let o = run(&exe, &args, &[]);
+            assert!(o.status.success(), "{} ({tag}) failed", exe.display());
+        }
+        assert_eq!(
+            ldd_mentions_library(&cbuild.join("consumer")),
+            tag == "shared",
+            "consumer ({tag}) links the wrong library"
+        );
+        assert!(!ldd_mentions_library(&cbuild.join("consumer_static")));
+    }
+
+    // pkg-config: compile and run a C program against the install.
+    let pc = sh(
+        Command::new("pkg-config")
+            .args(["--cflags", "--libs", "om_constants"])
+            .env("PKG_CONFIG_PATH", lib.join("pkgconfig")),
+        "pkg-config",
+    );
+    let exe = s.path("pc_consumer");
+    let mut cc = native::compiler(native::Lang::C99);
+    cc.arg(manifest_dir().join("c_tests/header_c.c"))
+        .arg("-o")
+        .arg(&exe)
+        .args(pc.split_whitespace())
+        .arg(format!("-Wl,-rpath,{}", lib.display()));
+    // Drop the repository's include dir so the installed header is used.
+    let mut cmd = Command::new(cc.get_program());
+    cmd.args(
+        cc.get_args()
+            .filter(|a| *a != "-I" && Path::new(a) != manifest_dir().join("include").as_path()),
+    );
+    sh(&mut cmd, "cc with pkg-config flags");
+    let o = run(&exe, &[], &[]);
+    assert!(o.status.success(), "pkg-config consumer failed");
+}
