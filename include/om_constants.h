@@ -103,6 +103,18 @@ struct om_constants_stats {
    * Loads by the `read` strategy.
    */
   struct om_constants_strategy_stats read;
+  /**
+   * Loads by the `chunked-mmap` strategy.
+   */
+  struct om_constants_strategy_stats chunked_mmap;
+  /**
+   * Bytes read with `O_DIRECT` since start.
+   */
+  uint64_t direct_bytes;
+  /**
+   * `read` loads whose `O_DIRECT` was refused and fell back to buffered.
+   */
+  uint64_t direct_fallbacks;
 };
 
 #ifdef __cplusplus
@@ -169,7 +181,8 @@ bool om_free_constant_buffer(void **const_addr);
 /**
  * Ensure loaded (onnx-mlir's per-inference call): if the slot already holds
  * a buffer, returns true at once without changing any count (one atomic
- * load, no shared write); otherwise loads the file exactly as
+ * load: no lock, no shared write, and the last error is left as it was);
+ * otherwise loads the file exactly as
  * `om_load_constants_from_file` does, and the slot holds that one reference
  * (released only by an explicit `om_free_constant_buffer`).
  *
@@ -199,7 +212,9 @@ void om_get_external_constant_addr(void **output_addr, void **base_addr, int64_t
 
 /**
  * Returns this thread's last error message, or NULL if the thread's last
- * call succeeded (every call clears it on entry, except this one).
+ * call succeeded. Every call clears it on entry, except this one and the
+ * loaded fast path of `om_mmap_binary_file` (which touches nothing but the
+ * slot), so read it right after a call that reported failure.
  *
  * The string is owned by the library and stays valid until this thread's
  * next call into the library; copy it to keep it. Thread-local: another

@@ -36,5 +36,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== main command (small)"
-cargo run --release --locked --bin om-constants -- demo --size 8MiB
+cargo run --release --locked --bin om-constants -- bench --size 64MiB --runs 1 --threads 16
 echo "== all checks passed"

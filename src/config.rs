@@ -9,6 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::fault::Faults;
 use crate::log::Level;
 use crate::strategy::Choice;
 
@@ -21,6 +22,54 @@ pub const PLATFORM_MMAP_LIMIT: Option<u64> = None;
 
 /// Default time a thread waits for another thread's load before giving up.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Default upper bound on the threads of one `read` load.
+pub const DEFAULT_READ_THREADS: usize = 8;
+
+/// What to do with a mapping's pages right after mapping (`OM_CONSTANT_PREFETCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Nothing: pages fault in when the model first touches them.
+    None,
+    /// `madvise(MADV_WILLNEED)`: the kernel starts reading ahead.
+    WillNeed,
+    /// `MAP_POPULATE`: the load returns with every page mapped.
+    Populate,
+    /// A helper thread touches every page while the model starts.
+    Background,
+}
+
+impl Prefetch {
+    fn parse(s: &str) -> Option<Prefetch> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "off" | "0" => Some(Prefetch::None),
+            "willneed" => Some(Prefetch::WillNeed),
+            "populate" => Some(Prefetch::Populate),
+            "background" => Some(Prefetch::Background),
+            _ => None,
+        }
+    }
+}
+
+/// Whether to lock the buffer in RAM (`OM_CONSTANT_MLOCK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mlock {
+    /// No locking.
+    Off,
+    /// `mlock`; a refusal fails the load.
+    On,
+    /// `mlock`; a refusal is logged and the load goes on unlocked.
+    Try,
+}
+
+impl Mlock {
+    fn parse(s: &str) -> Option<Mlock> {
+        match s.to_ascii_lowercase().as_str() {
+            "try" => Some(Mlock::Try),
+            other => parse_bool(other).map(|on| if on { Mlock::On } else { Mlock::Off }),
+        }
+    }
+}
 
 /// Every option of the library, with its default in [`Config::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +87,21 @@ pub struct Config {
     pub keep: bool,
     /// `OM_CONSTANT_PATH`: the first folder searched for relative names.
     pub search_path: Option<PathBuf>,
+    /// `OM_CONSTANT_READ_THREADS`: most threads one `read` load uses
+    /// (also capped by the number of CPUs).
+    pub read_threads: usize,
+    /// `OM_CONSTANT_DIRECT_IO`: `read` with `O_DIRECT`, bypassing the page
+    /// cache (falls back to buffered reads where the file system refuses).
+    pub direct_io: bool,
+    /// `OM_CONSTANT_HUGE_PAGES`: ask for transparent huge pages for `read`
+    /// buffers of 2 MiB and more.
+    pub huge_pages: bool,
+    /// `OM_CONSTANT_PREFETCH`: what to do with a mapping's pages.
+    pub prefetch: Prefetch,
+    /// `OM_CONSTANT_MLOCK`: lock the buffer in RAM.
+    pub mlock: Mlock,
+    /// Injected I/O faults (test builds only; see `fault`).
+    pub faults: Faults,
 }
 
 impl Default for Config {
@@ -49,6 +113,12 @@ impl Default for Config {
             log: Level::Error,
             keep: false,
             search_path: None,
+            read_threads: DEFAULT_READ_THREADS,
+            direct_io: false,
+            huge_pages: true,
+            prefetch: Prefetch::None,
+            mlock: Mlock::Off,
+            faults: Faults::default(),
         }
     }
 }
@@ -98,6 +168,34 @@ impl Config {
         });
         field("OM_CONSTANT_KEEP", &mut |s| {
             c.keep = parse_bool(s).ok_or("0 or 1")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_READ_THREADS", &mut |s| {
+            c.read_threads = s
+                .parse()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or("a number of threads from 1 to 1024")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_DIRECT_IO", &mut |s| {
+            c.direct_io = parse_bool(s).ok_or("0 or 1")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_HUGE_PAGES", &mut |s| {
+            c.huge_pages = parse_bool(s).ok_or("0 or 1")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_PREFETCH", &mut |s| {
+            c.prefetch = Prefetch::parse(s).ok_or("none, willneed, populate or background")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_MLOCK", &mut |s| {
+            c.mlock = Mlock::parse(s).ok_or("0, 1 or try")?;
+            Ok(())
+        });
+        field("OM_CONSTANT_FAULTS", &mut |s| {
+            c.faults = Faults::parse(s)?;
             Ok(())
         });
         if let Some(p) = lookup("OM_CONSTANT_PATH") {
@@ -176,8 +274,17 @@ mod tests {
             ("OM_CONSTANT_LOG", "debug"),
             ("OM_CONSTANT_KEEP", "1"),
             ("OM_CONSTANT_PATH", "/models"),
+            ("OM_CONSTANT_READ_THREADS", "3"),
+            ("OM_CONSTANT_DIRECT_IO", "1"),
+            ("OM_CONSTANT_HUGE_PAGES", "0"),
+            ("OM_CONSTANT_PREFETCH", "background"),
+            ("OM_CONSTANT_MLOCK", "try"),
         ]));
         assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.read_threads, 3);
+        assert!(c.direct_io && !c.huge_pages);
+        assert_eq!(c.prefetch, Prefetch::Background);
+        assert_eq!(c.mlock, Mlock::Try);
         assert_eq!(c.strategy, Choice::Read);
         assert_eq!(c.mmap_limit, Some(256 << 20));
         assert_eq!(c.wait_timeout, Duration::from_millis(2500));
@@ -194,9 +301,14 @@ mod tests {
             ("OM_CONSTANT_WAIT_TIMEOUT", "0"),
             ("OM_CONSTANT_LOG", "loud"),
             ("OM_CONSTANT_KEEP", "maybe"),
+            ("OM_CONSTANT_READ_THREADS", "0"),
+            ("OM_CONSTANT_DIRECT_IO", "sometimes"),
+            ("OM_CONSTANT_HUGE_PAGES", "big"),
+            ("OM_CONSTANT_PREFETCH", "eager"),
+            ("OM_CONSTANT_MLOCK", "2"),
         ]));
         assert_eq!(c, Config::default());
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert_eq!(problems.len(), 10, "{problems:?}");
         assert!(problems[0].contains("OM_CONSTANT_LOG") && problems[0].contains("loud"));
         assert!(problems
             .iter()

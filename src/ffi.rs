@@ -35,27 +35,44 @@ fn call<T>(fallback: T, f: impl FnOnce() -> Result<T>) -> T {
     fallback
 }
 
-/// `ptr` as the slot it points at, or an error naming `what`.
+/// `ptr` as the slot it points at, if it is non-NULL and aligned.
+/// (Unit-tested in `tests::as_slot_refuses_null_and_misaligned`.)
 ///
 /// # Safety
 /// A non-NULL `ptr` must point at a `void *` that stays valid for `'a` and
 /// is accessed by others only through this library or after it returns.
-unsafe fn slot_ref<'a>(ptr: *mut *mut c_void, what: &str) -> Result<&'a AtomicPtr<c_void>> {
+#[inline]
+unsafe fn as_slot<'a>(ptr: *mut *mut c_void) -> Option<&'a AtomicPtr<c_void>> {
+    // Two separate, predictable tests: on the per-inference path this
+    // compiles to `test; je; test; jne`.
     if ptr.is_null() {
-        return Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!("{what} is NULL; pass the address of the model's constants pointer"),
-        ));
+        return None;
     }
-    if (ptr as usize) % std::mem::align_of::<AtomicPtr<c_void>>() != 0 {
-        return Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!("{what} ({ptr:p}) is not aligned for a pointer"),
-        ));
+    if (ptr as usize) & (std::mem::align_of::<AtomicPtr<c_void>>() - 1) != 0 {
+        return None;
     }
     // SAFETY: non-NULL and aligned (checked above); AtomicPtr<c_void> has the
     // size and alignment of *mut c_void; validity is the caller's contract.
-    Ok(unsafe { &*(ptr as *const AtomicPtr<c_void>) })
+    Some(unsafe { &*(ptr as *const AtomicPtr<c_void>) })
+}
+
+/// `ptr` as the slot it points at, or an error naming `what`.
+///
+/// # Safety
+/// As for [`as_slot`].
+unsafe fn slot_ref<'a>(ptr: *mut *mut c_void, what: &str) -> Result<&'a AtomicPtr<c_void>> {
+    // SAFETY: the caller's contract is as_slot's.
+    unsafe { as_slot(ptr) }.ok_or_else(|| {
+        let why = if ptr.is_null() {
+            "is NULL"
+        } else {
+            "is not aligned for a pointer"
+        };
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{what} ({ptr:p}) {why}; pass the address of the model's constants pointer"),
+        )
+    })
 }
 
 /// The request behind a load call.
@@ -154,7 +171,8 @@ pub unsafe extern "C" fn om_free_constant_buffer(const_addr: *mut *mut c_void) -
 
 /// Ensure loaded (onnx-mlir's per-inference call): if the slot already holds
 /// a buffer, returns true at once without changing any count (one atomic
-/// load, no shared write); otherwise loads the file exactly as
+/// load: no lock, no shared write, and the last error is left as it was);
+/// otherwise loads the file exactly as
 /// `om_load_constants_from_file` does, and the slot holds that one reference
 /// (released only by an explicit `om_free_constant_buffer`).
 ///
@@ -164,6 +182,32 @@ pub unsafe extern "C" fn om_free_constant_buffer(const_addr: *mut *mut c_void) -
 /// As for `om_load_constants_from_file`.
 #[no_mangle]
 pub unsafe extern "C" fn om_mmap_binary_file(
+    const_addr: *mut *mut c_void,
+    fname: *const c_char,
+    size: i64,
+    is_le: i64,
+) -> bool {
+    // The per-inference fast path (DESIGN.md §2), kept apart from the slow
+    // path so this function has no frame to set up: a few instructions.
+    // SAFETY: the caller passes a valid slot (documented above).
+    if let Some(slot) = unsafe { as_slot(const_addr) } {
+        if crate::registry::loaded(slot).is_some() {
+            return true;
+        }
+    }
+    // SAFETY: same contract as this function.
+    unsafe { ensure_loaded_slow(const_addr, fname, size, is_le) }
+}
+
+/// The slow path of `om_mmap_binary_file`: load (or wait for) the buffer.
+/// `extern "C"` (it never unwinds: `call` catches panics) so the fast path
+/// reaches it by a tail jump and needs no stack frame of its own.
+///
+/// # Safety
+/// As for `om_mmap_binary_file`.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn ensure_loaded_slow(
     const_addr: *mut *mut c_void,
     fname: *const c_char,
     size: i64,
@@ -211,7 +255,9 @@ pub unsafe extern "C" fn om_get_external_constant_addr(
 }
 
 /// Returns this thread's last error message, or NULL if the thread's last
-/// call succeeded (every call clears it on entry, except this one).
+/// call succeeded. Every call clears it on entry, except this one and the
+/// loaded fast path of `om_mmap_binary_file` (which touches nothing but the
+/// slot), so read it right after a call that reported failure.
 ///
 /// The string is owned by the library and stays valid until this thread's
 /// next call into the library; copy it to keep it. Thread-local: another
@@ -320,4 +366,32 @@ pub unsafe extern "C" fn omUnloadConstantData(const_addr: *mut *mut c_void, size
     let _ = size;
     // SAFETY: same contract as om_free_constant_buffer.
     unsafe { om_free_constant_buffer(const_addr) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_slot_refuses_null_and_misaligned() {
+        let mut cells = [std::ptr::null_mut::<c_void>(); 2];
+        let base = cells.as_mut_ptr();
+        // SAFETY: every pointer tested is NULL, misaligned (refused before
+        // any access) or points into `cells`.
+        unsafe {
+            assert!(as_slot(std::ptr::null_mut()).is_none());
+            for off in 1..8 {
+                let p = (base as usize + off) as *mut *mut c_void;
+                assert!(as_slot(p).is_none(), "offset {off}");
+            }
+            assert!(as_slot(base).is_some());
+            assert!(as_slot(base.add(1)).is_some());
+            assert!(as_slot(usize::MAX as *mut *mut c_void).is_none());
+            assert!(
+                as_slot((usize::MAX - 7) as *mut *mut c_void).is_some_and(|s| {
+                    std::ptr::eq(s as *const _ as *const u8, (usize::MAX - 7) as *const u8)
+                })
+            );
+        }
+    }
 }

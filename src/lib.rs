@@ -13,7 +13,9 @@
 //! | [`ffi`] | every `extern "C"` function: checks, `catch_unwind`, error → false |
 //! | [`registry`] | slots ↔ buffers, reference counts, acquire / release / trim |
 //! | [`slot`] | the slot state machine (NULL → LOADING → address) and waiting |
-//! | [`strategy`] | turning a file into memory: `mmap`, `read` |
+//! | [`strategy`] | turning a file into memory: `mmap`, `read`, `chunked-mmap`; prefetch, `mlock` |
+//! | [`threads`] | worker threads that are safe to start inside `dlopen` |
+//! | [`fault`] | the seam where tests inject I/O faults (test builds only) |
 //! | [`source`] | opening and checking the file, its identity for sharing |
 //! | [`locate`] | finding the file the model names |
 //! | [`config`] | `OM_CONSTANT_*` options |
@@ -29,6 +31,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod ffi;
 pub mod locate;
 pub mod log;
@@ -37,6 +40,7 @@ pub mod slot;
 pub mod source;
 pub mod stats;
 pub mod strategy;
+pub mod threads;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};

@@ -172,7 +172,7 @@ impl Registry {
         cell: &AtomicPtr<c_void>,
         req: impl FnOnce() -> Result<Request<'a>>,
     ) -> Result<*mut c_void> {
-        if let State::Loaded(p) = Slot::new(cell).state() {
+        if let Some(p) = loaded(cell) {
             return Ok(p);
         }
         self.get(cell, &req()?, Mode::Ensure)
@@ -337,8 +337,7 @@ impl Registry {
         t.loading_files.remove(&key);
         let out = loaded.map(|l| {
             let s = l.buffer.strategy();
-            self.counters
-                .loaded(s, req.size(), l.bytes_read, l.elapsed, l.fell_back);
+            self.counters.loaded(&l, req.size());
             self.log(Level::Info, || {
                 format!(
                     "loaded {} bytes of {} by {} in {:.3} s",
@@ -529,6 +528,18 @@ impl Drop for Claim<'_, '_> {
             "the thread loading the constants failed unexpectedly (a bug in om-constants; \
              please report it); the slot was reset and the load may be retried",
         )));
+    }
+}
+
+/// The loaded fast path of ensure-loaded (DESIGN.md §2): the slot's buffer
+/// if it holds one. One acquire load; no lock, no shared write, no
+/// thread-local access, so it costs what onnx-mlir's NULL check costs and
+/// scales with threads.
+#[inline]
+pub fn loaded(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
+    match Slot::new(cell).state() {
+        State::Loaded(p) => Some(p),
+        _ => None,
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::strategy::Strategy;
+use crate::strategy::{Loaded, Strategy};
 
 /// Per-strategy figures (C: `struct om_constants_strategy_stats`).
 #[repr(C)]
@@ -63,6 +63,12 @@ pub struct Stats {
     pub mmap: StrategyStats,
     /// Loads by the `read` strategy.
     pub read: StrategyStats,
+    /// Loads by the `chunked-mmap` strategy.
+    pub chunked_mmap: StrategyStats,
+    /// Bytes read with `O_DIRECT` since start.
+    pub direct_bytes: u64,
+    /// `read` loads whose `O_DIRECT` was refused and fell back to buffered.
+    pub direct_fallbacks: u64,
 }
 
 #[derive(Default)]
@@ -82,6 +88,8 @@ pub struct Counters {
     fallbacks: AtomicU64,
     frees: AtomicU64,
     bytes_read: AtomicU64,
+    direct_bytes: AtomicU64,
+    direct_fallbacks: AtomicU64,
     per: [StrategyCounters; Strategy::ALL.len()],
 }
 
@@ -90,23 +98,17 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Counters {
-    /// A completed load.
-    pub fn loaded(
-        &self,
-        s: Strategy,
-        bytes: u64,
-        bytes_read: u64,
-        took: Duration,
-        fell_back: bool,
-    ) {
-        let c = &self.per[s as usize];
+    /// A completed load of `bytes` bytes.
+    pub fn loaded(&self, l: &Loaded, bytes: u64) {
+        let c = &self.per[l.buffer.strategy() as usize];
         c.loads.fetch_add(1, Relaxed);
         c.bytes.fetch_add(bytes, Relaxed);
-        c.nanos.fetch_add(nanos(took), Relaxed);
-        self.bytes_read.fetch_add(bytes_read, Relaxed);
-        if fell_back {
-            self.fallbacks.fetch_add(1, Relaxed);
-        }
+        c.nanos.fetch_add(nanos(l.elapsed), Relaxed);
+        self.bytes_read.fetch_add(l.bytes_read, Relaxed);
+        self.direct_bytes.fetch_add(l.direct_bytes, Relaxed);
+        self.fallbacks.fetch_add(u64::from(l.fell_back), Relaxed);
+        self.direct_fallbacks
+            .fetch_add(u64::from(l.direct_fallback), Relaxed);
     }
     /// An acquire served by an existing buffer.
     pub fn shared(&self) {
@@ -139,6 +141,8 @@ impl Counters {
         out.fallbacks = get(&self.fallbacks);
         out.frees = get(&self.frees);
         out.bytes_read = get(&self.bytes_read);
+        out.direct_bytes = get(&self.direct_bytes);
+        out.direct_fallbacks = get(&self.direct_fallbacks);
         let per = |s: Strategy| {
             let c = &self.per[s as usize];
             StrategyStats {
@@ -149,9 +153,10 @@ impl Counters {
         };
         out.mmap = per(Strategy::Mmap);
         out.read = per(Strategy::Read);
-        let all = [out.mmap, out.read];
+        out.chunked_mmap = per(Strategy::ChunkedMmap);
+        let all = [out.mmap, out.read, out.chunked_mmap];
         out.loads = all.iter().map(|s| s.loads).sum();
         out.load_nanos = all.iter().map(|s| s.nanos).sum();
-        out.bytes_mapped = out.mmap.bytes;
+        out.bytes_mapped = out.mmap.bytes + out.chunked_mmap.bytes;
     }
 }

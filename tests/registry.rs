@@ -382,7 +382,7 @@ fn relative_names_are_found_through_the_search_path() {
 }
 
 #[test]
-fn auto_reads_above_the_mapping_limit() {
+fn auto_maps_in_pieces_above_the_mapping_limit() {
     let s = Scratch::new("limit");
     let path = s.file("c.bin", 10_000);
     let reg = Registry::new(Config {
@@ -394,8 +394,9 @@ fn auto_reads_above_the_mapping_limit() {
     let s2 = s.file("small.bin", 4096);
     reg.acquire(b, &req(&s2, 4096)).unwrap();
     let st = reg.stats();
-    assert_eq!((st.read.loads, st.read.bytes), (1, 10_000));
-    assert_eq!((st.mmap.loads, st.bytes_mapped), (1, 4096));
+    assert_eq!((st.chunked_mmap.loads, st.chunked_mmap.bytes), (1, 10_000));
+    assert_eq!((st.mmap.loads, st.bytes_mapped), (1, 14_096));
+    assert_eq!(st.read.loads, 0);
     reg.release(a).unwrap();
     reg.release(b).unwrap();
 }

@@ -38,16 +38,15 @@ unsafe impl Sync for HeapBuf {}
 
 impl HeapBuf {
     /// Allocates `len` (> 0) bytes; `None` if the allocator refuses.
-    pub fn alloc(len: usize) -> Option<HeapBuf> {
-        let align = if len >= HUGE_PAGE {
-            HUGE_PAGE
-        } else {
-            page_size()
-        };
+    /// With `huge`, buffers of 2 MiB and more are 2 MiB-aligned and advised
+    /// for transparent huge pages.
+    pub fn alloc(len: usize, huge: bool) -> Option<HeapBuf> {
+        let huge = huge && len >= HUGE_PAGE;
+        let align = if huge { HUGE_PAGE } else { page_size() };
         let layout = Layout::from_size_align(len.max(1), align).ok()?;
         // SAFETY: the layout has a non-zero size.
         let ptr = NonNull::new(unsafe { System.alloc(layout) })?;
-        if len >= HUGE_PAGE {
+        if huge {
             advise_huge(ptr.as_ptr(), len);
         }
         Some(HeapBuf { ptr, layout })
@@ -96,15 +95,17 @@ mod tests {
 
     #[test]
     fn alignment_follows_size() {
-        let small = HeapBuf::alloc(100).unwrap();
+        let small = HeapBuf::alloc(100, true).unwrap();
         assert_eq!(small.as_ptr() as usize % page_size(), 0);
         assert_eq!(small.len(), 100);
-        let big = HeapBuf::alloc(HUGE_PAGE + 1).unwrap();
+        let big = HeapBuf::alloc(HUGE_PAGE + 1, true).unwrap();
         assert_eq!(big.as_ptr() as usize % HUGE_PAGE, 0);
+        let plain = HeapBuf::alloc(HUGE_PAGE + 1, false).unwrap();
+        assert_eq!(plain.as_ptr() as usize % page_size(), 0);
     }
 
     #[test]
     fn absurd_size_is_refused_not_aborted() {
-        assert!(HeapBuf::alloc(usize::MAX - 4096).is_none());
+        assert!(HeapBuf::alloc(usize::MAX - 4096, true).is_none());
     }
 }

@@ -8,14 +8,24 @@
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::source::Source;
 
-/// Maps the first `len` bytes of `source` read-only.
-pub fn map(source: &Source, len: usize) -> Result<Mmap> {
+/// Maps the first `len` bytes of `source` read-only; with `populate`, the
+/// kernel maps every page before returning (`MAP_POPULATE`).
+pub fn map(source: &Source, len: usize, populate: bool, faults: &Faults) -> Result<Mmap> {
+    if let Some(e) = faults.mmap_error() {
+        return Err(Error::io("map (mmap)", &source.fname, &source.path, &e));
+    }
+    let mut options = MmapOptions::new();
+    options.len(len);
+    if populate {
+        options.populate();
+    }
     // SAFETY: memmap2 marks mapping unsafe because the file can change
     // under the mapping. We map read-only, `len` is within the file's checked
     // length, and the remaining hazard (in-place truncation) is the caller's
     // duty, documented in the README; the mapping outlives the `File`.
-    unsafe { MmapOptions::new().len(len).map(&source.file) }
+    unsafe { options.map(&source.file) }
         .map_err(|e| Error::io("map (mmap)", &source.fname, &source.path, &e))
 }

@@ -1,46 +1,54 @@
 //! How a checked file becomes memory: the strategies of DESIGN.md §3.
 //!
 //! `mmap` is zero-copy and lazy; `read` copies into an aligned heap buffer so
-//! the weights are resident and immune to the file changing. `auto` maps,
-//! unless the size is above the platform's (or `OM_CONSTANT_MMAP_LIMIT`'s)
-//! mapping limit or the mapping fails, and then reads. Each strategy is a
-//! module that turns a [`Source`] into a [`Buffer`]; adding one (chunked
-//! mapping) means a new variant here and a new module.
+//! the weights are resident and immune to the file changing; `chunked-mmap`
+//! is zero-copy above a per-mapping limit. `auto` maps, in pieces above the
+//! platform's (or `OM_CONSTANT_MMAP_LIMIT`'s) mapping limit, and reads if
+//! mapping fails. Each strategy is a module that turns a [`Source`] into
+//! memory; `residency` then applies prefetch and `mlock`.
 
+mod chunked;
 mod heap;
 mod mmap;
 mod read;
+mod residency;
 
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, Prefetch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
 use crate::source::Source;
 
-pub use heap::HeapBuf;
+pub use chunked::{Chunked, DEFAULT_PIECE};
+pub use heap::{page_size, HeapBuf, HUGE_PAGE};
+pub use read::{split, thread_count, PARALLEL_MIN};
 
 /// What the configuration asks for (`OM_CONSTANT_LOAD`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
-    /// `mmap` up to the mapping limit, `read` above it or if mapping fails.
+    /// `mmap` up to the mapping limit, `chunked-mmap` above it, `read` if
+    /// mapping fails.
     Auto,
     /// Always `mmap`.
     Mmap,
     /// Always `read`.
     Read,
+    /// Always `chunked-mmap`.
+    ChunkedMmap,
 }
 
 impl Choice {
     /// The accepted spellings, for error messages.
-    pub const EXPECTED: &'static str = "auto, mmap or read";
+    pub const EXPECTED: &'static str = "auto, mmap, read or chunked-mmap";
 
-    /// Parses `auto|mmap|read`.
+    /// Parses `auto|mmap|read|chunked-mmap`.
     pub fn parse(s: &str) -> Option<Choice> {
         match s.to_ascii_lowercase().as_str() {
             "auto" | "" => Some(Choice::Auto),
             "mmap" => Some(Choice::Mmap),
             "read" | "malloc" => Some(Choice::Read),
+            "chunked-mmap" | "chunked" => Some(Choice::ChunkedMmap),
             _ => None,
         }
     }
@@ -53,17 +61,20 @@ pub enum Strategy {
     Mmap,
     /// An aligned heap buffer filled by `pread`.
     Read,
+    /// One reserved range with the file mapped in pieces.
+    ChunkedMmap,
 }
 
 impl Strategy {
     /// Every strategy, in the order stats report them.
-    pub const ALL: [Strategy; 2] = [Strategy::Mmap, Strategy::Read];
+    pub const ALL: [Strategy; 3] = [Strategy::Mmap, Strategy::Read, Strategy::ChunkedMmap];
 
     /// Its name as `OM_CONSTANT_LOAD` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Mmap => "mmap",
             Strategy::Read => "read",
+            Strategy::ChunkedMmap => "chunked-mmap",
         }
     }
 }
@@ -73,8 +84,9 @@ pub fn resolve(choice: Choice, size: u64, limit: Option<u64>) -> Strategy {
     match choice {
         Choice::Mmap => Strategy::Mmap,
         Choice::Read => Strategy::Read,
+        Choice::ChunkedMmap => Strategy::ChunkedMmap,
         Choice::Auto => match limit {
-            Some(l) if size > l => Strategy::Read,
+            Some(l) if size > l => Strategy::ChunkedMmap,
             _ => Strategy::Mmap,
         },
     }
@@ -83,23 +95,27 @@ pub fn resolve(choice: Choice, size: u64, limit: Option<u64>) -> Strategy {
 enum Memory {
     Mapped(memmap2::Mmap),
     Heap(HeapBuf),
+    Chunked(Chunked),
 }
 
 /// Loaded constants: the memory the slot points at, freed on drop
-/// (unmapped or deallocated).
+/// (unmapped or deallocated, after its prefetch helper stopped).
 pub struct Buffer {
     memory: Memory,
     strategy: Strategy,
+    prefetcher: Option<residency::Prefetcher>,
+    locked: bool,
 }
 
 impl Buffer {
     /// The address published in the slot.
     pub fn as_ptr(&self) -> *mut u8 {
         match &self.memory {
-            // The mapping is read-only; the model only reads through the
+            // The mappings are read-only; the model only reads through the
             // pointer, and C's `void *` has no const to express that.
             Memory::Mapped(m) => m.as_ptr() as *mut u8,
             Memory::Heap(h) => h.as_ptr(),
+            Memory::Chunked(c) => c.as_ptr(),
         }
     }
 
@@ -108,6 +124,7 @@ impl Buffer {
         match &self.memory {
             Memory::Mapped(m) => m.len(),
             Memory::Heap(h) => h.len(),
+            Memory::Chunked(c) => c.len(),
         }
     }
 
@@ -119,6 +136,29 @@ impl Buffer {
     /// The strategy that produced it.
     pub fn strategy(&self) -> Strategy {
         self.strategy
+    }
+
+    /// Whether it is locked in RAM (`OM_CONSTANT_MLOCK`).
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// How many mappings it is made of (1 but for `chunked-mmap`).
+    pub fn pieces(&self) -> usize {
+        match &self.memory {
+            Memory::Chunked(c) => c.pieces(),
+            _ => 1,
+        }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // The helper reads the memory: stop it before the memory goes.
+        drop(self.prefetcher.take());
+        if self.locked {
+            residency::unlock(self.as_ptr(), self.len());
+        }
     }
 }
 
@@ -139,6 +179,12 @@ pub struct Loaded {
     pub buffer: Buffer,
     /// Bytes copied by `read` (0 for a mapping).
     pub bytes_read: u64,
+    /// Of those, bytes read with `O_DIRECT`.
+    pub direct_bytes: u64,
+    /// `O_DIRECT` was asked for and the file system refused it.
+    pub direct_fallback: bool,
+    /// Threads that read (0 for a mapping).
+    pub read_threads: usize,
     /// Time spent.
     pub elapsed: Duration,
     /// True when `auto` wanted a mapping, it failed, and `read` was used.
@@ -147,6 +193,7 @@ pub struct Loaded {
 
 /// Loads the first `size` bytes of `source` as `config` says.
 pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
+    config.faults.delay();
     let start = Instant::now();
     let len = usize::try_from(size).map_err(|_| {
         Error::new(
@@ -157,30 +204,65 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
             ),
         )
     })?;
-    let wanted = resolve(config.strategy, size, config.mmap_limit);
-    let (memory, strategy, fell_back) = match wanted {
-        Strategy::Read => (
-            Memory::Heap(read::read(source, len)?),
-            Strategy::Read,
-            false,
+    let populate = config.prefetch == Prefetch::Populate;
+    let mapped = match resolve(config.strategy, size, config.mmap_limit) {
+        Strategy::Read => None,
+        Strategy::Mmap => Some(
+            mmap::map(source, len, populate, &config.faults)
+                .map(|m| (Memory::Mapped(m), Strategy::Mmap)),
         ),
-        Strategy::Mmap => match mmap::map(source, len) {
-            Ok(m) => (Memory::Mapped(m), Strategy::Mmap, false),
-            Err(e) if config.strategy == Choice::Auto => {
-                log::emit(
-                    config.log,
-                    Level::Info,
-                    &format!("{e}; reading the file into memory instead"),
-                );
-                (Memory::Heap(read::read(source, len)?), Strategy::Read, true)
-            }
-            Err(e) => return Err(e),
-        },
+        Strategy::ChunkedMmap => {
+            let piece = config.mmap_limit.unwrap_or(DEFAULT_PIECE);
+            Some(
+                chunked::map(source, len, piece, populate, &config.faults)
+                    .map(|c| (Memory::Chunked(c), Strategy::ChunkedMmap)),
+            )
+        }
     };
-    let bytes_read = if strategy == Strategy::Read { size } else { 0 };
+    let (memory, strategy, report, fell_back) = match mapped {
+        Some(Ok((memory, strategy))) => (memory, strategy, read::Report::default(), false),
+        Some(Err(e)) if config.strategy != Choice::Auto => return Err(e),
+        Some(Err(e)) => {
+            log::emit(
+                config.log,
+                Level::Info,
+                &format!("{e}; reading the file into memory instead"),
+            );
+            let (h, r) = read::read(source, len, config)?;
+            (Memory::Heap(h), Strategy::Read, r, true)
+        }
+        None => {
+            let (h, r) = read::read(source, len, config)?;
+            (Memory::Heap(h), Strategy::Read, r, false)
+        }
+    };
+    let mut buffer = Buffer {
+        memory,
+        strategy,
+        prefetcher: None,
+        locked: false,
+    };
+    let what = format!("constants file '{}'", source.fname);
+    buffer.locked = residency::lock(buffer.as_ptr(), len, config, &what)?;
+    if strategy != Strategy::Read {
+        buffer.prefetcher = residency::prefetch(buffer.as_ptr(), len, config);
+    }
+    if report.direct_fallback {
+        log::emit(
+            config.log,
+            Level::Info,
+            &format!(
+                "O_DIRECT refused for {}; read through the page cache instead",
+                source.path.display()
+            ),
+        );
+    }
     Ok(Loaded {
-        buffer: Buffer { memory, strategy },
-        bytes_read,
+        bytes_read: if strategy == Strategy::Read { size } else { 0 },
+        direct_bytes: report.direct_bytes,
+        direct_fallback: report.direct_fallback,
+        read_threads: report.threads,
+        buffer,
         elapsed: start.elapsed(),
         fell_back,
     })
@@ -194,7 +276,7 @@ mod tests {
     fn auto_maps_up_to_the_limit_and_reads_above() {
         assert_eq!(resolve(Choice::Auto, 10, None), Strategy::Mmap);
         assert_eq!(resolve(Choice::Auto, 10, Some(10)), Strategy::Mmap);
-        assert_eq!(resolve(Choice::Auto, 11, Some(10)), Strategy::Read);
+        assert_eq!(resolve(Choice::Auto, 11, Some(10)), Strategy::ChunkedMmap);
         assert_eq!(resolve(Choice::Mmap, 11, Some(10)), Strategy::Mmap);
         assert_eq!(resolve(Choice::Read, 1, None), Strategy::Read);
     }
@@ -204,6 +286,7 @@ mod tests {
         assert_eq!(Choice::parse("MMAP"), Some(Choice::Mmap));
         assert_eq!(Choice::parse("read"), Some(Choice::Read));
         assert_eq!(Choice::parse("auto"), Some(Choice::Auto));
+        assert_eq!(Choice::parse("chunked-mmap"), Some(Choice::ChunkedMmap));
         assert_eq!(Choice::parse("zero-copy"), None);
     }
 
@@ -218,7 +301,12 @@ mod tests {
     fn every_strategy_yields_the_file_bytes() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (p, src) = file_with(&data, "bytes");
-        for choice in [Choice::Mmap, Choice::Read, Choice::Auto] {
+        for choice in [
+            Choice::Mmap,
+            Choice::Read,
+            Choice::Auto,
+            Choice::ChunkedMmap,
+        ] {
             let config = Config {
                 strategy: choice,
                 ..Config::default()

@@ -1,77 +1,260 @@
-//! The `read` strategy: an aligned heap buffer filled with `pread`.
+//! The `read` strategy: an aligned heap buffer filled with `pread`, in
+//! parallel.
 //!
-//! Reads go in chunks of at most 1 GiB (z/OS and some kernels cap one
-//! transfer), loop on short reads and `EINTR`, and treat a zero-byte read
-//! before the end as an error: the file shrank after it was checked.
+//! On a warm page cache the cost of `read` is page-faulting the destination,
+//! not copying; so the file is split into 2 MiB-aligned ranges, one per
+//! thread (at most `OM_CONSTANT_READ_THREADS`, and the CPUs), and each
+//! thread faults in and fills its own huge pages. Each range is read in
+//! chunks of at most 1 GiB (z/OS and some kernels cap one transfer), looping
+//! on short reads and `EINTR`; a zero-byte read before the end is an error:
+//! the file shrank after it was checked.
+//!
+//! With `OM_CONSTANT_DIRECT_IO=1` the block-aligned part of each range is
+//! read with `O_DIRECT` (no second copy in the page cache, for cold loads of
+//! files larger than spare RAM); where the file system refuses, the load
+//! falls back to buffered reads and says so in the stats and the log.
 
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::io::AsRawFd;
+use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{AsRawFd, RawFd};
 
-use super::heap::HeapBuf;
+use super::heap::{HeapBuf, HUGE_PAGE};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fault::Faults;
 use crate::source::Source;
 
 /// The largest single `pread`.
 pub const CHUNK: usize = 1 << 30;
 
+/// Below this size one thread reads: spawning costs more than it saves.
+pub const PARALLEL_MIN: usize = 16 << 20;
+
+/// `O_DIRECT` transfers are aligned to this (the largest common logical
+/// block size; our buffer and range starts are at least this aligned).
+const DIRECT_ALIGN: usize = 4096;
+
+/// What a read did besides filling the buffer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    /// Threads used.
+    pub threads: usize,
+    /// Bytes read with `O_DIRECT`.
+    pub direct_bytes: u64,
+    /// `O_DIRECT` was asked for and refused somewhere.
+    pub direct_fallback: bool,
+}
+
 /// Allocates `len` bytes and fills them from the start of `source`.
-pub fn read(source: &Source, len: usize) -> Result<HeapBuf> {
-    let buf = HeapBuf::alloc(len).ok_or_else(|| {
-        Error::new(
-            ErrorKind::OutOfMemory,
+pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, Report)> {
+    let faults = &config.faults;
+    let buf = (!faults.alloc_fails())
+        .then(|| HeapBuf::alloc(len, config.huge_pages))
+        .flatten()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::OutOfMemory,
+                format!(
+                    "cannot allocate {len} bytes for constants file '{}' ({}); free memory, \
+                     or use OM_CONSTANT_LOAD=mmap so the file is mapped instead of copied",
+                    source.fname,
+                    source.path.display()
+                ),
+            )
+        })?;
+    let fd = source.file.as_raw_fd();
+    advise(fd, 0, len, libc::POSIX_FADV_SEQUENTIAL);
+
+    let mut report = Report::default();
+    let direct = if config.direct_io {
+        match open_direct(source, faults) {
+            Ok(f) => Some(f),
+            Err(_) => {
+                report.direct_fallback = true;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let direct_fd = direct.as_ref().map(AsRawFd::as_raw_fd);
+
+    let ranges = split(len, thread_count(len, config.read_threads), HUGE_PAGE);
+    report.threads = ranges.len();
+    let dst = buf.as_ptr() as usize;
+    let jobs: Vec<Box<dyn FnOnce() -> Result<RangeReport> + Send + '_>> = ranges
+        .iter()
+        .cloned()
+        .map(|r| {
+            Box::new(move || fill_range(source, direct_fd, dst, r, faults))
+                as Box<dyn FnOnce() -> Result<RangeReport> + Send + '_>
+        })
+        .collect();
+    let results = crate::threads::run_all(jobs);
+    for r in results {
+        // On error `buf` is dropped on return, so nothing leaks.
+        let r =
+            r.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "a read thread panicked")))?;
+        report.direct_bytes += r.direct_bytes;
+        report.direct_fallback |= r.direct_fallback;
+    }
+    Ok((buf, report))
+}
+
+/// Threads for a `len`-byte read: 1 below [`PARALLEL_MIN`], else the
+/// smaller of `max` and the CPUs.
+pub fn thread_count(len: usize, max: usize) -> usize {
+    if len < PARALLEL_MIN {
+        return 1;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    max.min(cpus).max(1)
+}
+
+/// Splits `0..len` into at most `parts` contiguous ranges whose starts are
+/// multiples of `align` (so no two threads fault the same huge page).
+pub fn split(len: usize, parts: usize, align: usize) -> Vec<Range<usize>> {
+    let per = len.div_ceil(parts.max(1)).div_ceil(align).max(1) * align;
+    (0..parts)
+        .map(|i| (i * per).min(len)..((i + 1) * per).min(len))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+#[derive(Default)]
+struct RangeReport {
+    direct_bytes: u64,
+    direct_fallback: bool,
+}
+
+/// Fills `range` of the buffer at `dst` from the same range of the file.
+fn fill_range(
+    source: &Source,
+    direct_fd: Option<RawFd>,
+    dst: usize,
+    range: Range<usize>,
+    faults: &Faults,
+) -> Result<RangeReport> {
+    let mut report = RangeReport::default();
+    let fd = source.file.as_raw_fd();
+    advise(fd, range.start, range.len(), libc::POSIX_FADV_WILLNEED);
+    let mut reader = faults.reader();
+    let mut at = range.start;
+    if let Some(dfd) = direct_fd {
+        let aligned_end = range.start + (range.len() / DIRECT_ALIGN) * DIRECT_ALIGN;
+        match fill(&mut reader, dfd, dst, at..aligned_end) {
+            Ok(()) => {
+                report.direct_bytes = (aligned_end - at) as u64;
+                at = aligned_end;
+            }
+            // Refused mid-way (EINVAL: alignment or file system): the rest
+            // of the range is read buffered; anything else is a real error.
+            Err((done, e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                report.direct_bytes = (done - at) as u64;
+                report.direct_fallback = true;
+                at = done;
+            }
+            Err((done, e)) => return Err(read_error(source, done, range.end, &e)),
+        }
+    }
+    fill(&mut reader, fd, dst, at..range.end)
+        .map_err(|(done, e)| read_error(source, done, range.end, &e))?;
+    Ok(report)
+}
+
+/// Reads file bytes `range` into the same offsets of the buffer at `dst`;
+/// on failure, how far it got and why.
+fn fill(
+    reader: &mut crate::fault::Reader,
+    fd: RawFd,
+    dst: usize,
+    range: Range<usize>,
+) -> std::result::Result<(), (usize, io::Error)> {
+    let mut at = range.start;
+    while at < range.end {
+        let want = (range.end - at).min(CHUNK);
+        // SAFETY: dst+at .. dst+at+want lies inside the caller's buffer
+        // (at + want <= range.end <= its length), and this thread is the
+        // only one writing this range; fd stays open for the whole load.
+        match unsafe { reader.pread(fd, (dst + at) as *mut u8, want, at as u64) } {
+            Ok(0) => return Err((at, io::Error::from(io::ErrorKind::UnexpectedEof))),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err((at, e)),
+        }
+    }
+    Ok(())
+}
+
+fn read_error(source: &Source, at: usize, end: usize, e: &io::Error) -> Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return Error::new(
+            ErrorKind::TooShort,
             format!(
-                "cannot allocate {len} bytes for constants file '{}' ({}); free memory, \
-                 or use OM_CONSTANT_LOAD=mmap so the file is mapped instead of copied",
+                "constants file '{}' at {} ended at byte {at} while reading up to byte {end}: \
+                 it shrank after it was opened; do not rewrite the file in place while \
+                 models load (replace it by rename)",
                 source.fname,
                 source.path.display()
             ),
-        )
-    })?;
-    // On error `buf` is dropped here, so nothing leaks.
-    fill(source, buf.as_ptr(), len, 0)?;
-    Ok(buf)
+        );
+    }
+    Error::io(
+        &format!("read (at byte {at})"),
+        &source.fname,
+        &source.path,
+        e,
+    )
 }
 
-/// Reads exactly `len` bytes at file offset `offset` into `dst`.
-///
-/// `dst` must be valid for `len` bytes of writes and not read by anyone
-/// until this returns.
-fn fill(source: &Source, dst: *mut u8, len: usize, offset: u64) -> Result<()> {
-    let fd = source.file.as_raw_fd();
-    let mut done = 0usize;
-    while done < len {
-        let want = (len - done).min(CHUNK);
-        let at = offset + done as u64;
-        // SAFETY: dst+done .. dst+done+want lies inside the caller's buffer
-        // (done + want <= len), which nobody else touches while we fill it;
-        // fd is open for reading for the lifetime of `source`.
-        let n = unsafe { libc::pread(fd, dst.add(done).cast(), want, at as libc::off_t) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::io(
-                &format!("read (at byte {at})"),
-                &source.fname,
-                &source.path,
-                &e,
-            ));
-        }
-        if n == 0 {
-            return Err(Error::new(
-                ErrorKind::TooShort,
-                format!(
-                    "constants file '{}' at {} ended at byte {at} while reading {} bytes: \
-                     it shrank after it was opened; do not rewrite the file in place \
-                     while models load (replace it by rename)",
-                    source.fname,
-                    source.path.display(),
-                    offset as usize + len
-                ),
-            ));
-        }
-        done += n as usize;
+fn open_direct(source: &Source, faults: &Faults) -> io::Result<File> {
+    if faults.direct_io_refused() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    Ok(())
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&source.path)
+}
+
+/// `posix_fadvise`, a hint whose failure changes nothing.
+fn advise(fd: RawFd, offset: usize, len: usize, advice: libc::c_int) {
+    // SAFETY: posix_fadvise only records a hint for our open descriptor.
+    unsafe {
+        libc::posix_fadvise(fd, offset as libc::off_t, len as libc::off_t, advice);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_everything_once_with_aligned_starts() {
+        for (len, parts, align) in [
+            (10usize, 3usize, 4usize),
+            (1, 4, 4096),
+            (HUGE_PAGE * 5 + 7, 2, HUGE_PAGE),
+            (HUGE_PAGE * 3, 8, HUGE_PAGE),
+            (123_456_789, 7, HUGE_PAGE),
+        ] {
+            let r = split(len, parts, align);
+            assert!(r.len() <= parts && !r.is_empty(), "{len} {parts}: {r:?}");
+            assert_eq!(r[0].start, 0);
+            assert_eq!(r.last().unwrap().end, len);
+            for w in r.windows(2) {
+                assert_eq!(w[0].end, w[1].start, "contiguous");
+            }
+            assert!(r.iter().all(|x| x.start % align == 0), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn small_reads_use_one_thread() {
+        assert_eq!(thread_count(PARALLEL_MIN - 1, 8), 1);
+        assert!(thread_count(PARALLEL_MIN, 8) >= 1);
+        assert_eq!(thread_count(PARALLEL_MIN, 1), 1);
+    }
 }

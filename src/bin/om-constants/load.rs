@@ -1,0 +1,133 @@
+//! `om-constants load`: load a user's file through the C ABI, from N threads
+//! at once, sum it once, release every reference, and report.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::time::Instant;
+
+use om_constants::{ffi, Stats};
+
+use crate::opts::Opts;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let o = Opts::parse(args, &["size", "strategy", "threads"], &[])?;
+    let [file] = o.positional[..] else {
+        return Err("load takes one FILE".into());
+    };
+    let size = match o.size("size")? {
+        Some(s) => s,
+        None => std::fs::metadata(file)
+            .map_err(|e| format!("{file}: {e}"))?
+            .len(),
+    };
+    let size = i64::try_from(size).map_err(|_| "--size is too large".to_string())?;
+    let threads = o.count("threads", 1)?;
+    if let Some(s) = o.get("strategy") {
+        // Options are read on the library's first call, which is below;
+        // no other thread runs yet, so setting the variable is race-free.
+        std::env::set_var("OM_CONSTANT_LOAD", s);
+    }
+    let fname = CString::new(file).map_err(|_| "FILE contains a NUL byte".to_string())?;
+    let is_le = i64::from(cfg!(target_endian = "little"));
+
+    // The model's global `void *`, shared by the threads as a model's is.
+    let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
+    let slot_addr = slot.as_ptr() as usize;
+    let start = Instant::now();
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let fname = &fname;
+                s.spawn(move || {
+                    // SAFETY: slot_addr is `slot`, alive for the scope;
+                    // fname is NUL-terminated.
+                    let ok = unsafe {
+                        ffi::om_load_constants_from_file(
+                            slot_addr as *mut *mut c_void,
+                            fname.as_ptr(),
+                            size,
+                            is_le,
+                        )
+                    };
+                    ok.then_some(()).ok_or_else(last_error)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
+    });
+    let load_time = start.elapsed();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return Err(format!("load failed: {e}"));
+    }
+    let base = slot.load(Ordering::Acquire) as *const u8;
+    let pass = Instant::now();
+    // SAFETY: the library published `size` readable bytes at `base` and we
+    // hold `threads` references on them until the releases below.
+    let sum = unsafe { crate::bench::sum(base, size as usize) };
+    let pass_time = pass.elapsed();
+    let loaded = stats();
+    let free = Instant::now();
+    for _ in 0..threads {
+        // SAFETY: same slot address as above, still alive.
+        if !unsafe { ffi::om_free_constant_buffer(slot_addr as *mut *mut c_void) } {
+            return Err(format!("release failed: {}", last_error()));
+        }
+    }
+    let free_time = free.elapsed();
+    let after = stats();
+    let strategy = [
+        (loaded.mmap.loads, "mmap"),
+        (loaded.read.loads, "read"),
+        (loaded.chunked_mmap.loads, "chunked-mmap"),
+    ]
+    .iter()
+    .find(|(n, _)| *n > 0)
+    .map_or("?", |(_, s)| *s);
+    println!(
+        "{file}: strategy={strategy} threads={threads} size={size} load_ms={:.3} pass_ms={:.3} \
+         free_ms={:.3} loads={} waits={} bytes_read={} bytes_mapped={} sum={sum} \
+         live_after_release={} peak_rss_bytes={}",
+        load_time.as_secs_f64() * 1e3,
+        pass_time.as_secs_f64() * 1e3,
+        free_time.as_secs_f64() * 1e3,
+        loaded.loads,
+        loaded.waits,
+        loaded.bytes_read,
+        loaded.bytes_mapped,
+        after.live_buffers,
+        peak_rss().unwrap_or(0)
+    );
+    if loaded.loads != 1 || after.live_buffers != 0 {
+        return Err("expected exactly one load and nothing left after release".into());
+    }
+    Ok(())
+}
+
+fn stats() -> Stats {
+    let mut s = Stats::default();
+    // SAFETY: `s` is a valid, writable Stats.
+    unsafe { ffi::om_constants_stats(&mut s) };
+    s
+}
+
+fn last_error() -> String {
+    let p = ffi::om_constants_last_error();
+    if p.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: the library returns a NUL-terminated string valid until this
+    // thread's next call into it.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// The process's peak resident set (VmHWM), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,44 @@
+//! `om-constants`: the library's command-line tool.
+//!
+//! ```text
+//! om-constants bench [--size BYTES] [--dir DIR] [--runs N] [--threads N]
+//!                    [--limit BYTES] [--cold] [--json] [--keep]
+//! om-constants load FILE [--size BYTES] [--strategy auto|mmap|read|chunked-mmap]
+//!                        [--threads N]
+//! ```
+//!
+//! `bench` writes a constants file (default 1 GiB) and measures every
+//! strategy against baselines in the same run (see `bench`); `load` loads a
+//! user's file through the C ABI and reports what happened.
+
+mod baseline;
+mod bench;
+mod load;
+mod opts;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  om-constants bench [--size BYTES] [--dir DIR] [--runs N] [--threads N] [--limit BYTES]
+                     [--cold] [--json] [--keep]
+  om-constants load FILE [--size BYTES] [--strategy auto|mmap|read|chunked-mmap] [--threads N]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
+        Some("load") => load::run(&args[1..]),
+        Some("-h") | Some("--help") | Some("help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("om-constants: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The seam where tests inject I/O faults: `pread`, `O_DIRECT`, allocation,
+//! `mmap`, and a slow loader.
+//!
+//! Faults are part of a [`Config`](crate::Config) (so parallel tests cannot
+//! disturb each other) and exist only with the `fault-injection` feature,
+//! which the test suite enables and release builds do not: without it,
+//! [`Faults`] is empty and every call below is the plain system call.
+//! From C, a test build reads them from `OM_CONSTANT_FAULTS`, e.g.
+//! `one_byte_reads,eintr,eio_at=4096,eof_at=8192,direct_io_refused,
+//! alloc_fails,mmap_fails,mlock_fails,delay_ms=200`.
+
+use std::io;
+use std::os::unix::io::RawFd;
+
+/// The faults to inject (empty unless built with `fault-injection`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    #[cfg(feature = "fault-injection")]
+    pub(crate) spec: Spec,
+}
+
+/// What can be injected.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spec {
+    /// Every `pread` returns at most one byte.
+    pub one_byte_reads: bool,
+    /// Every other `pread` fails with `EINTR`.
+    pub eintr: bool,
+    /// A `pread` covering this file offset fails with `EIO`.
+    pub eio_at: Option<u64>,
+    /// `pread` at or after this offset returns 0 (the file "shrank").
+    pub eof_at: Option<u64>,
+    /// Opening with `O_DIRECT` fails with `EINVAL`.
+    pub direct_io_refused: bool,
+    /// The heap allocation fails.
+    pub alloc_fails: bool,
+    /// `mmap` of the file fails with `ENOMEM`.
+    pub mmap_fails: bool,
+    /// `mlock` fails with `EPERM` (root ignores RLIMIT_MEMLOCK otherwise).
+    pub mlock_fails: bool,
+    /// The loader sleeps this long before loading.
+    pub delay_ms: u64,
+}
+
+impl Faults {
+    /// Builds faults from a `Spec` (test builds).
+    #[cfg(feature = "fault-injection")]
+    pub fn new(spec: Spec) -> Faults {
+        Faults { spec }
+    }
+
+    /// Parses `OM_CONSTANT_FAULTS`; refused when fault injection is not
+    /// compiled in, so a release build never pretends to inject.
+    pub fn parse(s: &str) -> Result<Faults, &'static str> {
+        #[cfg(feature = "fault-injection")]
+        {
+            let mut spec = Spec::default();
+            for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                let num = || v.parse::<u64>().map_err(|_| "fault names with numbers");
+                match k {
+                    "one_byte_reads" => spec.one_byte_reads = true,
+                    "eintr" => spec.eintr = true,
+                    "eio_at" => spec.eio_at = Some(num()?),
+                    "eof_at" => spec.eof_at = Some(num()?),
+                    "direct_io_refused" => spec.direct_io_refused = true,
+                    "alloc_fails" => spec.alloc_fails = true,
+                    "mmap_fails" => spec.mmap_fails = true,
+                    "mlock_fails" => spec.mlock_fails = true,
+                    "delay_ms" => spec.delay_ms = num()?,
+                    _ => return Err("known fault names (see src/fault.rs)"),
+                }
+            }
+            Ok(Faults { spec })
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = s;
+            Err("nothing: fault injection is compiled only into test builds")
+        }
+    }
+
+    /// A reader for one thread's `pread` calls.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            faults: self,
+            calls: 0,
+        }
+    }
+
+    /// True when opening with `O_DIRECT` must fail.
+    pub fn direct_io_refused(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.spec.direct_io_refused;
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
+    /// True when the heap allocation must fail.
+    pub fn alloc_fails(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.spec.alloc_fails;
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
+    /// An error if `mmap` must fail.
+    pub fn mmap_error(&self) -> Option<io::Error> {
+        #[cfg(feature = "fault-injection")]
+        if self.spec.mmap_fails {
+            return Some(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        None
+    }
+
+    /// True when `mlock` must fail.
+    pub fn mlock_fails(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.spec.mlock_fails;
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
+    /// Sleeps as long as the injected loader delay.
+    pub fn delay(&self) {
+        #[cfg(feature = "fault-injection")]
+        if self.spec.delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.spec.delay_ms));
+        }
+    }
+}
+
+/// `pread` with the injected faults of one thread.
+pub struct Reader<'a> {
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    faults: &'a Faults,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    calls: u64,
+}
+
+impl Reader<'_> {
+    /// Reads up to `len` bytes at `offset` into `dst`: the number read (0 at
+    /// end of file), or the OS error (`Interrupted` included).
+    ///
+    /// # Safety
+    /// `dst` must be valid for `len` bytes of writes.
+    pub unsafe fn pread(
+        &mut self,
+        fd: RawFd,
+        dst: *mut u8,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<usize> {
+        #[allow(unused_mut)]
+        let mut len = len;
+        #[cfg(feature = "fault-injection")]
+        {
+            let s = &self.faults.spec;
+            self.calls += 1;
+            if s.eintr && self.calls % 2 == 1 {
+                return Err(io::Error::from_raw_os_error(libc::EINTR));
+            }
+            if let Some(at) = s.eio_at {
+                if (offset..offset + len as u64).contains(&at) {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+            }
+            if let Some(at) = s.eof_at {
+                if offset >= at {
+                    return Ok(0);
+                }
+                len = len.min((at - offset) as usize);
+            }
+            if s.one_byte_reads {
+                len = len.min(1);
+            }
+        }
+        // SAFETY: the caller guarantees dst is writable for len bytes (len
+        // only ever shrinks above); fd is a descriptor the caller owns.
+        let n = unsafe { libc::pread(fd, dst.cast(), len, offset as libc::off_t) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Worker threads that are safe to start inside `dlopen`.
+//!
+//! Compilers emit a global constructor that loads the constants, so the
+//! library often runs inside `dlopen`, which holds glibc's loader lock. A
+//! `std::thread` registers a thread-local destructor as it starts
+//! (`__cxa_thread_atexit_impl`), and that takes the loader lock: the new
+//! thread blocks until `dlopen` returns, `dlopen` waits for the load, the
+//! load joins the thread, and the host hangs forever. So the library's
+//! workers are plain pthreads that run a closure and touch no Rust
+//! thread-local with a destructor. (Found by the constructor-style model
+//! test with the parallel `read` strategy.)
+
+use std::os::raw::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `arg` is the Box<Job> leaked by `start` for this thread only.
+    let job: Box<Job<'static>> = unsafe { Box::from_raw(arg.cast()) };
+    // A panic must not unwind into C; the caller sees the job's missing
+    // result instead.
+    let _ = catch_unwind(AssertUnwindSafe(job));
+    std::ptr::null_mut()
+}
+
+/// Starts `job` on a new pthread.
+///
+/// # Safety
+/// Everything `job` borrows must outlive the thread: the caller must join
+/// it (with [`join`]) before any borrow ends.
+unsafe fn start(job: Job<'_>) -> Result<libc::pthread_t, Job<'_>> {
+    let boxed: Box<Job<'_>> = Box::new(job);
+    let raw = Box::into_raw(boxed);
+    // SAFETY: zeroed is a valid "not yet written" pthread_t.
+    let mut id: libc::pthread_t = unsafe { std::mem::zeroed() };
+    // SAFETY: trampoline takes ownership of `raw` only if the thread
+    // starts; default attributes; `id` is written on success.
+    let rc = unsafe { libc::pthread_create(&mut id, std::ptr::null(), trampoline, raw.cast()) };
+    if rc == 0 {
+        Ok(id)
+    } else {
+        // SAFETY: the thread did not start, so `raw` is still ours.
+        Err(*unsafe { Box::from_raw(raw) })
+    }
+}
+
+/// Waits for a thread started by [`start`].
+fn join(id: libc::pthread_t) {
+    // SAFETY: `id` is a joinable thread we started and join exactly once.
+    unsafe {
+        libc::pthread_join(id, std::ptr::null_mut());
+    }
+}
+
+/// Runs every job, each but the first on its own thread (inline where no
+/// thread can be had), and returns when all have finished. A job that
+/// panicked leaves its result `None`.
+pub fn run_all<'a, T: Send + 'a>(jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>) -> Vec<Option<T>> {
+    let mut results: Vec<Option<T>> = jobs.iter().map(|_| None).collect();
+    run_into(jobs, &mut results);
+    results
+}
+
+fn run_into<'a, T: Send + 'a>(
+    jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
+    results: &mut [Option<T>],
+) {
+    let mut started = Joiner(Vec::new());
+    let mut first = None;
+    for (job, out) in jobs.into_iter().zip(results.iter_mut()) {
+        let work: Job<'_> = Box::new(move || *out = Some(job()));
+        if first.is_none() {
+            first = Some(work);
+            continue;
+        }
+        // SAFETY: `started` joins every thread before this function returns
+        // or unwinds, while `jobs`' borrows and `results` are still alive.
+        match unsafe { start(work) } {
+            Ok(id) => started.0.push(id),
+            Err(work) => {
+                let _ = catch_unwind(AssertUnwindSafe(work));
+            }
+        }
+    }
+    if let Some(work) = first {
+        let _ = catch_unwind(AssertUnwindSafe(work));
+    }
+    drop(started);
+}
+
+/// Joins its threads when dropped, so no borrow outlives them.
+struct Joiner(Vec<libc::pthread_t>);
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        for id in self.0.drain(..) {
+            join(id);
+        }
+    }
+}
+
+/// A background thread running a `'static` job, joined on drop.
+pub struct Background(Option<libc::pthread_t>);
+
+impl Background {
+    /// Starts `job`; `None` if no thread can be had.
+    pub fn spawn(job: impl FnOnce() + Send + 'static) -> Option<Background> {
+        // SAFETY: the job borrows nothing ('static).
+        unsafe { start(Box::new(job)) }
+            .ok()
+            .map(|id| Background(Some(id)))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(id) = self.0.take() {
+            join(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_job_runs_once_and_results_come_back_in_order() {
+        let hits = AtomicUsize::new(0);
+        let jobs: Vec<Box<dyn FnOnce() -> usize + Send + '_>> = (0..5usize)
+            .map(|i| {
+                let hits = &hits;
+                Box::new(move || {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    i * 10
+                }) as Box<dyn FnOnce() -> usize + Send>
+            })
+            .collect();
+        let r = run_all(jobs);
+        assert_eq!(r, vec![Some(0), Some(10), Some(20), Some(30), Some(40)]);
+        assert_eq!(hits.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn a_panicking_job_yields_none_not_a_crash() {
+        let jobs: Vec<Box<dyn FnOnce() -> u8 + Send>> =
+            vec![Box::new(|| 1), Box::new(|| panic!("boom")), Box::new(|| 3)];
+        assert_eq!(run_all(jobs), vec![Some(1), None, Some(3)]);
+    }
+}

@@ -1,0 +1,123 @@
+//! The `om-constants` tool: `load` through the C ABI, `bench` end to end on
+//! a small file (figures are not judged here; the bench prints them).
+
+mod common;
+
+use std::process::Command;
+
+use common::Scratch;
+
+fn tool() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_om-constants"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OM_CONSTANT") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn load_reports_one_load_per_strategy() {
+    let s = Scratch::new("cli-load");
+    let f = s.file("c.bin", 3 << 20);
+    for strategy in ["mmap", "read", "chunked-mmap", "auto"] {
+        let o = tool()
+            .args([
+                "load",
+                f.to_str().unwrap(),
+                "--threads",
+                "8",
+                "--strategy",
+                strategy,
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{strategy}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains(" loads=1 ") && out.contains("live_after_release=0"),
+            "{out}"
+        );
+        let used = if strategy == "auto" { "mmap" } else { strategy };
+        assert!(out.contains(&format!("strategy={used} ")), "{out}");
+    }
+}
+
+#[test]
+fn load_of_a_missing_file_fails_with_the_reason() {
+    let o = tool()
+        .args(["load", "/nonexistent/m.bin", "--size", "16"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/nonexistent/m.bin") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_runs_every_method_and_prints_json() {
+    let s = Scratch::new("cli-bench");
+    let o = tool()
+        .args([
+            "bench",
+            "--size",
+            "4MiB",
+            "--runs",
+            "1",
+            "--threads",
+            "4",
+            "--json",
+        ])
+        .arg("--dir")
+        .arg(&s.dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for key in [
+        "\"baseline: mmap + pass\"",
+        "\"baseline: read, 1 thread (onnx-mlir z/OS)\"",
+        "\"om: read\"",
+        "\"om: chunked-mmap, limit 256 MiB\"",
+        "\"fast_path_ns\"",
+        "\"read_race_peak_rss\"",
+        "\"targets\"",
+    ] {
+        assert!(out.contains(key), "{key} missing from {out}");
+    }
+    assert_eq!(
+        out.matches("\"loads\":1,").count(),
+        3,
+        "one load per race: {out}"
+    );
+    assert!(
+        std::fs::read_dir(&s.dir).unwrap().next().is_none(),
+        "bench file removed"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_with_usage() {
+    for args in [
+        &["bench", "--size", "lots"][..],
+        &["load"],
+        &["frobnicate"],
+        &["bench", "--nope"],
+    ] {
+        let o = tool().args(args).output().unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        assert!(!o.stderr.is_empty(), "{args:?}: no message");
+    }
+}
