@@ -13,15 +13,31 @@ use std::io;
 use std::os::unix::io::RawFd;
 
 /// The faults to inject (empty unless built with `fault-injection`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Clones share one setting, so a test can lift a fault ([`Faults::set`])
+/// and show that the next call succeeds.
+#[derive(Debug, Clone, Default)]
 pub struct Faults {
     #[cfg(feature = "fault-injection")]
-    pub(crate) spec: Spec,
+    spec: std::sync::Arc<std::sync::Mutex<Spec>>,
 }
+
+impl PartialEq for Faults {
+    fn eq(&self, other: &Faults) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.get() == other.get();
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = other;
+            true
+        }
+    }
+}
+
+impl Eq for Faults {}
 
 /// What can be injected.
 #[cfg(feature = "fault-injection")]
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spec {
     /// Every `pread` returns at most one byte.
     pub one_byte_reads: bool,
@@ -47,7 +63,27 @@ impl Faults {
     /// Builds faults from a `Spec` (test builds).
     #[cfg(feature = "fault-injection")]
     pub fn new(spec: Spec) -> Faults {
-        Faults { spec }
+        let f = Faults::default();
+        f.set(spec);
+        f
+    }
+
+    /// Replaces the faults (for every clone); `Spec::default()` lifts them.
+    #[cfg(feature = "fault-injection")]
+    pub fn set(&self, spec: Spec) {
+        *self
+            .spec
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = spec;
+    }
+
+    /// The faults in force.
+    #[cfg(feature = "fault-injection")]
+    pub fn get(&self) -> Spec {
+        *self
+            .spec
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Parses `OM_CONSTANT_FAULTS`; refused when fault injection is not
@@ -72,7 +108,7 @@ impl Faults {
                     _ => return Err("known fault names (see src/fault.rs)"),
                 }
             }
-            Ok(Faults { spec })
+            Ok(Faults::new(spec))
         }
         #[cfg(not(feature = "fault-injection"))]
         {
@@ -82,9 +118,11 @@ impl Faults {
     }
 
     /// A reader for one thread's `pread` calls.
-    pub fn reader(&self) -> Reader<'_> {
+    pub fn reader(&self) -> Reader {
         Reader {
-            faults: self,
+            #[cfg(feature = "fault-injection")]
+            spec: self.get(),
+            #[cfg(feature = "fault-injection")]
             calls: 0,
         }
     }
@@ -92,7 +130,7 @@ impl Faults {
     /// True when opening with `O_DIRECT` must fail.
     pub fn direct_io_refused(&self) -> bool {
         #[cfg(feature = "fault-injection")]
-        return self.spec.direct_io_refused;
+        return self.get().direct_io_refused;
         #[cfg(not(feature = "fault-injection"))]
         false
     }
@@ -100,7 +138,7 @@ impl Faults {
     /// True when the heap allocation must fail.
     pub fn alloc_fails(&self) -> bool {
         #[cfg(feature = "fault-injection")]
-        return self.spec.alloc_fails;
+        return self.get().alloc_fails;
         #[cfg(not(feature = "fault-injection"))]
         false
     }
@@ -108,7 +146,7 @@ impl Faults {
     /// An error if `mmap` must fail.
     pub fn mmap_error(&self) -> Option<io::Error> {
         #[cfg(feature = "fault-injection")]
-        if self.spec.mmap_fails {
+        if self.get().mmap_fails {
             return Some(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         None
@@ -117,7 +155,7 @@ impl Faults {
     /// True when `mlock` must fail.
     pub fn mlock_fails(&self) -> bool {
         #[cfg(feature = "fault-injection")]
-        return self.spec.mlock_fails;
+        return self.get().mlock_fails;
         #[cfg(not(feature = "fault-injection"))]
         false
     }
@@ -125,21 +163,25 @@ impl Faults {
     /// Sleeps as long as the injected loader delay.
     pub fn delay(&self) {
         #[cfg(feature = "fault-injection")]
-        if self.spec.delay_ms > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(self.spec.delay_ms));
+        {
+            let ms = self.get().delay_ms;
+            if ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
         }
     }
 }
 
-/// `pread` with the injected faults of one thread.
-pub struct Reader<'a> {
-    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
-    faults: &'a Faults,
-    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+/// `pread` with the injected faults of one thread (as they were when it
+/// was made).
+pub struct Reader {
+    #[cfg(feature = "fault-injection")]
+    spec: Spec,
+    #[cfg(feature = "fault-injection")]
     calls: u64,
 }
 
-impl Reader<'_> {
+impl Reader {
     /// Reads up to `len` bytes at `offset` into `dst`: the number read (0 at
     /// end of file), or the OS error (`Interrupted` included).
     ///
@@ -156,7 +198,7 @@ impl Reader<'_> {
         let mut len = len;
         #[cfg(feature = "fault-injection")]
         {
-            let s = &self.faults.spec;
+            let s = &self.spec;
             self.calls += 1;
             if s.eintr && self.calls % 2 == 1 {
                 return Err(io::Error::from_raw_os_error(libc::EINTR));
