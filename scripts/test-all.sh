@@ -2,7 +2,7 @@
 # Runs every check of om-constants on a fresh machine: installs the system
 # tools the tests need (Debian packages: C/C++ compilers, clang for the LLVM
 # IR models, cmake and pkg-config for the package test, binutils for the
-# symbol checks), then format, lint, every test of the workspace (Rust, C,
+# symbol checks, valgrind for the leak checks), then format, lint, every test of the workspace (Rust, C,
 # IR models, CMake, header, ABI), and the README's main command.
 # Fails on the first failure; a missing tool is a failure, never a skip.
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # tool -> Debian package
 declare -A pkg_of=(
   [cc]=gcc [c++]=g++ [clang]=clang [cmake]=cmake [pkg-config]=pkg-config
-  [nm]=binutils [readelf]=binutils [ldd]=libc-bin
+  [nm]=binutils [readelf]=binutils [ldd]=libc-bin [valgrind]=valgrind
 )
 need_pkgs=()
 for tool in "${!pkg_of[@]}"; do

@@ -69,8 +69,8 @@ impl Error {
         Error::new(
             ErrorKind::Io,
             format!(
-                "cannot {what} constants file '{fname}' at {}: {err}; {fix}",
-                path.display()
+                "cannot {what} constants file {}: {err}; {fix}",
+                file(fname, path)
             ),
         )
     }
@@ -93,6 +93,16 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Names a constants file in a message: `'name' at /path`, or just the
+/// path when the model gave it in full.
+pub fn file(fname: &str, path: &std::path::Path) -> String {
+    if std::path::Path::new(fname) == path {
+        format!("'{}'", path.display())
+    } else {
+        format!("'{fname}' at {}", path.display())
+    }
+}
 
 /// Shorthand used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -46,6 +46,19 @@ impl<'a> Request<'a> {
                 "the constants file name is empty; the model must name its constants file",
             ));
         }
+        // No path can be longer; refusing here also keeps messages short.
+        if fname.len() >= libc::PATH_MAX as usize {
+            let head: String = name.chars().take(64).collect();
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "the constants file name '{head}...' is {} bytes long, longer than any path \
+                     can be (PATH_MAX is {}); the model names its file wrongly",
+                    fname.len(),
+                    libc::PATH_MAX
+                ),
+            ));
+        }
         if size <= 0 {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,

@@ -9,7 +9,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{self, Error, ErrorKind, Result};
 
 /// What makes two opens "the same file" for sharing a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,9 +62,9 @@ impl Source {
             return Err(Error::new(
                 ErrorKind::NotAFile,
                 format!(
-                    "constants file '{fname}' at {} is {}, not a regular file; \
+                    "constants file {} is {}, not a regular file; \
                      point the model (or OM_CONSTANT_PATH) at the real constants file",
-                    path.display(),
+                    error::file(fname, path),
                     describe(&meta)
                 ),
             ));
@@ -73,10 +73,10 @@ impl Source {
             return Err(Error::new(
                 ErrorKind::TooShort,
                 format!(
-                    "constants file '{fname}' at {} has {} bytes but the model needs {size}; \
+                    "constants file {} has {} bytes but the model needs {size}; \
                      the file is truncated or belongs to another build of the model: \
                      copy the constants file that was compiled with this model",
-                    path.display(),
+                    error::file(fname, path),
                     meta.len()
                 ),
             ));

@@ -6,18 +6,12 @@ mod common;
 mod native;
 
 use common::Scratch;
-use native::{build, lib_dir, manifest_dir, run, Lang};
+use native::{c_program, run};
 
 #[test]
 fn every_function_and_bad_input_from_c() {
     let s = Scratch::new("c-abi");
-    let lib = lib_dir(&s.dir);
-    let exe = build(
-        Lang::C99,
-        &manifest_dir().join("c_tests/abi_test.c"),
-        &s.path("abi_test"),
-        &lib,
-    );
+    let exe = c_program(&s.dir, "abi_test");
     let data = s.path("data");
     std::fs::create_dir_all(&data).unwrap();
     let out = run(&exe, &[data.to_str().unwrap()], &[]);
@@ -32,13 +26,7 @@ fn every_function_and_bad_input_from_c() {
 #[test]
 fn sixty_four_c_threads_one_load_per_strategy() {
     let s = Scratch::new("c-race");
-    let lib = lib_dir(&s.dir);
-    let exe = build(
-        Lang::C99,
-        &manifest_dir().join("c_tests/race.c"),
-        &s.path("race"),
-        &lib,
-    );
+    let exe = c_program(&s.dir, "race");
     let size = 5 * 1024 * 1024 + 3;
     let file = s.file("weights.bin", size);
     for strategy in ["mmap", "read"] {
@@ -50,5 +38,82 @@ fn sixty_four_c_threads_one_load_per_strategy() {
         assert!(out.status.success(), "race with {strategy} failed");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("loads=1 "), "{stdout}");
+    }
+}
+
+/// Scratch folders the C programs may use after dropping to `nobody`.
+fn open_to_all(s: &Scratch) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for d in [&s.dir, &data] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    data
+}
+
+#[test]
+fn hostile_inputs_from_c_return_false_with_a_message() {
+    let s = Scratch::new("c-hostile");
+    let exe = c_program(&s.dir, "hostile");
+    let data = open_to_all(&s);
+    let out = run(&exe, &["inputs", data.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "hostile inputs failed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"));
+}
+
+#[test]
+fn garbage_in_every_option_is_reported_once_and_ignored() {
+    let s = Scratch::new("c-garbage");
+    let exe = c_program(&s.dir, "hostile");
+    let data = open_to_all(&s);
+    let vars = [
+        ("OM_CONSTANT_LOAD", "fastest"),
+        ("OM_CONSTANT_MMAP_LIMIT", "-3"),
+        ("OM_CONSTANT_WAIT_TIMEOUT", "soon"),
+        ("OM_CONSTANT_LOG", "loud"),
+        ("OM_CONSTANT_KEEP", "maybe"),
+        ("OM_CONSTANT_READ_THREADS", "many"),
+        ("OM_CONSTANT_DIRECT_IO", "sometimes"),
+        ("OM_CONSTANT_HUGE_PAGES", "big"),
+        ("OM_CONSTANT_PREFETCH", "eager"),
+        ("OM_CONSTANT_MLOCK", "tight"),
+        ("OM_CONSTANT_FAULTS", "gremlins"),
+    ];
+    let out = run(&exe, &["garbage", data.to_str().unwrap()], &vars);
+    assert!(out.status.success(), "loads with garbage options failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (var, value) in vars {
+        let line = format!("ignoring {var}=\"{value}\"");
+        assert_eq!(
+            stderr.matches(&line).count(),
+            1,
+            "{line} not reported once:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_thousand_load_free_cycles_return_rss_and_mappings_to_the_start() {
+    let s = Scratch::new("c-cycle");
+    let exe = c_program(&s.dir, "cycle");
+    // 4 MiB is read by one thread; 20 MiB by several (their stacks are
+    // created and freed every cycle).
+    for (size, strategies) in [
+        (4usize << 20, &["mmap", "read", "chunked-mmap"][..]),
+        (20 << 20, &["read"][..]),
+    ] {
+        let file = s.file(&format!("c{size}.bin"), size);
+        for strategy in strategies {
+            let out = run(
+                &exe,
+                &[file.to_str().unwrap(), &size.to_string()],
+                &[
+                    ("OM_CONSTANT_LOAD", strategy),
+                    ("OM_CONSTANT_MMAP_LIMIT", "1MiB"),
+                ],
+            );
+            assert!(out.status.success(), "cycle {strategy} {size} failed");
+        }
     }
 }

@@ -193,11 +193,10 @@ fn read_error(source: &Source, at: usize, end: usize, e: &io::Error) -> Error {
         return Error::new(
             ErrorKind::TooShort,
             format!(
-                "constants file '{}' at {} ended at byte {at} while reading up to byte {end}: \
+                "constants file {} ended at byte {at} while reading up to byte {end}: \
                  it shrank after it was opened; do not rewrite the file in place while \
                  models load (replace it by rename)",
-                source.fname,
-                source.path.display()
+                crate::error::file(&source.fname, &source.path)
             ),
         );
     }

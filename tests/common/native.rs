@@ -78,6 +78,18 @@ pub fn build(lang: Lang, src: &Path, out: &Path, lib: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// Compiles `c_tests/{name}.c` (C99) into `dir/{name}`, linked against the
+/// cdylib through a lib folder in `dir`.
+pub fn c_program(dir: &Path, name: &str) -> PathBuf {
+    let lib = lib_dir(dir);
+    build(
+        Lang::C99,
+        &manifest_dir().join(format!("c_tests/{name}.c")),
+        &dir.join(name),
+        &lib,
+    )
+}
+
 /// Runs `exe` with no inherited OM_CONSTANT_* options plus `env`; returns
 /// its output after echoing it (shown when the test fails).
 pub fn run(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -1,0 +1,144 @@
+/* Hostile inputs through the C ABI (issue: reliability). Each must return
+ * false with a message naming the problem, leave the slot NULL, and crash
+ * nothing.
+ *
+ *   hostile inputs DIR    every bad input below; run as root, it drops to
+ *                         nobody first so that permissions really apply
+ *   hostile garbage DIR   loads DIR/ok.bin; the caller sets garbage in every
+ *                         OM_CONSTANT_* variable and checks each is reported
+ *                         once and ignored
+ *
+ * Out of scope, as the README says: a slot pointer into read-only memory
+ * (the library must write the slot; that is the caller's contract). */
+#define _GNU_SOURCE
+#include "om_constants.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures = 0, checks = 0;
+
+static void expect(bool ok, void *slot, const char *what, const char *needle) {
+  const char *err = om_constants_last_error();
+  checks++;
+  if (ok || slot != NULL || !err || !*err || (needle && !strstr(err, needle))) {
+    failures++;
+    fprintf(stderr, "FAIL %s: ok=%d slot=%p error=%s (wanted '%s')\n", what, ok, slot,
+            err ? err : "(null)", needle ? needle : "");
+    return;
+  }
+  printf("  %-28s -> %.160s\n", what, err);
+}
+
+static void write_file(const char *path, size_t len, mode_t mode) {
+  FILE *f = fopen(path, "wb");
+  size_t i;
+  if (!f) {
+    perror(path);
+    exit(2);
+  }
+  for (i = 0; i < len; i++) fputc((int)(i % 251), f);
+  fclose(f);
+  chmod(path, mode);
+}
+
+static void drop_privileges(void) {
+  if (geteuid() != 0) return;
+  if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) {
+    perror("dropping privileges");
+    exit(2);
+  }
+}
+
+static int inputs(const char *dir) {
+  char ok[4096], noperm[4096], loop1[4096], loop2[4096], notadir[4096];
+  char *longname;
+  void *slot = NULL;
+  void *cells[2] = {NULL, NULL};
+  snprintf(ok, sizeof ok, "%s/ok.bin", dir);
+  snprintf(noperm, sizeof noperm, "%s/noperm.bin", dir);
+  snprintf(loop1, sizeof loop1, "%s/loop1", dir);
+  snprintf(loop2, sizeof loop2, "%s/loop2", dir);
+  snprintf(notadir, sizeof notadir, "%s/notadir", dir);
+  write_file(ok, 8192, 0644);
+  write_file(noperm, 8192, 0000);
+  write_file(notadir, 10, 0644);
+  if (symlink(loop2, loop1) != 0 || symlink(loop1, loop2) != 0) {
+    perror("symlink");
+    return 2;
+  }
+  /* Read once, on the first call: a file where a folder should be. */
+  setenv("OM_CONSTANT_PATH", notadir, 1);
+  drop_privileges();
+  if (open(noperm, O_RDONLY) >= 0 || errno != EACCES) {
+    fprintf(stderr, "FAIL setup: %s is readable; the permission test would prove nothing\n", noperm);
+    return 1;
+  }
+
+  longname = malloc(PATH_MAX + 100);
+  memset(longname, 'a', PATH_MAX + 99);
+  longname[0] = '/';
+  longname[PATH_MAX + 99] = '\0';
+  printf("hostile inputs (uid %d):\n", (int)getuid());
+  expect(om_load_constants_from_file(&slot, longname, 8, 1), slot, "path longer than PATH_MAX", "PATH_MAX");
+  expect(om_load_constants_from_file(&slot, "no-such-constants.bin", 8, 1), slot,
+         "no file, no folder", "current directory");
+  expect(om_load_constants_from_file(&slot, "ok.bin", 8, 1), slot, "OM_CONSTANT_PATH is a file",
+         "Not a directory");
+  expect(om_load_constants_from_file(&slot, loop1, 8, 1), slot, "symlink loop", "symbolic links");
+  expect(om_load_constants_from_file(&slot, noperm, 8, 1), slot, "no read permission", "ermission denied");
+  expect(om_load_constants_from_file(&slot, ok, 8193, 1), slot, "size larger than the file",
+         "has 8192 bytes but the model needs 8193");
+  expect(om_load_constants_from_file(&slot, ok, INT64_MAX, 1), slot, "size near INT64_MAX", "8192 bytes");
+  expect(om_mmap_binary_file(&slot, ok, INT64_MAX - 1, 1), slot, "ensure, size INT64_MAX-1", "8192 bytes");
+  expect(om_load_constants_from_file((void **)((char *)cells + 1), ok, 8, 1), NULL,
+         "misaligned slot pointer", "aligned");
+  expect(om_free_constant_buffer((void **)((char *)cells + 3)), NULL, "release, misaligned slot", "aligned");
+  expect(om_load_constants_from_file(&slot, "", 8, 1), slot, "empty file name", "empty");
+  expect(om_load_constants_from_file(&slot, ok, INT64_MIN, 1), slot, "size INT64_MIN", "size");
+  /* After all that, a good load still works and nothing is left. */
+  if (!om_load_constants_from_file(&slot, ok, 8192, 1) || !om_free_constant_buffer(&slot)) {
+    fprintf(stderr, "FAIL good load after hostile ones: %s\n", om_constants_last_error());
+    failures++;
+  }
+  {
+    struct om_constants_stats st;
+    om_constants_stats(&st);
+    checks++;
+    if (st.live_buffers != 0 || st.references != 0) {
+      failures++;
+      fprintf(stderr, "FAIL something is left: %llu buffers\n", (unsigned long long)st.live_buffers);
+    }
+  }
+  free(longname);
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
+
+static int garbage(const char *dir) {
+  char ok[4096];
+  void *slot = NULL;
+  snprintf(ok, sizeof ok, "%s/ok.bin", dir);
+  write_file(ok, 8192, 0644);
+  if (!om_load_constants_from_file(&slot, ok, 8192, 1) || !om_load_constants_from_file(&slot, ok, 8192, 1) ||
+      !om_free_constant_buffer(&slot) || !om_free_constant_buffer(&slot) || slot != NULL) {
+    fprintf(stderr, "FAIL loads with garbage options: %s\n", om_constants_last_error());
+    return 1;
+  }
+  printf("1 passed, 0 failed\n");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "inputs") == 0) return inputs(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "garbage") == 0) return garbage(argv[2]);
+  fprintf(stderr, "usage: hostile inputs|garbage DIR\n");
+  return 2;
+}

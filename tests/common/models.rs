@@ -1,0 +1,112 @@
+//! Building the LLVM IR models of c_tests/ and their C host (shared by
+//! tests/models.rs and tests/valgrind.rs).
+
+#![allow(dead_code)]
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::native::{lib_dir, manifest_dir, run, Lang};
+use super::Scratch;
+
+pub const FILE_SIZE: u64 = (4 << 30) + 4096;
+pub const STRATEGIES: [&str; 2] = ["mmap", "read"];
+
+/// Writes the constants layout of c_tests/model_compute.ll; `seed` varies
+/// the values so two models give two different results.
+pub fn write_constants(path: &Path, seed: i64) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let vals = |n: i64, k: i64| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                (seed.wrapping_mul(1_000_003) ^ ((i * k + 17) * (i - 3)))
+                    .to_le_bytes()
+                    .into_iter()
+            })
+            .collect()
+    };
+    for (offset, n, k) in [(0u64, 1024, 7), (8192, 512, 11), (4 << 30, 512, 13)] {
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.write_all(&vals(n, k)).unwrap();
+    }
+    f.set_len(FILE_SIZE).unwrap();
+}
+
+/// clang, with opaque pointers enabled on releases before 15 (where they
+/// became the default); a missing clang fails the test.
+pub fn clang() -> Command {
+    let out = Command::new("clang")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "clang is needed to compile the IR models ({e}); scripts/test-all.sh installs it"
+            )
+        });
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major: u32 = text
+        .split("version ")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or_else(|| panic!("cannot read clang's version from: {text}"));
+    let mut cmd = Command::new("clang");
+    if major < 15 {
+        cmd.args(["-mllvm", "-opaque-pointers"]);
+    }
+    cmd.args(["-O2", "-fPIC", "-Wno-override-module"]);
+    cmd
+}
+
+pub fn check(mut cmd: Command, what: &str) {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        o.status.success(),
+        "{what} failed: {cmd:?}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Compiles `style` (legacy, ctor, snake) into `dir/libmodel.so` beside a
+/// constants file made with `seed` (or hard-linked from `share`).
+pub fn model(dir: &Path, style: &str, seed: i64) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let c = manifest_dir().join("c_tests");
+    let so = dir.join("libmodel.so");
+    let mut cmd = clang();
+    cmd.arg("-shared")
+        .arg(c.join(format!("model_{style}.ll")))
+        .arg(c.join("model_compute.ll"))
+        .arg("-o")
+        .arg(&so);
+    check(cmd, &format!("clang model_{style}.ll"));
+    write_constants(&dir.join("model.constants.bin"), seed);
+    so
+}
+
+pub fn host(s: &Scratch) -> PathBuf {
+    let lib = lib_dir(&s.dir);
+    let exe = s.path("host");
+    let mut cmd = super::native::compiler(Lang::C99);
+    cmd.arg(manifest_dir().join("c_tests/host.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lom_constants", "-lpthread", "-ldl"]);
+    check(cmd, "compile host.c");
+    exe
+}
+
+pub fn run_host(exe: &Path, strategy: &str, args: &[&Path], live: (u32, u32)) {
+    let mut a = vec![live.0.to_string(), live.1.to_string()];
+    a.extend(args.iter().map(|p| p.display().to_string()));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = run(exe, &a, &[("OM_CONSTANT_LOAD", strategy)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(" 0 failed"),
+        "host {a:?} with {strategy} failed"
+    );
+}
