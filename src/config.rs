@@ -233,7 +233,8 @@ pub fn parse_seconds(s: &str) -> Option<Duration> {
     if !(v.is_finite() && v > 0.0 && v <= 1e9) {
         return None;
     }
-    Some(Duration::from_secs_f64(v))
+    // A tiny positive number (1e-300) rounds to zero: no wait at all.
+    Some(Duration::from_secs_f64(v)).filter(|d| !d.is_zero())
 }
 
 /// Parses `0/1`, `true/false`, `yes/no`, `on/off`.
@@ -333,6 +334,11 @@ mod tests {
         assert_eq!(parse_seconds("600"), Some(Duration::from_secs(600)));
         assert_eq!(parse_seconds("0.25s"), Some(Duration::from_millis(250)));
         assert_eq!(parse_seconds("nan"), None);
+        assert_eq!(
+            parse_seconds("1e-300"),
+            None,
+            "rounds to zero (found by tests/fuzz.rs)"
+        );
         assert_eq!(parse_seconds("-1"), None);
         assert_eq!(parse_bool("YES"), Some(true));
         assert_eq!(parse_bool("off"), Some(false));
