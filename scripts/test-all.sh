@@ -35,6 +35,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== loom: every interleaving of the slot state machine (tests/loom.rs)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
 echo "== main command (small)"
 cargo run --release --locked --bin om-constants -- bench --size 64MiB --runs 1 --threads 16
 echo "== all checks passed"

@@ -5,11 +5,11 @@
 //! the thread's last error (and one stderr line at the `error` log level).
 //! No logic lives here: the semantics are in `registry`.
 
+use crate::sync::AtomicPtr;
 use std::ffi::{CStr, OsStr};
 use std::os::raw::{c_char, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicPtr;
 
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::log::{self, Level};

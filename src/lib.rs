@@ -16,6 +16,8 @@
 //! | [`strategy`] | turning a file into memory: `mmap`, `read`, `chunked-mmap`; prefetch, `mlock` |
 //! | [`threads`] | worker threads that are safe to start inside `dlopen` |
 //! | [`fault`] | the seam where tests inject I/O faults (test builds only) |
+//! | [`loader`] | the I/O behind a load: open, then a strategy (an in-memory stand-in under loom) |
+//! | [`sync`] | std's locks and atomics, or loom's when model-checking |
 //! | [`source`] | opening and checking the file, its identity for sharing |
 //! | [`locate`] | finding the file the model names |
 //! | [`config`] | `OM_CONSTANT_*` options |
@@ -33,6 +35,7 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod ffi;
+pub mod loader;
 pub mod locate;
 pub mod log;
 pub mod registry;
@@ -40,6 +43,7 @@ pub mod slot;
 pub mod source;
 pub mod stats;
 pub mod strategy;
+pub mod sync;
 pub mod threads;
 
 pub use config::Config;

@@ -16,17 +16,18 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::raw::c_void;
 use std::path::Path;
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::locate;
+use crate::loader;
 use crate::log::{self, Level};
 use crate::slot::{Pending, Slot, State};
-use crate::source::{FileKey, Source};
+use crate::source::FileKey;
 use crate::stats::{Counters, Stats};
-use crate::strategy::{self, Buffer};
+use crate::strategy::Buffer;
+use crate::sync::{Arc, AtomicPtr, Mutex, MutexGuard};
 
 /// A checked request to load a constants file.
 #[derive(Debug, Clone, Copy)]
@@ -312,10 +313,8 @@ impl Registry {
     /// an existing one if another slot (or the keep cache) has it, else a new
     /// load, read once even if several slots ask at the same time.
     fn load_buffer(&self, slot_addr: usize, req: &Request) -> Result<(BufKey, *mut c_void)> {
-        let path = locate::locate(req.fname(), self.config.search_path.as_deref(), slot_addr)?;
-        let fname = req.fname().display().to_string();
-        let source = Source::open(&path, &fname, req.size())?;
-        let key = (source.key, req.size());
+        let opened = loader::open(req, &self.config, slot_addr)?;
+        let key = (opened.key(), req.size());
         let pending = loop {
             let mut t = self.lock();
             if let Some(h) = t.buffers.get_mut(&key) {
@@ -324,7 +323,7 @@ impl Registry {
                 drop(t);
                 self.counters.shared();
                 self.log(Level::Debug, || {
-                    format!("sharing the buffer of {} already in memory", path.display())
+                    format!("sharing the buffer of {} already in memory", opened.shown())
                 });
                 return Ok((key, ptr));
             }
@@ -345,7 +344,7 @@ impl Registry {
             pending: pending.clone(),
             done: false,
         };
-        let loaded = strategy::load(&source, req.size(), &self.config);
+        let loaded = loader::load(&opened, req.size(), &self.config);
         let mut t = self.lock();
         t.loading_files.remove(&key);
         let out = loaded.map(|l| {
@@ -355,7 +354,7 @@ impl Registry {
                 format!(
                     "loaded {} bytes of {} by {} in {:.3} s",
                     req.size(),
-                    path.display(),
+                    opened.shown(),
                     s.name(),
                     l.elapsed.as_secs_f64()
                 )

@@ -9,13 +9,12 @@
 //! timeout passes: never a hang, never a burnt core.
 
 use std::os::raw::c_void;
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::Backoff;
-
 use crate::error::{Error, ErrorKind, Result};
+use crate::sync::{AtomicPtr, Condvar, Mutex, Spin};
 
 /// The LOADING sentinel: address 1 is odd and in the never-mapped first page,
 /// so no buffer can ever have it.
@@ -66,13 +65,12 @@ impl<'a> Slot<'a> {
 
     /// Spins briefly while the slot is LOADING; returns the state seen last.
     pub fn spin_while_loading(self) -> State {
-        let backoff = Backoff::new();
+        let mut spin = Spin::new();
         loop {
             let s = self.state();
-            if s != State::Loading || backoff.is_completed() {
+            if s != State::Loading || !spin.snooze() {
                 return s;
             }
-            backoff.snooze();
         }
     }
 }
@@ -89,10 +87,18 @@ pub fn classify(p: *mut c_void) -> State {
 }
 
 /// One load in flight: waiters block here until the loader completes it.
-#[derive(Default)]
 pub struct Pending {
     outcome: Mutex<Option<Result<()>>>,
     done: Condvar,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            outcome: Mutex::new(None),
+            done: Condvar::new(),
+        }
+    }
 }
 
 impl Pending {
@@ -141,7 +147,7 @@ impl Pending {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

@@ -21,6 +21,17 @@ pub struct FileKey {
 }
 
 impl FileKey {
+    /// A key that is not a file's (the model checker's stand-in files).
+    #[cfg(loom)]
+    pub fn synthetic(n: u64) -> FileKey {
+        FileKey {
+            dev: 0,
+            ino: n,
+            len: 0,
+            mtime_ns: 0,
+        }
+    }
+
     fn of(meta: &Metadata) -> FileKey {
         FileKey {
             dev: meta.dev(),

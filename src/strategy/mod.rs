@@ -108,6 +108,17 @@ pub struct Buffer {
 }
 
 impl Buffer {
+    /// A plain heap buffer (the model checker's stand-in loads).
+    #[cfg(loom)]
+    pub fn from_heap(heap: HeapBuf) -> Buffer {
+        Buffer {
+            memory: Memory::Heap(heap),
+            strategy: Strategy::Read,
+            prefetcher: None,
+            locked: false,
+        }
+    }
+
     /// The address published in the slot.
     pub fn as_ptr(&self) -> *mut u8 {
         match &self.memory {

@@ -11,18 +11,32 @@
 //! strategy against baselines in the same run (see `bench`); `load` loads a
 //! user's file through the C ABI and reports what happened.
 
+// Built with `--cfg loom` (model checking), the library's atomics are
+// loom's and this tool has nothing to do.
+#[cfg(not(loom))]
 mod baseline;
+#[cfg(not(loom))]
 mod bench;
+#[cfg(not(loom))]
 mod load;
+#[cfg(not(loom))]
 mod opts;
 
 use std::process::ExitCode;
 
+#[cfg(loom)]
+fn main() -> ExitCode {
+    eprintln!("om-constants: this build is for model checking (--cfg loom)");
+    ExitCode::FAILURE
+}
+
+#[cfg(not(loom))]
 const USAGE: &str = "usage:
   om-constants bench [--size BYTES] [--dir DIR] [--runs N] [--threads N] [--limit BYTES]
                      [--cold] [--json] [--keep]
   om-constants load FILE [--size BYTES] [--strategy auto|mmap|read|chunked-mmap] [--threads N]";
 
+#[cfg(not(loom))]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {

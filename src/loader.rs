@@ -1,0 +1,102 @@
+//! The I/O behind a load: find and open the file (its identity decides
+//! sharing), then put it into memory with the configured strategy.
+//!
+//! Under `--cfg loom` this is an in-memory stand-in (a name starting with
+//! "fail" fails), so that the model checker explores the registry's real
+//! locking and publication code without touching the file system.
+
+#[cfg(not(loom))]
+pub use real::*;
+
+#[cfg(not(loom))]
+mod real {
+    use crate::config::Config;
+    use crate::error::Result;
+    use crate::locate;
+    use crate::registry::Request;
+    use crate::source::{FileKey, Source};
+    use crate::strategy::{self, Loaded};
+
+    /// An opened, checked file.
+    pub struct Opened(Source);
+
+    impl Opened {
+        /// Its identity, for sharing.
+        pub fn key(&self) -> FileKey {
+            self.0.key
+        }
+
+        /// Where it was found, for messages.
+        pub fn shown(&self) -> String {
+            self.0.path.display().to_string()
+        }
+    }
+
+    /// Finds `req`'s file for the slot at `slot_addr` and opens it.
+    pub fn open(req: &Request, config: &Config, slot_addr: usize) -> Result<Opened> {
+        let path = locate::locate(req.fname(), config.search_path.as_deref(), slot_addr)?;
+        let fname = req.fname().display().to_string();
+        Source::open(&path, &fname, req.size()).map(Opened)
+    }
+
+    /// Loads the opened file with the configured strategy.
+    pub fn load(opened: &Opened, size: u64, config: &Config) -> Result<Loaded> {
+        strategy::load(&opened.0, size, config)
+    }
+}
+
+#[cfg(loom)]
+pub use fake::*;
+
+#[cfg(loom)]
+mod fake {
+    use crate::config::Config;
+    use crate::error::{Error, ErrorKind, Result};
+    use crate::registry::Request;
+    use crate::source::FileKey;
+    use crate::strategy::{Buffer, HeapBuf, Loaded};
+
+    /// A "file": its name.
+    pub struct Opened(String);
+
+    impl Opened {
+        /// The same name is the same file.
+        pub fn key(&self) -> FileKey {
+            let h = self.0.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            FileKey::synthetic(h)
+        }
+
+        /// Its name.
+        pub fn shown(&self) -> String {
+            self.0.clone()
+        }
+    }
+
+    /// Always succeeds.
+    pub fn open(req: &Request, _config: &Config, _slot_addr: usize) -> Result<Opened> {
+        Ok(Opened(req.fname().display().to_string()))
+    }
+
+    /// A heap buffer, or an I/O error for names starting with "fail".
+    pub fn load(opened: &Opened, size: u64, config: &Config) -> Result<Loaded> {
+        if opened.0.starts_with("fail") {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("{}: injected failure", opened.0),
+            ));
+        }
+        let heap = HeapBuf::alloc(size as usize, config.huge_pages)
+            .ok_or_else(|| Error::new(ErrorKind::OutOfMemory, "no memory"))?;
+        Ok(Loaded {
+            buffer: Buffer::from_heap(heap),
+            bytes_read: size,
+            direct_bytes: 0,
+            direct_fallback: false,
+            read_threads: 1,
+            elapsed: std::time::Duration::ZERO,
+            fell_back: false,
+        })
+    }
+}
