@@ -136,9 +136,31 @@ static int garbage(const char *dir) {
   return 0;
 }
 
+/* The caller sets OM_CONSTANT_FAULTS=panic: the library's loader panics.
+ * The call must return false with a message, and this process goes on. */
+static int panics(const char *dir) {
+  char ok[4096];
+  void *slot = NULL;
+  struct om_constants_stats st;
+  snprintf(ok, sizeof ok, "%s/ok.bin", dir);
+  write_file(ok, 8192, 0644);
+  expect(om_load_constants_from_file(&slot, ok, 8192, 1), slot, "loader panics", "internal error");
+  expect(om_mmap_binary_file(&slot, ok, 8192, 1), slot, "loader panics again", "internal error");
+  om_constants_stats(&st);
+  checks++;
+  if (st.live_buffers != 0 || st.failures != 2) {
+    failures++;
+    fprintf(stderr, "FAIL after panics: %llu buffers, %llu failures\n",
+            (unsigned long long)st.live_buffers, (unsigned long long)st.failures);
+  }
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "inputs") == 0) return inputs(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "panic") == 0) return panics(argv[2]);
   if (argc == 3 && strcmp(argv[1], "garbage") == 0) return garbage(argv[2]);
-  fprintf(stderr, "usage: hostile inputs|garbage DIR\n");
+  fprintf(stderr, "usage: hostile inputs|garbage|panic DIR\n");
   return 2;
 }

@@ -7,7 +7,7 @@
 //! [`Faults`] is empty and every call below is the plain system call.
 //! From C, a test build reads them from `OM_CONSTANT_FAULTS`, e.g.
 //! `one_byte_reads,eintr,eio_at=4096,eof_at=8192,direct_io_refused,
-//! alloc_fails,mmap_fails,mlock_fails,delay_ms=200`.
+//! alloc_fails,mmap_fails,mlock_fails,delay_ms=200,panic`.
 
 use std::io;
 use std::os::unix::io::RawFd;
@@ -57,6 +57,9 @@ pub struct Spec {
     pub mlock_fails: bool,
     /// The loader sleeps this long before loading.
     pub delay_ms: u64,
+    /// The loader panics (after the delay): a bug in the library, which
+    /// must still not unwind into C, hang waiters or leave the slot LOADING.
+    pub panic: bool,
 }
 
 impl Faults {
@@ -105,6 +108,7 @@ impl Faults {
                     "mmap_fails" => spec.mmap_fails = true,
                     "mlock_fails" => spec.mlock_fails = true,
                     "delay_ms" => spec.delay_ms = num()?,
+                    "panic" => spec.panic = true,
                     _ => return Err("known fault names (see src/fault.rs)"),
                 }
             }
@@ -160,13 +164,16 @@ impl Faults {
         false
     }
 
-    /// Sleeps as long as the injected loader delay.
+    /// Sleeps as long as the injected loader delay, then panics if asked.
     pub fn delay(&self) {
         #[cfg(feature = "fault-injection")]
         {
-            let ms = self.get().delay_ms;
-            if ms > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
+            let spec = self.get();
+            if spec.delay_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(spec.delay_ms));
+            }
+            if spec.panic {
+                panic!("injected panic in the loader");
             }
         }
     }

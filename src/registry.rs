@@ -534,7 +534,11 @@ impl Drop for Claim<'_, '_> {
             t.loading_files.remove(&key);
         }
         drop(t);
-        self.registry.counters.failed();
+        // One failed load, counted once: by the slot's claim, as on the
+        // normal path (load_into), not again by the file's.
+        if self.slot.is_some() {
+            self.registry.counters.failed();
+        }
         self.pending.complete(Err(Error::new(
             ErrorKind::Internal,
             "the thread loading the constants failed unexpectedly (a bug in om-constants; \

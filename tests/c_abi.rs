@@ -117,3 +117,17 @@ fn a_thousand_load_free_cycles_return_rss_and_mappings_to_the_start() {
         }
     }
 }
+
+#[test]
+fn a_panic_inside_the_library_is_false_and_a_message_in_c() {
+    let s = Scratch::new("c-panic");
+    let exe = c_program(&s.dir, "hostile");
+    let data = open_to_all(&s);
+    let out = run(
+        &exe,
+        &["panic", data.to_str().unwrap()],
+        &[("OM_CONSTANT_FAULTS", "panic")],
+    );
+    assert!(out.status.success(), "the host did not survive the panic");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"));
+}

@@ -123,6 +123,56 @@ fn a_loader_slower_than_the_timeout_still_publishes() {
     reg.release(s).unwrap();
 }
 
+#[test]
+fn a_panicking_loader_resets_the_slot_and_wakes_its_waiters() {
+    let sc = Scratch::new("panic");
+    let size = 10_000;
+    let path = sc.file("c.bin", size);
+    let faults = Faults::new(Spec {
+        delay_ms: 200,
+        panic: true,
+        ..Spec::default()
+    });
+    let reg = Arc::new(Registry::new(Config {
+        faults: faults.clone(),
+        log: om_constants::log::Level::Off,
+        ..Config::default()
+    }));
+    let s = slot();
+    let loader = {
+        let (reg, path) = (reg.clone(), path.clone());
+        std::thread::spawn(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
+                    .map(|p| p as usize)
+            }))
+        })
+    };
+    wait_until_loading(s);
+    let waiter = {
+        let (reg, path) = (reg.clone(), path.clone());
+        std::thread::spawn(move || {
+            reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
+                .map(|p| p as usize)
+        })
+    };
+    assert!(
+        loader.join().unwrap().is_err(),
+        "the loader's panic reaches its caller"
+    );
+    let e = waiter.join().unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(s.load(Ordering::Acquire).is_null(), "not left LOADING");
+    let st = reg.stats();
+    assert_eq!((st.live_buffers, st.failures), (0, 1), "{st:?}");
+    faults.set(Spec::default());
+    let p = reg
+        .acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
+        .unwrap();
+    assert_pattern(p.cast(), size);
+    reg.release(s).unwrap();
+}
+
 /// xorshift64*: a small deterministic generator (the seed is printed).
 struct Rng(u64);
 
