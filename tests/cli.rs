@@ -121,3 +121,25 @@ fn bad_arguments_are_refused_with_usage() {
         assert!(!o.stderr.is_empty(), "{args:?}: no message");
     }
 }
+
+#[test]
+fn an_mmap_failure_under_auto_falls_back_and_says_so_in_the_log() {
+    let s = Scratch::new("cli-fallback");
+    let f = s.file("c.bin", 1 << 20);
+    let o = tool()
+        .args(["load", f.to_str().unwrap()])
+        .env("OM_CONSTANT_FAULTS", "mmap_fails")
+        .env("OM_CONSTANT_LOG", "info")
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("strategy=read "), "{out}");
+    assert!(
+        err.contains("map (mmap)") && err.contains("reading the file into memory instead"),
+        "{err}"
+    );
+}
