@@ -39,6 +39,9 @@ fn main() {
             decls.push_str("}\n\n");
         }
     }
+    // Opaque handle types: declared, never sized (C has only a forward
+    // declaration of them).
+    decls.push_str("pub enum Cache {}\n\n");
     let ffi = parse(&root.join("src/ffi.rs"));
     decls.push_str("extern \"C\" {\n");
     let mut count = 0;
@@ -79,9 +82,12 @@ fn main() {
     cfg.header("om_constants.h")
         .include(root.join("include"))
         .flag("-Wno-unused-parameter")
+        .skip_type(|t| t == "Cache")
+        .skip_struct(|t| t == "Cache")
         .type_name(|ty, is_struct, _is_union| match ty {
             "Stats" => "struct om_constants_stats".to_string(),
             "StrategyStats" => "struct om_constants_strategy_stats".to_string(),
+            "Cache" => "struct om_cache".to_string(),
             t if is_struct => format!("struct {t}"),
             t => t.to_string(),
         });

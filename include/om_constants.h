@@ -11,6 +11,11 @@
 #include <stdint.h>
 
 /**
+ * An open cache (C: `struct om_cache`, opaque).
+ */
+struct om_cache;
+
+/**
  * Per-strategy figures (C: `struct om_constants_strategy_stats`).
  */
 struct om_constants_strategy_stats {
@@ -284,6 +289,87 @@ bool omLoadConstantData(void **const_addr, const char *fname, int64_t size, int6
  * As for `om_free_constant_buffer`.
  */
 bool omUnloadConstantData(void **const_addr, int64_t size);
+
+/**
+ * Opens the packed-weights cache at `path` for `identity` (the caller's
+ * model hash and packing-code version, at most 2048 bytes) and stores its
+ * handle in `*out`.
+ *
+ * If `path` holds a valid cache built for the same identity by this
+ * library's format, it is mapped read-only and every entry is served by
+ * `om_cache_lookup` without packing or writing anything. Otherwise (no
+ * file, another identity or format version, a damaged file: every
+ * checksum is verified) the file is ignored, never trusted, and entries
+ * are built with `om_cache_reserve` and `om_cache_commit`.
+ *
+ * Ownership: close the handle with `om_cache_close`; pointers it gave out
+ * are valid until then. Thread safety: a handle may be used from several
+ * threads; calls on it are serialised.
+ *
+ * Errors: false, with `*out` set to NULL and the last error, on NULL
+ * arguments, a path naming no file, or an identity too long.
+ *
+ * # Safety
+ * `path` and `identity` are NULL or NUL-terminated strings; `out` is NULL
+ * or writable.
+ */
+bool om_cache_open(const char *path, const char *identity, struct om_cache **out_cache);
+
+/**
+ * Looks up the committed entry `name`: if present, sets `*found` to true
+ * and `*data` (read-only) and `*size`; if absent, sets `*found` to false.
+ * Entries reserved but not yet committed are absent.
+ *
+ * Errors: false and the last error on NULL arguments.
+ *
+ * # Safety
+ * `cache` is NULL or an open handle; `name` is NULL or a NUL-terminated
+ * string; the out pointers are NULL or writable.
+ */
+bool om_cache_lookup(const struct om_cache *cache_handle, const char *name, const void **data, uint64_t *size, bool *found);
+
+/**
+ * Reserves a writable region of `size` bytes for the entry `name`,
+ * aligned to `align` (a power of two up to the page size; regions are
+ * page-aligned), and stores its address in `*data`. Pack into it, then
+ * call `om_cache_commit`. When the cache's folder is read-only or full,
+ * the region comes from the heap (logged once) and everything still works
+ * for this process, without persisting.
+ *
+ * Errors: false and the last error on NULL arguments, a zero size, a bad
+ * alignment, a name reserved twice, a cache that is already complete for
+ * its identity (loaded from its file) or already committed, or no memory.
+ *
+ * # Safety
+ * As for `om_cache_lookup`; `data` is NULL or writable.
+ */
+bool om_cache_reserve(struct om_cache *cache_handle, const char *name, uint64_t size, uint64_t align, void **data);
+
+/**
+ * Makes every reserved entry durable and its pages clean: syncs them,
+ * writes the index and header (with checksums) into the temporary file,
+ * syncs it and renames it over the cache file, so that a crash at any
+ * point leaves the old cache or none. Regions become read-only; their
+ * addresses stay valid. Committing a loaded or committed cache does
+ * nothing.
+ *
+ * Errors: false and the last error if writing, syncing or renaming fails;
+ * the entries stay usable in memory and the old file is untouched.
+ *
+ * # Safety
+ * `cache` is NULL or an open handle.
+ */
+bool om_cache_commit(struct om_cache *cache_handle);
+
+/**
+ * Closes the cache: unmaps or frees every region and removes an
+ * uncommitted temporary file. Every pointer the handle gave out becomes
+ * invalid. Closing NULL does nothing and returns true (like `free`).
+ *
+ * # Safety
+ * `cache` is NULL or an open handle, not used again after this call.
+ */
+bool om_cache_close(struct om_cache *cache_handle);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,7 +7,7 @@
 //! [`Faults`] is empty and every call below is the plain system call.
 //! From C, a test build reads them from `OM_CONSTANT_FAULTS`, e.g.
 //! `one_byte_reads,eintr,eio_at=4096,eof_at=8192,direct_io_refused,
-//! alloc_fails,mmap_fails,mlock_fails,delay_ms=200,panic`.
+//! alloc_fails,mmap_fails,mlock_fails,delay_ms=200,panic,disk_full`.
 
 use std::io;
 use std::os::unix::io::RawFd;
@@ -57,6 +57,9 @@ pub struct Spec {
     pub mlock_fails: bool,
     /// The loader sleeps this long before loading.
     pub delay_ms: u64,
+    /// Allocating blocks for a packed-weights cache region fails with
+    /// `ENOSPC` (a full disk).
+    pub disk_full: bool,
     /// The loader panics (after the delay): a bug in the library, which
     /// must still not unwind into C, hang waiters or leave the slot LOADING.
     pub panic: bool,
@@ -109,6 +112,7 @@ impl Faults {
                     "mlock_fails" => spec.mlock_fails = true,
                     "delay_ms" => spec.delay_ms = num()?,
                     "panic" => spec.panic = true,
+                    "disk_full" => spec.disk_full = true,
                     _ => return Err("known fault names (see src/fault.rs)"),
                 }
             }
@@ -152,6 +156,15 @@ impl Faults {
         #[cfg(feature = "fault-injection")]
         if self.get().mmap_fails {
             return Some(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        None
+    }
+
+    /// An error if allocating file blocks must fail (a full disk).
+    pub fn disk_error(&self) -> Option<io::Error> {
+        #[cfg(feature = "fault-injection")]
+        if self.get().disk_full {
+            return Some(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         None
     }

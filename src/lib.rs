@@ -20,6 +20,7 @@
 //! | [`sync`] | std's locks and atomics, or loom's when model-checking |
 //! | [`source`] | opening and checking the file, its identity for sharing |
 //! | [`locate`] | finding the file the model names |
+//! | [`cache`] | the packed-weights cache: file-backed, persisted, crash-safe |
 //! | [`config`] | `OM_CONSTANT_*` options |
 //! | [`stats`] | counters behind `om_constants_stats` |
 //! | [`error`] | errors and the thread-local last error |
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod fault;

@@ -1,0 +1,120 @@
+/* The packed-weights cache from C, across processes.
+ *
+ *   cache build PATH ID N        ensure entries w0..w(N-1) exist, packing
+ *                                (a transpose stand-in) only the missing
+ *                                ones; commit; check every entry; print
+ *                                "packed=K persistent=P"
+ *   cache crash PATH ID          reserve and pack two entries, then die by
+ *                                SIGKILL before committing
+ *   cache readonly DIR ID        as nobody, in a folder it cannot write:
+ *                                still works, from the heap
+ * Exit 0 when every check passes. */
+#define _GNU_SOURCE
+#include "om_constants.h"
+
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ROWS 64
+#define COLS 48
+#define ENTRY (ROWS * COLS * 4)
+
+/* The source weights of matrix i, row-major, and its packed form: the
+ * transpose, column-major. */
+static float source(int i, int r, int c) { return (float)(i * 1000 + r * COLS + c); }
+
+static void pack(int i, float *out) {
+  int r, c;
+  for (c = 0; c < COLS; c++)
+    for (r = 0; r < ROWS; r++) out[c * ROWS + r] = source(i, r, c);
+}
+
+static int check(int i, const float *p) {
+  int r, c;
+  for (c = 0; c < COLS; c++)
+    for (r = 0; r < ROWS; r++)
+      if (p[c * ROWS + r] != source(i, r, c)) return 0;
+  return 1;
+}
+
+static int fail(const char *what) {
+  const char *e = om_constants_last_error();
+  fprintf(stderr, "FAIL %s: %s\n", what, e ? e : "");
+  printf("0 passed, 1 failed\n");
+  return 1;
+}
+
+static int build(const char *path, const char *id, int n) {
+  struct om_cache *c = NULL;
+  int i, packed = 0;
+  char name[32];
+  if (!om_cache_open(path, id, &c)) return fail("open");
+  for (i = 0; i < n; i++) {
+    const void *data;
+    uint64_t size;
+    bool found;
+    snprintf(name, sizeof name, "w%d", i);
+    if (!om_cache_lookup(c, name, &data, &size, &found)) return fail("lookup");
+    if (!found) {
+      void *dst;
+      if (!om_cache_reserve(c, name, ENTRY, 64, &dst)) return fail("reserve");
+      pack(i, dst);
+      packed++;
+    }
+  }
+  if (!om_cache_commit(c)) return fail("commit");
+  for (i = 0; i < n; i++) {
+    const void *data;
+    uint64_t size;
+    bool found;
+    snprintf(name, sizeof name, "w%d", i);
+    if (!om_cache_lookup(c, name, &data, &size, &found) || !found || size != ENTRY || !check(i, data))
+      return fail("entry after commit");
+  }
+  if (!om_cache_close(c)) return fail("close");
+  printf("packed=%d\n1 passed, 0 failed\n", packed);
+  return 0;
+}
+
+static int crash(const char *path, const char *id) {
+  struct om_cache *c = NULL;
+  void *dst;
+  if (!om_cache_open(path, id, &c)) return fail("open");
+  /* Even if the cache is valid, build under another identity. */
+  if (!om_cache_reserve(c, "w0", ENTRY, 64, &dst)) return fail("reserve");
+  pack(0, dst);
+  if (!om_cache_reserve(c, "w1", ENTRY, 64, &dst)) return fail("reserve");
+  pack(1, dst);
+  fflush(stdout);
+  kill(getpid(), SIGKILL);
+  return 1;
+}
+
+static int readonly(const char *dir, const char *id) {
+  char path[4096];
+  int r;
+  snprintf(path, sizeof path, "%s/w.cache", dir);
+  if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)) {
+    perror("dropping privileges");
+    return 2;
+  }
+  if (access(dir, W_OK) == 0) {
+    fprintf(stderr, "FAIL setup: %s is writable; the test would prove nothing\n", dir);
+    return 1;
+  }
+  r = build(path, id, 3);
+  if (r == 0 && access(path, F_OK) == 0) return fail("a file appeared in a read-only folder");
+  return r;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 5 && strcmp(argv[1], "build") == 0) return build(argv[2], argv[3], atoi(argv[4]));
+  if (argc == 4 && strcmp(argv[1], "crash") == 0) return crash(argv[2], argv[3]);
+  if (argc == 4 && strcmp(argv[1], "readonly") == 0) return readonly(argv[2], argv[3]);
+  fprintf(stderr, "usage: cache build PATH ID N | crash PATH ID | readonly DIR ID\n");
+  return 2;
+}

@@ -1,0 +1,285 @@
+//! The packed-weights cache through its Rust API (src/cache): round trip,
+//! identity change, every kind of damage, reservation rules, many entries,
+//! a > 4 GiB entry, the heap fallback, stale temporary files. (Processes,
+//! crashes and races: tests/cache_processes.rs; memory: cache_memory.rs.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::Scratch;
+use om_constants::cache::Cache;
+use om_constants::fault::{Faults, Spec};
+use om_constants::{Config, ErrorKind};
+
+fn quiet() -> Config {
+    Config {
+        log: om_constants::log::Level::Off,
+        ..Config::default()
+    }
+}
+
+/// The packing stand-in: entry `i` is `n` bytes of a pattern of `i`.
+fn packed(i: usize, n: usize) -> Vec<u8> {
+    (0..n).map(|k| ((k * 7 + i * 13) % 256) as u8).collect()
+}
+
+/// Opens the cache and makes sure entries 0..count exist, packing the
+/// missing ones; returns the cache and how many it had to pack.
+fn ensure(path: &Path, id: &str, count: usize, size: usize) -> (Cache, usize) {
+    let c = Cache::open(path, id.as_bytes(), &quiet()).unwrap();
+    let mut packs = 0;
+    for i in 0..count {
+        if c.lookup(&format!("w{i}")).is_none() {
+            let p = c.reserve(&format!("w{i}"), size as u64, 64).unwrap();
+            let bytes = packed(i, size);
+            // SAFETY: reserve returned `size` writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, size) };
+            packs += 1;
+        }
+    }
+    c.commit().unwrap();
+    (c, packs)
+}
+
+fn check_all(c: &Cache, count: usize, size: usize) {
+    for i in 0..count {
+        let (p, n) = c.lookup(&format!("w{i}")).expect("entry present");
+        assert_eq!(n, size);
+        // SAFETY: lookup returned `n` readable bytes, valid while `c` is.
+        assert_eq!(
+            unsafe { std::slice::from_raw_parts(p, n) },
+            &packed(i, size)[..]
+        );
+    }
+}
+
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect()
+}
+
+#[test]
+fn round_trip_second_open_packs_nothing_and_writes_nothing() {
+    let s = Scratch::new("cache-rt");
+    let path = s.path("w.cache");
+    let (c, packs) = ensure(&path, "model-a:pack-1", 5, 10_000);
+    assert_eq!(packs, 5);
+    check_all(&c, 5, 10_000);
+    assert!(c.is_persistent());
+    drop(c);
+    let before = std::fs::metadata(&path).unwrap();
+    let (c, packs) = ensure(&path, "model-a:pack-1", 5, 10_000);
+    assert_eq!(packs, 0, "second start packs nothing");
+    assert!(c.is_loaded());
+    check_all(&c, 5, 10_000);
+    drop(c);
+    let after = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (before.modified().unwrap(), before.len()),
+        (after.modified().unwrap(), after.len()),
+        "the file was not written"
+    );
+    assert!(temporaries(&s.dir).is_empty());
+}
+
+#[test]
+fn another_identity_rebuilds() {
+    let s = Scratch::new("cache-id");
+    let path = s.path("w.cache");
+    ensure(&path, "model-a:pack-1", 3, 5000);
+    let (c, packs) = ensure(&path, "model-a:pack-2", 3, 5000);
+    assert_eq!(packs, 3, "a new packing version repacks");
+    check_all(&c, 3, 5000);
+    drop(c);
+    let (_, packs) = ensure(&path, "model-a:pack-2", 3, 5000);
+    assert_eq!(packs, 0);
+}
+
+#[test]
+fn every_kind_of_damage_is_detected_and_rebuilt() {
+    let s = Scratch::new("cache-damage");
+    let path = s.path("w.cache");
+    ensure(&path, "id", 3, 6000);
+    let good = std::fs::read(&path).unwrap();
+    let page = 4096;
+    // The index starts where the header's field at byte 24 says.
+    let index_at = u64::from_le_bytes(good[24..32].try_into().unwrap()) as usize;
+    assert!(index_at > page && index_at < good.len());
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let damages: Vec<(&str, Damage)> = vec![
+        ("flipped byte in the header", Box::new(|f| f[40] ^= 1)),
+        ("flipped byte in the identity", Box::new(|f| f[64] ^= 1)),
+        (
+            "flipped byte in an entry",
+            Box::new(move |f| f[page + 100] ^= 0x80),
+        ),
+        (
+            "flipped byte in the index",
+            Box::new(move |f| f[index_at + 9] ^= 4),
+        ),
+        ("truncated file", Box::new(|f| f.truncate(f.len() - 1))),
+        ("truncated to the header", Box::new(|f| f.truncate(64))),
+        (
+            "file of zeros",
+            Box::new(|f| f.iter_mut().for_each(|b| *b = 0)),
+        ),
+        ("empty file", Box::new(|f| f.clear())),
+        ("other format version", Box::new(|f| f[8] = 9)),
+    ];
+    for (what, damage) in damages {
+        let mut f = good.clone();
+        damage(&mut f);
+        std::fs::write(&path, &f).unwrap();
+        let c = Cache::open(&path, b"id", &quiet()).unwrap();
+        assert!(!c.is_loaded(), "{what}: trusted");
+        assert!(c.lookup("w0").is_none(), "{what}: served");
+        drop(c);
+        let (c, packs) = ensure(&path, "id", 3, 6000);
+        assert_eq!(packs, 3, "{what}: rebuilt");
+        check_all(&c, 3, 6000);
+    }
+}
+
+#[test]
+fn reservations_are_checked() {
+    let s = Scratch::new("cache-rules");
+    let path = s.path("w.cache");
+    let c = Cache::open(&path, b"id", &quiet()).unwrap();
+    let kind = |r: om_constants::error::Result<*mut u8>| r.unwrap_err().kind();
+    assert_eq!(kind(c.reserve("", 10, 8)), ErrorKind::InvalidArgument);
+    assert_eq!(kind(c.reserve("a", 0, 8)), ErrorKind::InvalidArgument);
+    assert_eq!(kind(c.reserve("a", 10, 3)), ErrorKind::InvalidArgument);
+    assert_eq!(
+        kind(c.reserve("a", 10, 1 << 20)),
+        ErrorKind::InvalidArgument
+    );
+    let p = c.reserve("a", 10, 4096).unwrap();
+    assert_eq!(p as usize % 4096, 0, "aligned");
+    assert_eq!(
+        kind(c.reserve("a", 10, 8)),
+        ErrorKind::InvalidArgument,
+        "twice"
+    );
+    assert!(c.lookup("a").is_none(), "not visible before commit");
+    c.commit().unwrap();
+    assert!(c.lookup("a").is_some());
+    assert_eq!(
+        kind(c.reserve("b", 10, 8)),
+        ErrorKind::InvalidArgument,
+        "after commit"
+    );
+    drop(c);
+    let c = Cache::open(&path, b"id", &quiet()).unwrap();
+    assert!(c.is_loaded());
+    let e = c.reserve("b", 10, 8).unwrap_err();
+    assert!(e.message().contains("complete for its identity"), "{e}");
+    assert!(
+        Cache::open(&path, &[b'x'; 5000], &quiet()).is_err(),
+        "identity too long"
+    );
+}
+
+#[test]
+fn ten_thousand_entries() {
+    let s = Scratch::new("cache-many");
+    let path = s.path("w.cache");
+    let (c, packs) = ensure(&path, "many", 10_000, 100);
+    assert_eq!(packs, 10_000);
+    drop(c);
+    let (c, packs) = ensure(&path, "many", 10_000, 100);
+    assert_eq!(packs, 0);
+    check_all(&c, 10_000, 100);
+}
+
+#[test]
+fn an_unwritable_folder_falls_back_to_the_heap() {
+    // /proc/self cannot hold files, even for root (the C test drops to
+    // nobody for a really read-only folder).
+    let path = Path::new("/proc/self/om-constants-test.cache");
+    let (c, packs) = ensure(path, "id", 3, 5000);
+    assert_eq!(packs, 3);
+    assert!(!c.is_persistent());
+    check_all(&c, 3, 5000);
+    drop(c);
+    let (_, packs) = ensure(path, "id", 3, 5000);
+    assert_eq!(packs, 3, "nothing was persisted");
+}
+
+#[test]
+fn a_full_disk_falls_back_to_the_heap_and_persists_nothing() {
+    let s = Scratch::new("cache-full");
+    let path = s.path("w.cache");
+    let faults = Faults::new(Spec::default());
+    let c = Cache::open(
+        &path,
+        b"id",
+        &Config {
+            faults: faults.clone(),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    let a = c.reserve("w0", 5000, 8).unwrap();
+    faults.set(Spec {
+        disk_full: true,
+        ..Spec::default()
+    });
+    let b = c.reserve("w1", 5000, 8).unwrap();
+    for (p, i) in [(a, 0), (b, 1)] {
+        // SAFETY: reserve returned 5000 writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
+    }
+    c.commit().unwrap();
+    check_all(&c, 2, 5000);
+    assert!(!c.is_persistent());
+    drop(c);
+    assert!(!path.exists(), "a partial cache is never written");
+    assert!(temporaries(&s.dir).is_empty(), "the temporary file is gone");
+}
+
+#[test]
+fn temporary_files_of_dead_processes_are_removed() {
+    let s = Scratch::new("cache-stale");
+    let path = s.path("w.cache");
+    // A pid that cannot exist (above pid_max) and our own, alive.
+    let dead = s.path("w.cache.tmp-2147483646-0");
+    let alive = s.path(&format!("w.cache.tmp-{}-99", std::process::id()));
+    std::fs::write(&dead, b"junk").unwrap();
+    std::fs::write(&alive, b"junk").unwrap();
+    let c = Cache::open(&path, b"id", &quiet()).unwrap();
+    assert!(!dead.exists(), "a dead process's temporary is removed");
+    assert!(alive.exists(), "a live process's temporary is kept");
+    drop(c);
+}
+
+#[test]
+fn an_entry_above_4_gib() {
+    // The region's blocks are allocated (fallocate: unwritten extents, so
+    // no data is written, but 4 GiB of disk is reserved) so that a full
+    // disk shows as an error at reserve, not a SIGBUS while packing.
+    let s = Scratch::new("cache-big");
+    let path = s.path("w.cache");
+    let size: u64 = (4 << 30) + 4096;
+    let c = Cache::open(&path, b"big", &quiet()).unwrap();
+    let p = c.reserve("huge", size, 64).unwrap();
+    let marks = [(0u64, 11u8), (1 << 32, 22), (size - 1, 33)];
+    for (at, v) in marks {
+        // SAFETY: `at` < size, inside the reserved region.
+        unsafe { *p.add(at as usize) = v };
+    }
+    c.commit().unwrap();
+    drop(c);
+    let c = Cache::open(&path, b"big", &quiet()).unwrap();
+    assert!(c.is_loaded());
+    let (q, n) = c.lookup("huge").unwrap();
+    assert_eq!(n as u64, size);
+    for (at, v) in marks {
+        // SAFETY: `at` < n, inside the looked-up entry.
+        assert_eq!(unsafe { *q.add(at as usize) }, v);
+    }
+}

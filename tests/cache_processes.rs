@@ -1,0 +1,126 @@
+//! The packed-weights cache across processes, through the C ABI
+//! (c_tests/cache.c): a second process packs nothing; a process killed
+//! between reserve and commit leaves the old cache (or none) usable; two
+//! processes building at once both succeed; a read-only folder works from
+//! the heap with one log line.
+
+mod common;
+#[path = "common/native.rs"]
+mod native;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::Scratch;
+use native::{c_program, run};
+
+fn packed(o: &Output) -> usize {
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix("packed="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packed= in {out}"))
+}
+
+fn build(exe: &Path, path: &Path, id: &str, n: usize) -> usize {
+    packed(&run(
+        exe,
+        &["build", path.to_str().unwrap(), id, &n.to_string()],
+        &[],
+    ))
+}
+
+fn temporaries(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .count()
+}
+
+#[test]
+fn a_new_process_finds_the_cache_and_packs_nothing() {
+    let s = Scratch::new("cache-p-rt");
+    let exe = c_program(&s.dir, "cache");
+    let path = s.path("w.cache");
+    assert_eq!(build(&exe, &path, "m1", 20), 20);
+    assert_eq!(build(&exe, &path, "m1", 20), 0);
+    assert_eq!(build(&exe, &path, "m2", 20), 20, "another identity repacks");
+}
+
+#[test]
+fn a_crash_between_reserve_and_commit_leaves_a_usable_state() {
+    let s = Scratch::new("cache-p-crash");
+    let exe = c_program(&s.dir, "cache");
+    let path = s.path("w.cache");
+    // No cache yet: the crash leaves none, and a build works.
+    let o = run(&exe, &["crash", path.to_str().unwrap(), "m1"], &[]);
+    assert!(!o.status.success(), "the child was meant to die");
+    assert!(!path.exists());
+    assert_eq!(
+        temporaries(&s.dir),
+        1,
+        "the dead child's temporary is left..."
+    );
+    assert_eq!(build(&exe, &path, "m1", 5), 5);
+    assert_eq!(temporaries(&s.dir), 0, "...and removed by the next open");
+    // A valid cache: a crash while building another identity leaves it.
+    let o = run(&exe, &["crash", path.to_str().unwrap(), "m2"], &[]);
+    assert!(!o.status.success());
+    assert_eq!(build(&exe, &path, "m1", 5), 0, "the old cache is intact");
+}
+
+#[test]
+fn two_processes_building_at_once_both_succeed() {
+    let s = Scratch::new("cache-p-race");
+    let exe = c_program(&s.dir, "cache");
+    let path = s.path("w.cache");
+    let mut overlapped = 0;
+    for _ in 0..10 {
+        let _ = std::fs::remove_file(&path);
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (exe, path) = (exe.clone(), path.clone());
+                std::thread::spawn(move || build(&exe, &path, "m1", 200))
+            })
+            .collect();
+        let packs: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        // Both found no cache and built one: they really raced.
+        overlapped += usize::from(packs == [200, 200]);
+        assert_eq!(
+            build(&exe, &path, "m1", 200),
+            0,
+            "one result won and is valid"
+        );
+        assert_eq!(temporaries(&s.dir), 0);
+    }
+    assert!(
+        overlapped > 0,
+        "the two builds never overlapped; the test proved nothing"
+    );
+    println!("{overlapped} of 10 rounds raced");
+}
+
+#[test]
+fn a_read_only_folder_works_from_the_heap_with_one_log_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("cache-p-ro");
+    let exe = c_program(&s.dir, "cache");
+    let ro = s.path("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let o = run(&exe, &["readonly", ro.to_str().unwrap(), "m1"], &[]);
+    assert_eq!(packed(&o), 3);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.matches("cannot keep the packed-weights cache").count(),
+        1,
+        "one log line: {err}"
+    );
+}
