@@ -94,6 +94,8 @@ fn bench_runs_every_method_and_prints_json() {
         "\"fast_path_ns\"",
         "\"read_race_peak_rss\"",
         "\"targets\"",
+        "\"cache\":{\"matrices\":",
+        "\"second\":{\"seconds\":",
     ] {
         assert!(out.contains(key), "{key} missing from {out}");
     }

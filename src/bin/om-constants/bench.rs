@@ -464,6 +464,14 @@ fn measure_all(
     eprintln!("bench: peak RSS of {threads} threads loading with read, in a child process");
     let peak = peak_rss_of_read_race(path, size, threads)?;
     eprintln!("bench: loaded fast path");
+    eprintln!("bench: packed-weights cache (transpose as the packing stand-in)");
+    let cache = {
+        let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        // SAFETY: a read-only mapping of the bench's own file, which nothing
+        // modifies while the bench runs.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| e.to_string())?;
+        crate::cache_bench::run(&map, path.parent().unwrap_or(Path::new(".")))?
+    };
     let fast1 = fast_path(path, size, 1, false)?;
     let fast2 = fast_path(path, size, 2, false)?;
     let fast_base = fast_path(path, size, 1, true)?;
@@ -553,6 +561,22 @@ fn measure_all(
             limit: 1.05,
         },
     ];
+    let packed_bytes = (cache.matrices << 22) as f64;
+    targets.push(Target {
+        what: "cache: packing calls at the second start".into(),
+        value: cache.second.packs as f64,
+        limit: 0.0,
+    });
+    targets.push(Target {
+        what: "cache: anonymous memory after commit / packed bytes".into(),
+        value: cache.first.anon as f64 / packed_bytes,
+        limit: 0.05,
+    });
+    targets.push(Target {
+        what: "cache: anonymous memory at the second start / packed bytes".into(),
+        value: cache.second.anon as f64 / packed_bytes,
+        limit: 0.05,
+    });
     for r in &races {
         targets.push(Target {
             what: format!(
@@ -589,6 +613,7 @@ fn measure_all(
         fast_base: (fast_base, fast_base2),
         baselines: (base_read1, base_pread, base_mmap),
         peak,
+        cache: &cache,
     };
     if json {
         print_json(&report);
@@ -616,6 +641,8 @@ struct Report<'a> {
     baselines: (f64, f64, f64),
     /// Peak RSS of the read race, bytes.
     peak: u64,
+    /// The packed-weights cache starts.
+    cache: &'a crate::cache_bench::Report,
 }
 
 fn peak_rss_of_read_race(path: &Path, size: usize, threads: usize) -> Result<u64, String> {
@@ -707,6 +734,28 @@ fn print_table(r: &Report) {
          (onnx-mlir's NULL check, same harness: {:.2} / {:.2})",
         fast_base.0, fast_base.1
     );
+    let c = r.cache;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "packed-weights cache ({} matrices 1024x1024 f32, {} MiB; transpose as the packing stand-in):",
+        c.matrices,
+        c.matrices * 4
+    );
+    for (what, s) in [
+        (
+            "first start: pack into the cache, commit, first pass",
+            &c.first,
+        ),
+        ("second start: open, verify, first pass", &c.second),
+        ("no cache: pack into the heap, first pass", &c.heap),
+    ] {
+        println!(
+            "  {what:<52} {:>9.2} ms  packing calls {:>3}  anonymous +{:.1} MiB",
+            ms(s.time),
+            s.packs,
+            mib(s.anon)
+        );
+    }
     println!();
     println!("targets:");
     for t in targets {
@@ -768,8 +817,24 @@ fn print_json(r: &Report) {
             )
         })
         .collect();
+    let c = r.cache;
+    let start = |s: &crate::cache_bench::Start| {
+        format!(
+            "{{\"seconds\":{},\"packs\":{},\"anonymous_bytes\":{}}}",
+            s.time.as_secs_f64(),
+            s.packs,
+            s.anon
+        )
+    };
+    let cache_json = format!(
+        "{{\"matrices\":{},\"first\":{},\"second\":{},\"heap\":{}}}",
+        c.matrices,
+        start(&c.first),
+        start(&c.second),
+        start(&c.heap)
+    );
     println!(
-        "{{\"size\":{},\"runs\":{},\"cpus\":{},\"cold\":{},\"methods\":[{}],\"races\":[{}],\
+        "{{\"cache\":{cache_json},\"size\":{},\"runs\":{},\"cpus\":{},\"cold\":{},\"methods\":[{}],\"races\":[{}],\
          \"fast_path_ns\":{{\"threads_1\":{},\"threads_2\":{}}},\"read_race_peak_rss\":{},\"targets\":[{}]}}",
         r.size,
         r.runs,

@@ -18,6 +18,8 @@ mod baseline;
 #[cfg(not(loom))]
 mod bench;
 #[cfg(not(loom))]
+mod cache_bench;
+#[cfg(not(loom))]
 mod load;
 #[cfg(not(loom))]
 mod opts;
