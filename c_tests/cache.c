@@ -111,7 +111,45 @@ static int readonly(const char *dir, const char *id) {
   return r;
 }
 
+/* Bad arguments: each call returns false with a message, nothing crashes. */
+static int args(const char *dir) {
+  char path[4096];
+  struct om_cache *c = NULL;
+  const void *data;
+  void *dst;
+  uint64_t size;
+  bool found;
+  int bad = 0;
+  snprintf(path, sizeof path, "%s/args.cache", dir);
+#define REFUSED(call)                                                        \
+  do {                                                                       \
+    const char *e;                                                           \
+    if ((call) || !(e = om_constants_last_error()) || !*e) {                 \
+      fprintf(stderr, "FAIL not refused: %s\n", #call);                      \
+      bad++;                                                                 \
+    }                                                                        \
+  } while (0)
+  REFUSED(om_cache_open(NULL, "id", &c));
+  REFUSED(om_cache_open(path, NULL, &c));
+  REFUSED(om_cache_open(path, "id", NULL));
+  REFUSED(om_cache_lookup(NULL, "a", &data, &size, &found));
+  REFUSED(om_cache_reserve(NULL, "a", 8, 8, &dst));
+  REFUSED(om_cache_commit(NULL));
+  if (!om_cache_open(path, "id", &c) || !c) return fail("open");
+  REFUSED(om_cache_lookup(c, NULL, &data, &size, &found));
+  REFUSED(om_cache_lookup(c, "a", NULL, &size, &found));
+  REFUSED(om_cache_reserve(c, "a", 0, 8, &dst));
+  REFUSED(om_cache_reserve(c, "a", 8, 3, &dst));
+  REFUSED(om_cache_reserve(c, "a", 8, 8, NULL));
+  if (!om_cache_reserve(c, "a", 8, 8, &dst)) return fail("reserve");
+  REFUSED(om_cache_reserve(c, "a", 8, 8, &dst));
+  if (!om_cache_close(c) || !om_cache_close(NULL)) return fail("close");
+  printf("%d passed, %d failed\n", bad ? 0 : 1, bad ? 1 : 0);
+  return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "args") == 0) return args(argv[2]);
   if (argc == 5 && strcmp(argv[1], "build") == 0) return build(argv[2], argv[3], atoi(argv[4]));
   if (argc == 4 && strcmp(argv[1], "crash") == 0) return crash(argv[2], argv[3]);
   if (argc == 4 && strcmp(argv[1], "readonly") == 0) return readonly(argv[2], argv[3]);

@@ -124,3 +124,11 @@ fn a_read_only_folder_works_from_the_heap_with_one_log_line() {
         "one log line: {err}"
     );
 }
+
+#[test]
+fn bad_arguments_from_c_are_refused_with_a_message() {
+    let s = Scratch::new("cache-p-args");
+    let exe = c_program(&s.dir, "cache");
+    let o = run(&exe, &["args", s.dir.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -36,8 +36,10 @@ fn thirty_two_waiters_get_the_failing_loaders_error_and_the_next_call_loads() {
     let sc = Scratch::new("waiters");
     let size = 100_000;
     let path = sc.file("c.bin", size);
+    // The loader holds the slot for 1.5 s: time for all 32 waiters to
+    // start and wait, even on a busy machine.
     let faults = Faults::new(Spec {
-        delay_ms: 300,
+        delay_ms: 1500,
         eio_at: Some(0),
         ..Spec::default()
     });
@@ -86,8 +88,9 @@ fn a_loader_slower_than_the_timeout_still_publishes() {
     let size = 50_000;
     let path = sc.file("c.bin", size);
     let reg = Arc::new(Registry::new(Config {
+        // Waiters give up after 50 ms; the loader takes 2 s.
         faults: Faults::new(Spec {
-            delay_ms: 600,
+            delay_ms: 2000,
             ..Spec::default()
         }),
         wait_timeout: Duration::from_millis(50),
