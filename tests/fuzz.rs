@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::Rng;
+
 use std::ffi::{OsStr, OsString};
 use std::os::raw::c_void;
 use std::os::unix::ffi::OsStrExt;
@@ -37,15 +39,13 @@ const VARS: [&str; 12] = [
     "OM_CONSTANT_FAULTS",
 ];
 
-struct Rng(u64);
+/// Random text and numbers for the properties.
+trait Gen {
+    fn below(&mut self, n: u64) -> u64;
+    fn text(&mut self, corpus: &[String]) -> String;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
+impl Gen for Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{assert_pattern, name, Scratch};
+use common::{assert_pattern, name, Rng, Scratch};
 use om_constants::fault::{Faults, Spec};
 use om_constants::slot::LOADING;
 use om_constants::{Choice, Config, ErrorKind, Registry, Request};
@@ -174,18 +174,6 @@ fn a_panicking_loader_resets_the_slot_and_wakes_its_waiters() {
         .unwrap();
     assert_pattern(p.cast(), size);
     reg.release(s).unwrap();
-}
-
-/// xorshift64*: a small deterministic generator (the seed is printed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 #[test]

@@ -61,3 +61,15 @@ pub fn assert_pattern(p: *const u8, len: usize) {
 pub fn name(p: &Path) -> &std::ffi::OsStr {
     p.as_os_str()
 }
+
+/// xorshift64*: a small deterministic generator (tests print their seed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
