@@ -207,7 +207,9 @@ bool om_mmap_binary_file(void **const_addr, const char *fname, int64_t size, int
  *
  * Errors: on a NULL or misaligned pointer, an unloaded base slot, or an
  * offset outside the buffer, leaves `*output_addr` unchanged and sets the
- * last error (the function returns nothing, as onnx-mlir's does).
+ * last error (the function returns nothing, as onnx-mlir's does). When
+ * `*output_addr` is already set it returns at once (one atomic load) and
+ * leaves the last error as it was.
  *
  * # Safety
  * `output_addr` and `base_addr` are each NULL or point at a `void *` that
@@ -218,8 +220,9 @@ void om_get_external_constant_addr(void **output_addr, void **base_addr, int64_t
 /**
  * Returns this thread's last error message, or NULL if the thread's last
  * call succeeded. Every call clears it on entry, except this one and the
- * loaded fast path of `om_mmap_binary_file` (which touches nothing but the
- * slot), so read it right after a call that reported failure.
+ * per-inference fast paths (`om_mmap_binary_file` on a loaded slot,
+ * `om_get_external_constant_addr` on a set address), which touch nothing
+ * but the pointer; so read it right after a call that reported failure.
  *
  * The string is owned by the library and stays valid until this thread's
  * next call into the library; copy it to keep it. Thread-local: another

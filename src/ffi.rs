@@ -232,13 +232,38 @@ unsafe extern "C" fn ensure_loaded_slow(
 ///
 /// Errors: on a NULL or misaligned pointer, an unloaded base slot, or an
 /// offset outside the buffer, leaves `*output_addr` unchanged and sets the
-/// last error (the function returns nothing, as onnx-mlir's does).
+/// last error (the function returns nothing, as onnx-mlir's does). When
+/// `*output_addr` is already set it returns at once (one atomic load) and
+/// leaves the last error as it was.
 ///
 /// # Safety
 /// `output_addr` and `base_addr` are each NULL or point at a `void *` that
 /// stays valid during the call.
 #[no_mangle]
 pub unsafe extern "C" fn om_get_external_constant_addr(
+    output_addr: *mut *mut c_void,
+    base_addr: *mut *mut c_void,
+    offset: i64,
+) {
+    // Legacy models call this for every constant on every inference: once
+    // the address is set, one load and return, like om_mmap_binary_file.
+    // SAFETY: the caller passes valid pointers (documented above).
+    if let Some(out) = unsafe { as_slot(output_addr) } {
+        if !out.load(std::sync::atomic::Ordering::Acquire).is_null() {
+            return;
+        }
+    }
+    // SAFETY: same contract as this function.
+    unsafe { constant_address_slow(output_addr, base_addr, offset) }
+}
+
+/// The slow path of `om_get_external_constant_addr`: check and set.
+///
+/// # Safety
+/// As for `om_get_external_constant_addr`.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn constant_address_slow(
     output_addr: *mut *mut c_void,
     base_addr: *mut *mut c_void,
     offset: i64,
@@ -257,8 +282,9 @@ pub unsafe extern "C" fn om_get_external_constant_addr(
 
 /// Returns this thread's last error message, or NULL if the thread's last
 /// call succeeded. Every call clears it on entry, except this one and the
-/// loaded fast path of `om_mmap_binary_file` (which touches nothing but the
-/// slot), so read it right after a call that reported failure.
+/// per-inference fast paths (`om_mmap_binary_file` on a loaded slot,
+/// `om_get_external_constant_addr` on a set address), which touch nothing
+/// but the pointer; so read it right after a call that reported failure.
 ///
 /// The string is owned by the library and stays valid until this thread's
 /// next call into the library; copy it to keep it. Thread-local: another
