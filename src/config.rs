@@ -5,7 +5,7 @@
 //! every model load. Parsing is pure (`Config::from_lookup`) so it can be
 //! tested without touching the real environment.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -246,18 +246,18 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// Looks up `name` in a fixed list; used by tests and the CLI.
-pub fn lookup_in<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-    move |name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| OsStr::new(v).to_os_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Looks up `name` in a fixed list.
+    fn lookup_in<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
 
     #[test]
     fn defaults_when_nothing_is_set() {

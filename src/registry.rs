@@ -351,8 +351,12 @@ impl Registry {
             let s = l.buffer.strategy();
             self.counters.loaded(&l, req.size());
             self.log(Level::Info, || {
+                let threads = match l.read_threads {
+                    0 | 1 => String::new(),
+                    n => format!(" ({n} threads)"),
+                };
                 format!(
-                    "loaded {} bytes of {} by {} in {:.3} s",
+                    "loaded {} bytes of {} by {}{threads} in {:.3} s",
                     req.size(),
                     opened.shown(),
                     s.name(),

@@ -149,11 +149,6 @@ impl Buffer {
         self.strategy
     }
 
-    /// Whether it is locked in RAM (`OM_CONSTANT_MLOCK`).
-    pub fn is_locked(&self) -> bool {
-        self.locked
-    }
-
     /// How many mappings it is made of (1 but for `chunked-mmap`).
     pub fn pieces(&self) -> usize {
         match &self.memory {
@@ -330,6 +325,23 @@ mod tests {
             let expect_read = if choice == Choice::Read { 99_999 } else { 0 };
             assert_eq!(l.bytes_read, expect_read);
             assert!(!l.fell_back);
+        }
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn chunked_mmap_maps_in_pieces_of_whole_pages_under_the_limit() {
+        let size = 4 * 16384 + 1234;
+        let (p, src) = file_with(&vec![9u8; size], "pieces");
+        for (limit, pieces) in [(16384u64, 5), (10_000, size.div_ceil(8192)), (1 << 30, 1)] {
+            let config = Config {
+                strategy: Choice::ChunkedMmap,
+                mmap_limit: Some(limit),
+                ..Config::default()
+            };
+            let l = load(&src, size as u64, &config).unwrap();
+            assert_eq!(l.buffer.pieces(), pieces, "limit {limit}");
+            assert_eq!(l.buffer.strategy(), Strategy::ChunkedMmap);
         }
         std::fs::remove_file(p).unwrap();
     }

@@ -1,7 +1,7 @@
 //! `om-constants load`: load a user's file through the C ABI, from N threads
 //! at once, sum it once, release every reference, and report.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Instant;
@@ -115,13 +115,7 @@ fn stats() -> Stats {
 }
 
 fn last_error() -> String {
-    let p = ffi::om_constants_last_error();
-    if p.is_null() {
-        return "unknown error".into();
-    }
-    // SAFETY: the library returns a NUL-terminated string valid until this
-    // thread's next call into it.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    om_constants::error::last_error().unwrap_or_else(|| "unknown error".into())
 }
 
 /// The process's peak resident set (VmHWM), in bytes.
