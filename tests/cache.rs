@@ -283,3 +283,45 @@ fn an_entry_above_4_gib() {
         assert_eq!(unsafe { *q.add(at as usize) }, v);
     }
 }
+
+#[test]
+fn a_failed_commit_keeps_the_old_cache_and_the_entries_in_memory() {
+    let s = Scratch::new("cache-commit-fails");
+    let path = s.path("w.cache");
+    ensure(&path, "old", 2, 5000);
+    let faults = Faults::new(Spec::default());
+    let c = Cache::open(
+        &path,
+        b"new",
+        &Config {
+            faults: faults.clone(),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    for i in 0..2 {
+        let p = c.reserve(&format!("w{i}"), 5000, 8).unwrap();
+        // SAFETY: reserve returned 5000 writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
+    }
+    faults.set(Spec {
+        disk_full: true,
+        ..Spec::default()
+    });
+    let e = c.commit().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert!(
+        e.message().contains("cannot commit") && e.message().contains("No space"),
+        "{e}"
+    );
+    assert!(!c.is_persistent());
+    check_all(&c, 2, 5000);
+    assert!(
+        temporaries(&s.dir).is_empty(),
+        "the temporary file is removed at once"
+    );
+    c.commit().unwrap();
+    drop(c);
+    let (_, packs) = ensure(&path, "old", 2, 5000);
+    assert_eq!(packs, 0, "the old cache is untouched");
+}

@@ -47,6 +47,21 @@ fn dirty_and_rss_kb(ptrs: &[usize]) -> (u64, u64) {
     (dirty, rss)
 }
 
+/// The permissions ("rw-s", "r--s", ...) of the mappings that contain `ptrs`.
+fn permissions(ptrs: &[usize]) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (a, b) = f.next()?.split_once('-')?;
+            let range = usize::from_str_radix(a, 16).ok()?..usize::from_str_radix(b, 16).ok()?;
+            let perms = f.next()?.to_string();
+            ptrs.iter().any(|p| range.contains(p)).then_some(perms)
+        })
+        .collect()
+}
+
 fn fill(p: *mut u8, i: usize) {
     // SAFETY: each region holds ENTRY writable bytes.
     unsafe { std::ptr::write_bytes(p, (i + 1) as u8, ENTRY) };
@@ -82,7 +97,17 @@ fn committed_entries_are_clean_file_pages_not_anonymous_memory() {
         })
         .collect();
     let (dirty_before_commit, _) = dirty_and_rss_kb(&ptrs);
+    assert!(
+        permissions(&ptrs).iter().all(|p| p == "rw-s"),
+        "{:?}",
+        permissions(&ptrs)
+    );
     c.commit().unwrap();
+    let perms = permissions(&ptrs);
+    assert!(
+        !perms.is_empty() && perms.iter().all(|p| p == "r--s"),
+        "read-only after commit: {perms:?}"
+    );
     let growth = anonymous_kb().saturating_sub(before);
     let (dirty, rss) = dirty_and_rss_kb(&ptrs);
     println!(

@@ -79,30 +79,22 @@ struct Region {
 }
 
 enum Memory {
+    /// A region of the temporary file (read-only once committed).
     Writable(MmapMut),
-    ReadOnly(Mmap),
     Heap(HeapBuf),
-    /// Only while switching a region to read-only.
-    Gone,
 }
 
 impl Region {
     fn ptr(&self) -> *mut u8 {
         match &self.memory {
             Memory::Writable(m) => m.as_ptr() as *mut u8,
-            Memory::ReadOnly(m) => m.as_ptr() as *mut u8,
             Memory::Heap(h) => h.as_ptr(),
-            Memory::Gone => std::ptr::null_mut(),
         }
     }
 
     fn bytes(&self) -> &[u8] {
-        let p = self.ptr();
-        if p.is_null() {
-            return &[];
-        }
         // SAFETY: the region's memory holds `size` bytes for its lifetime.
-        unsafe { std::slice::from_raw_parts(p, self.size) }
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.size) }
     }
 }
 
@@ -335,8 +327,10 @@ impl Cache {
 
     /// Makes everything reserved durable and its pages clean: sync each
     /// region, write the index and header, sync the file, rename it over
-    /// the cache, sync the folder, and make the regions read-only. On the
-    /// heap (no file), only marks the entries committed.
+    /// the cache, sync the folder. Then (persisted or not) the entries are
+    /// committed for this process and their regions become read-only. If
+    /// persisting fails, the error says why, the temporary file is removed
+    /// and the old cache file, if any, is untouched.
     pub fn commit(&self) -> Result<()> {
         let mut inner = self.lock();
         let b = match &mut *inner {
@@ -344,62 +338,80 @@ impl Cache {
             Inner::Building(b) if b.committed => return Ok(()),
             Inner::Building(b) => b,
         };
+        let mut result = Ok(());
         if let Some(t) = &b.tmp {
-            let fail = |what: &str, e: &io::Error| {
-                err(
-                    ErrorKind::Io,
-                    format!(
-                        "cannot commit cache {} ({what} {}): {e}; the entries stay usable in \
-                         memory, and the old cache file, if any, is untouched",
-                        self.path.display(),
-                        t.path.display()
-                    ),
-                )
-            };
-            let mut records = Vec::with_capacity(b.regions.len());
-            for r in &b.regions {
-                if let Memory::Writable(m) = &r.memory {
-                    m.flush().map_err(|e| fail("syncing", &e))?;
-                }
-                records.push(Record {
-                    name: r.name.clone(),
-                    offset: r.offset,
-                    size: r.size as u64,
-                    crc: format::crc(r.bytes()),
-                });
-            }
-            let index = format::encode_index(&records);
-            let index_offset = b.next.div_ceil(8) * 8;
-            let file_len = index_offset + index.len() as u64;
-            let header = format::encode_header(
-                &self.identity,
-                index_offset,
-                &index,
-                records.len() as u64,
-                file_len,
-            );
-            t.file
-                .set_len(file_len)
-                .and_then(|_| t.file.write_all_at(&index, index_offset))
-                .and_then(|_| t.file.write_all_at(&header, 0))
-                .and_then(|_| t.file.sync_all())
-                .map_err(|e| fail("writing", &e))?;
-            std::fs::rename(&t.path, &self.path).map_err(|e| fail("renaming", &e))?;
-            if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
-            for r in &mut b.regions {
-                if let Memory::Writable(m) = std::mem::replace(&mut r.memory, Memory::Gone) {
-                    r.memory = match m.make_read_only() {
-                        Ok(ro) => Memory::ReadOnly(ro),
-                        Err(e) => return Err(fail("protecting", &e)),
-                    };
-                }
+            if let Err(e) = self.persist(&b.regions, b.next, t) {
+                let _ = std::fs::remove_file(&t.path);
+                b.tmp = None;
+                result = Err(e);
             }
         }
         b.committed = true;
+        for r in &b.regions {
+            if let Memory::Writable(m) = &r.memory {
+                // SAFETY: [ptr, ptr+len) is our own live mapping; making it
+                // read-only only turns later stray writes into faults
+                // instead of silent divergence from the checksums. Best
+                // effort: a refusal leaves it writable and nothing else.
+                unsafe {
+                    libc::mprotect(m.as_ptr() as *mut libc::c_void, m.len(), libc::PROT_READ);
+                }
+            }
+        }
+        result
+    }
+
+    /// Writes `regions` (reserved up to `next`) as a complete cache file
+    /// and renames it over the cache.
+    fn persist(&self, regions: &[Region], next: u64, t: &Tmp) -> Result<()> {
+        let fail = |what: &str, e: &io::Error| {
+            err(
+                ErrorKind::Io,
+                format!(
+                    "cannot commit cache {} ({what} {}): {e}; the entries stay usable in \
+                     memory for this process, and the old cache file, if any, is untouched",
+                    self.path.display(),
+                    t.path.display()
+                ),
+            )
+        };
+        let mut records = Vec::with_capacity(regions.len());
+        for r in regions {
+            if let Memory::Writable(m) = &r.memory {
+                m.flush().map_err(|e| fail("syncing", &e))?;
+            }
+            records.push(Record {
+                name: r.name.clone(),
+                offset: r.offset,
+                size: r.size as u64,
+                crc: format::crc(r.bytes()),
+            });
+        }
+        let index = format::encode_index(&records);
+        let index_offset = next.div_ceil(8) * 8;
+        let file_len = index_offset + index.len() as u64;
+        let header = format::encode_header(
+            &self.identity,
+            index_offset,
+            &index,
+            records.len() as u64,
+            file_len,
+        );
+        if let Some(e) = self.faults.disk_error() {
+            return Err(fail("writing", &e));
+        }
+        t.file
+            .set_len(file_len)
+            .and_then(|_| t.file.write_all_at(&index, index_offset))
+            .and_then(|_| t.file.write_all_at(&header, 0))
+            .and_then(|_| t.file.sync_all())
+            .map_err(|e| fail("writing", &e))?;
+        std::fs::rename(&t.path, &self.path).map_err(|e| fail("renaming", &e))?;
+        if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
         Ok(())
     }
 }
