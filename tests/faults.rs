@@ -188,10 +188,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
         assert_eq!(mappings(), maps, "{}: a mapping leaked", case.what);
 
         // Once the fault is gone, the same slot loads.
-        faults.set(Spec::default());
-        let p = reg.acquire(&slot, &req).unwrap();
-        assert_pattern(p.cast(), size);
-        reg.release(&slot).unwrap();
+        common::loads_again(&reg, &slot, &faults, path, size);
         assert_eq!(reg.stats().live_buffers, 0);
         assert_eq!(open_fds(), fds, "{}: a descriptor leaked", case.what);
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{assert_pattern, name, Rng, Scratch};
+use common::{loads_again, name, Rng, Scratch};
 use om_constants::fault::{Faults, Spec};
 use om_constants::slot::LOADING;
 use om_constants::{Choice, Config, ErrorKind, Registry, Request};
@@ -74,12 +74,7 @@ fn thirty_two_waiters_get_the_failing_loaders_error_and_the_next_call_loads() {
     assert_eq!((st.failures, st.waits, st.loads), (1, 32, 0), "{st:?}");
     assert!(s.load(Ordering::Acquire).is_null());
 
-    faults.set(Spec::default());
-    let p = reg
-        .acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
-        .unwrap();
-    assert_pattern(p.cast(), size);
-    reg.release(s).unwrap();
+    loads_again(&reg, s, &faults, &path, size);
 }
 
 #[test]
@@ -168,12 +163,7 @@ fn a_panicking_loader_resets_the_slot_and_wakes_its_waiters() {
     assert!(s.load(Ordering::Acquire).is_null(), "not left LOADING");
     let st = reg.stats();
     assert_eq!((st.live_buffers, st.failures), (0, 1), "{st:?}");
-    faults.set(Spec::default());
-    let p = reg
-        .acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
-        .unwrap();
-    assert_pattern(p.cast(), size);
-    reg.release(s).unwrap();
+    loads_again(&reg, s, &faults, &path, size);
 }
 
 #[test]

@@ -73,3 +73,19 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
+
+/// Lifts every injected fault and shows that `slot` loads `path` again,
+/// with the right bytes, and releases it.
+pub fn loads_again(
+    reg: &om_constants::Registry,
+    slot: &std::sync::atomic::AtomicPtr<std::os::raw::c_void>,
+    faults: &om_constants::fault::Faults,
+    path: &Path,
+    size: usize,
+) {
+    faults.set(om_constants::fault::Spec::default());
+    let req = om_constants::Request::new(name(path), size as i64, 1).unwrap();
+    let p = reg.acquire(slot, &req).unwrap();
+    assert_pattern(p.cast(), size);
+    reg.release(slot).unwrap();
+}
