@@ -39,4 +39,6 @@ echo "== loom: every interleaving of the slot state machine (tests/loom.rs)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
 echo "== main command (small)"
 cargo run --release --locked --bin om-constants -- bench --size 64MiB --runs 1 --threads 16
+echo "== loaded fast path from C, shared and static (bench/fast_path.c)"
+bash scripts/bench-fast-path.sh
 echo "== all checks passed"

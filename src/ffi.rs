@@ -10,11 +10,13 @@ use std::ffi::{CStr, OsStr};
 use std::os::raw::{c_char, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr as StdAtomicPtr, Ordering};
 
 use crate::cache::Cache;
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::log::{self, Level};
 use crate::registry::{global, Request};
+use crate::slot::{classify, State};
 use crate::stats::Stats;
 
 /// Runs `f` for an ABI call: clears the last error, catches panics, and
@@ -55,6 +57,36 @@ unsafe fn as_slot<'a>(ptr: *mut *mut c_void) -> Option<&'a AtomicPtr<c_void>> {
     // SAFETY: non-NULL and aligned (checked above); AtomicPtr<c_void> has the
     // size and alignment of *mut c_void; validity is the caller's contract.
     Some(unsafe { &*(ptr as *const AtomicPtr<c_void>) })
+}
+
+/// What the per-inference fast paths read in place of a NULL or misaligned
+/// pointer. It is never set, so they fall through to their slow paths, which
+/// report the bad pointer.
+static NEVER_SET: StdAtomicPtr<c_void> = StdAtomicPtr::new(std::ptr::null_mut());
+
+/// The value `ptr` points at (one acquire load), or NULL if `ptr` is NULL or
+/// misaligned: the fast paths' only read.
+///
+/// The pointer checks select what to read (a conditional move) rather than
+/// branch, so a fast path has one branch, on the value, like onnx-mlir's
+/// bare NULL check. Three predictable branches per call measured about
+/// 0.6 ns slower (`om-constants bench` prints the comparison). The fast
+/// paths use std's atomics even in loom builds: they read the caller's
+/// memory, which is never one of loom's modelled cells.
+///
+/// # Safety
+/// A non-NULL, aligned `ptr` must point at a `void *` that stays valid
+/// during the call and is accessed by others only through this library or
+/// after it returns.
+#[inline(always)]
+unsafe fn peek(ptr: *mut *mut c_void) -> *mut c_void {
+    // `&`, not `&&`: both tests are evaluated, so nothing branches here.
+    let usable = !ptr.is_null() & (ptr as usize % std::mem::align_of::<*mut c_void>() == 0);
+    let cell: *const StdAtomicPtr<c_void> = if usable { ptr.cast() } else { &NEVER_SET };
+    // SAFETY: `cell` is NEVER_SET or, by the caller's contract, a valid,
+    // aligned `void *`; StdAtomicPtr<c_void> has the size and alignment of
+    // `*mut c_void`.
+    unsafe { (*cell).load(Ordering::Acquire) }
 }
 
 /// `ptr` as the slot it points at, or an error naming `what`.
@@ -189,12 +221,11 @@ pub unsafe extern "C" fn om_mmap_binary_file(
     is_le: i64,
 ) -> bool {
     // The per-inference fast path (DESIGN.md §2), kept apart from the slow
-    // path so this function has no frame to set up: a few instructions.
+    // path so this function has no frame to set up: a few instructions and
+    // one branch.
     // SAFETY: the caller passes a valid slot (documented above).
-    if let Some(slot) = unsafe { as_slot(const_addr) } {
-        if crate::registry::loaded(slot).is_some() {
-            return true;
-        }
+    if matches!(classify(unsafe { peek(const_addr) }), State::Loaded(_)) {
+        return true;
     }
     // SAFETY: same contract as this function.
     unsafe { ensure_loaded_slow(const_addr, fname, size, is_le) }
@@ -248,10 +279,8 @@ pub unsafe extern "C" fn om_get_external_constant_addr(
     // Legacy models call this for every constant on every inference: once
     // the address is set, one load and return, like om_mmap_binary_file.
     // SAFETY: the caller passes valid pointers (documented above).
-    if let Some(out) = unsafe { as_slot(output_addr) } {
-        if !out.load(std::sync::atomic::Ordering::Acquire).is_null() {
-            return;
-        }
+    if !unsafe { peek(output_addr) }.is_null() {
+        return;
     }
     // SAFETY: same contract as this function.
     unsafe { constant_address_slow(output_addr, base_addr, offset) }
@@ -592,6 +621,28 @@ pub unsafe extern "C" fn om_cache_close(cache_handle: *mut Cache) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_reads_aligned_slots_and_nothing_else() {
+        let mut word = 0u64;
+        let mut cells = [
+            std::ptr::null_mut::<c_void>(),
+            &mut word as *mut u64 as *mut c_void,
+        ];
+        let base = cells.as_mut_ptr();
+        // SAFETY: every pointer peeked is NULL, misaligned (never read) or
+        // points into `cells`.
+        unsafe {
+            assert!(peek(std::ptr::null_mut()).is_null());
+            assert!(peek(base).is_null());
+            assert_eq!(peek(base.add(1)), cells[1]);
+            for off in 1..8 {
+                let p = (base as usize + off) as *mut *mut c_void;
+                assert!(peek(p).is_null(), "offset {off}");
+            }
+        }
+        assert!(NEVER_SET.load(Ordering::Relaxed).is_null());
+    }
 
     #[test]
     fn as_slot_refuses_null_and_misaligned() {

@@ -7,7 +7,6 @@
 //! noise on this shared machine spreads over all methods alike; figures are
 //! min and median, and ratios use the min totals.
 
-use std::ffi::CString;
 use std::io::Write;
 use std::os::raw::c_void;
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use om_constants::config::Prefetch;
-use om_constants::{ffi, Choice, Config, Registry, Request, Stats};
+use om_constants::{Choice, Config, Registry, Request, Stats};
 
 use crate::baseline::{self, Timing};
 use crate::opts::Opts;
@@ -202,78 +201,6 @@ fn race(
         acquired,
         stats,
     })
-}
-
-/// What onnx-mlir's runtime does on a loaded slot (`if (constAddr[0] !=
-/// NULL) return true;`), compiled the same way as ours: the in-run baseline
-/// for the fast path.
-#[inline(never)]
-extern "C" fn onnx_mlir_check(
-    const_addr: *mut *mut c_void,
-    _fname: *const std::os::raw::c_char,
-    _size: i64,
-    _is_le: i64,
-) -> bool {
-    // SAFETY: the bench passes a valid, loaded slot.
-    !unsafe { std::ptr::read_volatile(const_addr) }.is_null()
-}
-
-type EnsureFn =
-    unsafe extern "C" fn(*mut *mut c_void, *const std::os::raw::c_char, i64, i64) -> bool;
-
-/// ns per call of `om_mmap_binary_file` (or, with `baseline`, of
-/// onnx-mlir's check) on a loaded slot, per thread.
-fn fast_path(path: &Path, size: usize, threads: usize, baseline: bool) -> Result<f64, String> {
-    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let fname = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: SLOT is a static slot; fname is NUL-terminated.
-    if !unsafe { ffi::om_mmap_binary_file(SLOT.as_ptr(), fname.as_ptr(), size as i64, 1) } {
-        return Err("fast path: initial load failed".into());
-    }
-    const CALLS: u64 = 10_000_000;
-    const REPS: usize = 7;
-    let slot_addr = SLOT.as_ptr() as usize;
-    let fname_addr = fname.as_ptr() as usize;
-    let f: EnsureFn = if baseline {
-        onnx_mlir_check
-    } else {
-        ffi::om_mmap_binary_file
-    };
-    // Each thread runs REPS timed loops; the figure is the best loop's
-    // ns/call, averaged over the threads (the min filters out preemption).
-    let per_thread: Vec<f64> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(move || {
-                    let f = std::hint::black_box(f);
-                    let mut best = f64::INFINITY;
-                    for _ in 0..REPS {
-                        let t = Instant::now();
-                        for _ in 0..CALLS {
-                            // SAFETY: the static slot and the CString outlive
-                            // the scope; the slot is loaded, so this is the
-                            // fast path.
-                            let ok = unsafe {
-                                f(
-                                    std::hint::black_box(slot_addr) as *mut *mut c_void,
-                                    fname_addr as *const _,
-                                    size as i64,
-                                    1,
-                                )
-                            };
-                            std::hint::black_box(ok);
-                        }
-                        best = best.min(t.elapsed().as_secs_f64() * 1e9 / CALLS as f64);
-                    }
-                    best
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or(f64::NAN))
-            .collect()
-    });
-    Ok(per_thread.iter().sum::<f64>() / per_thread.len() as f64)
 }
 
 fn generate(path: &Path, size: u64) -> Result<(), String> {
@@ -463,7 +390,6 @@ fn measure_all(
     }
     eprintln!("bench: peak RSS of {threads} threads loading with read, in a child process");
     let peak = peak_rss_of_read_race(path, size, threads)?;
-    eprintln!("bench: loaded fast path");
     eprintln!("bench: packed-weights cache (transpose as the packing stand-in)");
     let cache = {
         let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
@@ -472,10 +398,9 @@ fn measure_all(
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| e.to_string())?;
         crate::cache_bench::run(&map, path.parent().unwrap_or(Path::new(".")))?
     };
-    let fast1 = fast_path(path, size, 1, false)?;
-    let fast2 = fast_path(path, size, 2, false)?;
-    let fast_base = fast_path(path, size, 1, true)?;
-    let fast_base2 = fast_path(path, size, 2, true)?;
+    eprintln!("bench: loaded fast path");
+    let fast = crate::fast_path::measure(path, size)?;
+    let ((fast1, fast2), (fast_base, fast_base2)) = (fast.ours, fast.onnx_mlir);
 
     let find = |prefix: &str| methods.iter().find(|m| m.name.starts_with(prefix));
     let get = |prefix: &str| {
@@ -835,7 +760,7 @@ fn print_json(r: &Report) {
     );
     println!(
         "{{\"cache\":{cache_json},\"size\":{},\"runs\":{},\"cpus\":{},\"cold\":{},\"methods\":[{}],\"races\":[{}],\
-         \"fast_path_ns\":{{\"threads_1\":{},\"threads_2\":{}}},\"read_race_peak_rss\":{},\"targets\":[{}]}}",
+         \"fast_path_ns\":{{\"threads_1\":{},\"threads_2\":{},\"onnx_mlir_check_threads_1\":{},\"onnx_mlir_check_threads_2\":{}}},\"read_race_peak_rss\":{},\"targets\":[{}]}}",
         r.size,
         r.runs,
         r.cpus,
@@ -844,6 +769,8 @@ fn print_json(r: &Report) {
         rs.join(","),
         r.fast.0,
         r.fast.1,
+        r.fast_base.0,
+        r.fast_base.1,
         r.peak,
         ts.join(",")
     );

@@ -20,6 +20,8 @@ mod bench;
 #[cfg(not(loom))]
 mod cache_bench;
 #[cfg(not(loom))]
+mod fast_path;
+#[cfg(not(loom))]
 mod load;
 #[cfg(not(loom))]
 mod opts;
