@@ -367,27 +367,31 @@ fn measure_all(
     }
 
     eprintln!("bench: {threads} threads racing on one slot");
-    let mut races = Vec::new();
-    for (name, strategy) in [
+    let kinds = [
         ("mmap", Choice::Mmap),
         ("read", Choice::Read),
         ("chunked-mmap", Choice::ChunkedMmap),
-    ] {
-        let c = quiet(Config {
-            strategy,
-            mmap_limit: Some(limit),
-            ..Config::default()
-        });
-        // Like the other rows: the best of `runs` races.
-        let mut best: Option<Race> = None;
-        for _ in 0..runs {
-            let r = race(c.clone(), path, size, threads, name)?;
+    ];
+    // Like the other rows: the best of `runs` races per strategy, run 1 of
+    // every strategy before run 2, so a noisy spell is spread over all.
+    let mut best: Vec<Option<Race>> = kinds.iter().map(|_| None).collect();
+    for _ in 0..runs {
+        for ((name, strategy), best) in kinds.iter().zip(best.iter_mut()) {
+            let c = quiet(Config {
+                strategy: *strategy,
+                mmap_limit: Some(limit),
+                ..Config::default()
+            });
+            let r = race(c, path, size, threads, name)?;
             if best.as_ref().map_or(true, |b| r.total < b.total) {
-                best = Some(r);
+                *best = Some(r);
             }
         }
-        races.push(best.ok_or("no race ran")?);
     }
+    let races = best
+        .into_iter()
+        .collect::<Option<Vec<Race>>>()
+        .ok_or("no race ran")?;
     eprintln!("bench: peak RSS of {threads} threads loading with read, in a child process");
     let peak = peak_rss_of_read_race(path, size, threads)?;
     eprintln!("bench: packed-weights cache (transpose as the packing stand-in)");
