@@ -7,7 +7,8 @@
 //! [`Faults`] is empty and every call below is the plain system call.
 //! From C, a test build reads them from `OM_CONSTANT_FAULTS`, e.g.
 //! `one_byte_reads,eintr,eio_at=4096,eof_at=8192,direct_io_refused,
-//! alloc_fails,mmap_fails,mlock_fails,delay_ms=200,panic,disk_full`.
+//! alloc_fails,mmap_fails,mmap_piece_fails=3,mlock_fails,delay_ms=200,panic,
+//! disk_full`.
 
 use std::io;
 use std::os::unix::io::RawFd;
@@ -53,6 +54,9 @@ pub struct Spec {
     pub alloc_fails: bool,
     /// `mmap` of the file fails with `ENOMEM`.
     pub mmap_fails: bool,
+    /// In `chunked-mmap`, mapping this piece (counted from 1) fails with
+    /// `ENOMEM`, after the pieces before it were mapped.
+    pub mmap_piece_fails: Option<u64>,
     /// `mlock` fails with `EPERM` (root ignores RLIMIT_MEMLOCK otherwise).
     pub mlock_fails: bool,
     /// The loader sleeps this long before loading.
@@ -109,6 +113,7 @@ impl Faults {
                     "direct_io_refused" => spec.direct_io_refused = true,
                     "alloc_fails" => spec.alloc_fails = true,
                     "mmap_fails" => spec.mmap_fails = true,
+                    "mmap_piece_fails" => spec.mmap_piece_fails = Some(num()?),
                     "mlock_fails" => spec.mlock_fails = true,
                     "delay_ms" => spec.delay_ms = num()?,
                     "panic" => spec.panic = true,
@@ -157,6 +162,17 @@ impl Faults {
         if self.get().mmap_fails {
             return Some(io::Error::from_raw_os_error(libc::ENOMEM));
         }
+        None
+    }
+
+    /// An error if mapping `chunked-mmap` piece `n` (counted from 1) must
+    /// fail.
+    pub fn mmap_piece_error(&self, n: usize) -> Option<io::Error> {
+        #[cfg(feature = "fault-injection")]
+        if self.get().mmap_piece_fails == Some(n as u64) {
+            return Some(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        let _ = n;
         None
     }
 
@@ -246,5 +262,26 @@ impl Reader {
         } else {
             Ok(n as usize)
         }
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reads_every_name_and_refuses_bad_numbers() {
+        let f = Faults::parse("mmap_fails, mmap_piece_fails=3,eio_at=4096,delay_ms=5")
+            .expect("valid spec");
+        let s = f.get();
+        assert!(s.mmap_fails);
+        assert_eq!(s.mmap_piece_fails, Some(3));
+        assert_eq!(s.eio_at, Some(4096));
+        assert_eq!(s.delay_ms, 5);
+        assert!(f.mmap_piece_error(3).is_some());
+        assert!(f.mmap_piece_error(2).is_none());
+        assert!(Faults::parse("mmap_piece_fails=x").is_err());
+        assert!(Faults::parse("mmap_piece_fails").is_err());
+        assert!(Faults::parse("no_such_fault").is_err());
     }
 }

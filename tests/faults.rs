@@ -34,6 +34,8 @@ struct Case {
     error: Option<(ErrorKind, &'static str)>,
     /// Expected `auto` fallbacks from mmap to read.
     fallbacks: u64,
+    /// `OM_CONSTANT_MMAP_LIMIT`, for the cases that need pieces.
+    limit: Option<u64>,
 }
 
 #[test]
@@ -45,6 +47,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
     let small = 70_000;
     let small_path = sc.file("small.bin", small);
     let middle = (size / 2) as u64;
+    let quarter = (size / 4 / 4096 * 4096) as u64;
     let cases = [
         Case {
             what: "one-byte reads",
@@ -55,6 +58,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: None,
             fallbacks: 0,
+            limit: None,
         },
         Case {
             what: "EINTR on every other read",
@@ -65,6 +69,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: None,
             fallbacks: 0,
+            limit: None,
         },
         Case {
             what: "EIO in the middle of the file",
@@ -75,6 +80,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: Some((ErrorKind::Io, "Input/output error")),
             fallbacks: 0,
+            limit: None,
         },
         Case {
             what: "EOF early (the file shrank after fstat)",
@@ -85,6 +91,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: Some((ErrorKind::TooShort, "shrank")),
             fallbacks: 0,
+            limit: None,
         },
         Case {
             what: "allocation failure",
@@ -95,6 +102,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: Some((ErrorKind::OutOfMemory, "cannot allocate")),
             fallbacks: 0,
+            limit: None,
         },
         Case {
             what: "mmap failure under auto falls back to read",
@@ -105,6 +113,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: None,
             fallbacks: 1,
+            limit: None,
         },
         Case {
             what: "mmap failure under an explicit mmap",
@@ -115,6 +124,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: Some((ErrorKind::Io, "mmap")),
             fallbacks: 0,
+            limit: None,
         },
         Case {
             what: "chunked-mmap failure",
@@ -125,6 +135,31 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
             },
             error: Some((ErrorKind::Io, "chunked mmap")),
             fallbacks: 0,
+            limit: None,
+        },
+        // The file is 4 pieces and a bit at this limit; piece 3 fails
+        // after pieces 1 and 2 were mapped into the reservation.
+        Case {
+            what: "chunked-mmap piece failing after two were mapped",
+            strategy: Choice::ChunkedMmap,
+            spec: Spec {
+                mmap_piece_fails: Some(3),
+                ..Spec::default()
+            },
+            error: Some((ErrorKind::Io, "chunked mmap")),
+            fallbacks: 0,
+            limit: Some(quarter),
+        },
+        Case {
+            what: "chunked-mmap piece failure under auto falls back to read",
+            strategy: Choice::Auto,
+            spec: Spec {
+                mmap_piece_fails: Some(3),
+                ..Spec::default()
+            },
+            error: None,
+            fallbacks: 1,
+            limit: Some(quarter),
         },
     ];
 
@@ -153,6 +188,7 @@ fn every_injected_fault_is_survived_or_reported_cleanly() {
         let reg = Registry::new(Config {
             strategy: case.strategy,
             faults: faults.clone(),
+            mmap_limit: case.limit.or(Config::default().mmap_limit),
             log: om_constants::log::Level::Off,
             ..Config::default()
         });

@@ -114,6 +114,9 @@ pub fn map(
     let mut offset = 0usize;
     while offset < len {
         let this = piece.min(len - offset);
+        if let Some(e) = faults.mmap_piece_error(out.pieces + 1) {
+            return Err(fail(&e));
+        }
         // SAFETY: [base+offset, base+offset+this) lies inside our own
         // reservation (offset + this <= len <= reserved), so MAP_FIXED
         // replaces only pages we own; offset is a multiple of the page size
