@@ -37,6 +37,15 @@ static void expect(bool ok, void *slot, const char *what, const char *needle) {
   printf("  %-28s -> %.160s\n", what, err);
 }
 
+/* Clears this thread's last error: any successful call does. */
+static void clear_last_error(void) {
+  struct om_constants_stats st;
+  if (!om_constants_stats(&st) || om_constants_last_error() != NULL) {
+    fprintf(stderr, "FAIL setup: a successful call did not clear the last error\n");
+    exit(1);
+  }
+}
+
 static void write_file(const char *path, size_t len, mode_t mode) {
   FILE *f = fopen(path, "wb");
   size_t i;
@@ -101,6 +110,27 @@ static int inputs(const char *dir) {
   expect(om_load_constants_from_file((void **)((char *)cells + 1), ok, 8, 1), NULL,
          "misaligned slot pointer", "aligned");
   expect(om_free_constant_buffer((void **)((char *)cells + 3)), NULL, "release, misaligned slot", "aligned");
+  /* The per-inference fast paths read the slot before anything else. A
+   * misaligned view of non-zero memory must not pass for a loaded slot, nor
+   * a set address: each call must report the pointer. The last error is
+   * cleared first (a successful call), so a silent return cannot pass on a
+   * stale message. */
+  cells[0] = cells[1] = (void *)~(uintptr_t)0;
+  clear_last_error();
+  expect(om_mmap_binary_file(NULL, ok, 8, 1), NULL, "ensure, NULL slot", "NULL");
+  clear_last_error();
+  expect(om_mmap_binary_file((void **)((char *)cells + 1), ok, 8, 1), NULL,
+         "ensure, misaligned slot", "aligned");
+  clear_last_error();
+  expect(omMMapBinaryFile((void **)((char *)cells + 4), ok, 8, 1), NULL,
+         "legacy ensure, misaligned slot", "aligned");
+  clear_last_error();
+  om_get_external_constant_addr((void **)((char *)cells + 2), &slot, 0);
+  expect(false, NULL, "address, misaligned output", "aligned");
+  clear_last_error();
+  om_get_external_constant_addr(NULL, &slot, 0);
+  expect(false, NULL, "address, NULL output", "NULL");
+  cells[0] = cells[1] = NULL;
   expect(om_load_constants_from_file(&slot, "", 8, 1), slot, "empty file name", "empty");
   expect(om_load_constants_from_file(&slot, ok, INT64_MIN, 1), slot, "size INT64_MIN", "size");
   /* After all that, a good load still works and nothing is left. */
