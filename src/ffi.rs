@@ -38,7 +38,15 @@ fn call<T>(fallback: T, f: impl FnOnce() -> Result<T>) -> T {
     fallback
 }
 
-/// `ptr` as the slot it points at, if it is non-NULL and aligned.
+/// True if `ptr` can point at a slot: non-NULL and aligned for a pointer.
+/// Both tests are always evaluated (`&`, not `&&`), so the fast paths can
+/// select on the result instead of branching (see [`peek`]).
+#[inline(always)]
+fn usable(ptr: *mut *mut c_void) -> bool {
+    !ptr.is_null() & (ptr as usize % std::mem::align_of::<*mut c_void>() == 0)
+}
+
+/// `ptr` as the slot it points at, if it is [`usable`].
 /// (Unit-tested in `tests::as_slot_refuses_null_and_misaligned`.)
 ///
 /// # Safety
@@ -46,17 +54,9 @@ fn call<T>(fallback: T, f: impl FnOnce() -> Result<T>) -> T {
 /// is accessed by others only through this library or after it returns.
 #[inline]
 unsafe fn as_slot<'a>(ptr: *mut *mut c_void) -> Option<&'a AtomicPtr<c_void>> {
-    // Two separate, predictable tests: on the per-inference path this
-    // compiles to `test; je; test; jne`.
-    if ptr.is_null() {
-        return None;
-    }
-    if (ptr as usize) & (std::mem::align_of::<AtomicPtr<c_void>>() - 1) != 0 {
-        return None;
-    }
-    // SAFETY: non-NULL and aligned (checked above); AtomicPtr<c_void> has the
-    // size and alignment of *mut c_void; validity is the caller's contract.
-    Some(unsafe { &*(ptr as *const AtomicPtr<c_void>) })
+    // SAFETY: non-NULL and aligned (usable); AtomicPtr<c_void> has the size
+    // and alignment of *mut c_void; validity is the caller's contract.
+    usable(ptr).then(|| unsafe { &*(ptr as *const AtomicPtr<c_void>) })
 }
 
 /// What the per-inference fast paths read in place of a NULL or misaligned
@@ -69,10 +69,11 @@ static NEVER_SET: StdAtomicPtr<c_void> = StdAtomicPtr::new(std::ptr::null_mut())
 ///
 /// The pointer checks select what to read (a conditional move) rather than
 /// branch, so a fast path has one branch, on the value, like onnx-mlir's
-/// bare NULL check. Three predictable branches per call measured about
-/// 0.6 ns slower (`om-constants bench` prints the comparison). The fast
-/// paths use std's atomics even in loom builds: they read the caller's
-/// memory, which is never one of loom's modelled cells.
+/// bare NULL check. With a branch per check, the call measured 13-25%
+/// slower than that check at the same call distance
+/// (`scripts/bench-fast-path.sh`). The fast paths use std's atomics even in
+/// loom builds: they read the caller's memory, which is never one of loom's
+/// modelled cells.
 ///
 /// # Safety
 /// A non-NULL, aligned `ptr` must point at a `void *` that stays valid
@@ -80,9 +81,7 @@ static NEVER_SET: StdAtomicPtr<c_void> = StdAtomicPtr::new(std::ptr::null_mut())
 /// after it returns.
 #[inline(always)]
 unsafe fn peek(ptr: *mut *mut c_void) -> *mut c_void {
-    // `&`, not `&&`: both tests are evaluated, so nothing branches here.
-    let usable = !ptr.is_null() & (ptr as usize % std::mem::align_of::<*mut c_void>() == 0);
-    let cell: *const StdAtomicPtr<c_void> = if usable { ptr.cast() } else { &NEVER_SET };
+    let cell: *const StdAtomicPtr<c_void> = if usable(ptr) { ptr.cast() } else { &NEVER_SET };
     // SAFETY: `cell` is NEVER_SET or, by the caller's contract, a valid,
     // aligned `void *`; StdAtomicPtr<c_void> has the size and alignment of
     // `*mut c_void`.

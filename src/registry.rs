@@ -551,10 +551,10 @@ impl Drop for Claim<'_, '_> {
     }
 }
 
-/// The loaded fast path of ensure-loaded (DESIGN.md §2): the slot's buffer
-/// if it holds one. One acquire load; no lock, no shared write, no
-/// thread-local access, so it costs what onnx-mlir's NULL check costs and
-/// scales with threads.
+/// The slot's buffer if it holds one: one acquire load, no lock, no shared
+/// write. Ensure-loaded checks this first. (The C entry points do the same
+/// check before any of this, in `ffi::peek`, so that a loaded slot never
+/// reaches the registry.)
 #[inline]
 pub fn loaded(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
     match Slot::new(cell).state() {
