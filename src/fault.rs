@@ -52,7 +52,8 @@ pub struct Spec {
     pub direct_io_refused: bool,
     /// The heap allocation fails.
     pub alloc_fails: bool,
-    /// `mmap` of the file fails with `ENOMEM`.
+    /// Every `mmap` of the file (every `chunked-mmap` piece) fails with
+    /// `ENOMEM`.
     pub mmap_fails: bool,
     /// In `chunked-mmap`, mapping this piece (counted from 1) fails with
     /// `ENOMEM`, after the pieces before it were mapped.
@@ -156,21 +157,16 @@ impl Faults {
         false
     }
 
-    /// An error if `mmap` must fail.
-    pub fn mmap_error(&self) -> Option<io::Error> {
+    /// An error if mapping piece `n` (counted from 1) of the file must fail:
+    /// any piece with `mmap_fails`, or piece `mmap_piece_fails`. A plain
+    /// `mmap` is piece 1.
+    pub fn mmap_error(&self, n: usize) -> Option<io::Error> {
         #[cfg(feature = "fault-injection")]
-        if self.get().mmap_fails {
-            return Some(io::Error::from_raw_os_error(libc::ENOMEM));
-        }
-        None
-    }
-
-    /// An error if mapping `chunked-mmap` piece `n` (counted from 1) must
-    /// fail.
-    pub fn mmap_piece_error(&self, n: usize) -> Option<io::Error> {
-        #[cfg(feature = "fault-injection")]
-        if self.get().mmap_piece_fails == Some(n as u64) {
-            return Some(io::Error::from_raw_os_error(libc::ENOMEM));
+        {
+            let spec = self.get();
+            if spec.mmap_fails || spec.mmap_piece_fails == Some(n as u64) {
+                return Some(io::Error::from_raw_os_error(libc::ENOMEM));
+            }
         }
         let _ = n;
         None
@@ -278,8 +274,10 @@ mod tests {
         assert_eq!(s.mmap_piece_fails, Some(3));
         assert_eq!(s.eio_at, Some(4096));
         assert_eq!(s.delay_ms, 5);
-        assert!(f.mmap_piece_error(3).is_some());
-        assert!(f.mmap_piece_error(2).is_none());
+        assert!(f.mmap_error(2).is_some(), "mmap_fails fails every piece");
+        let f = Faults::parse("mmap_piece_fails=3").expect("valid spec");
+        assert!(f.mmap_error(3).is_some());
+        assert!(f.mmap_error(2).is_none());
         assert!(Faults::parse("mmap_piece_fails=x").is_err());
         assert!(Faults::parse("mmap_piece_fails").is_err());
         assert!(Faults::parse("no_such_fault").is_err());

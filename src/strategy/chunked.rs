@@ -81,9 +81,6 @@ pub fn map(
     faults: &Faults,
 ) -> Result<Chunked> {
     let fail = |e: &io::Error| Error::io("map (chunked mmap)", &source.fname, &source.path, e);
-    if let Some(e) = faults.mmap_error() {
-        return Err(fail(&e));
-    }
     let page = page_size();
     let piece = (usize::try_from(piece).unwrap_or(usize::MAX) / page).max(1) * page;
     let reserved = len.div_ceil(page) * page;
@@ -114,7 +111,7 @@ pub fn map(
     let mut offset = 0usize;
     while offset < len {
         let this = piece.min(len - offset);
-        if let Some(e) = faults.mmap_piece_error(out.pieces + 1) {
+        if let Some(e) = faults.mmap_error(out.pieces + 1) {
             return Err(fail(&e));
         }
         // SAFETY: [base+offset, base+offset+this) lies inside our own

@@ -14,7 +14,7 @@ use crate::source::Source;
 /// Maps the first `len` bytes of `source` read-only; with `populate`, the
 /// kernel maps every page before returning (`MAP_POPULATE`).
 pub fn map(source: &Source, len: usize, populate: bool, faults: &Faults) -> Result<Mmap> {
-    if let Some(e) = faults.mmap_error() {
+    if let Some(e) = faults.mmap_error(1) {
         return Err(Error::io("map (mmap)", &source.fname, &source.path, &e));
     }
     let mut options = MmapOptions::new();
