@@ -538,8 +538,7 @@ fn measure_all(
         cpus,
         cold,
         threads,
-        fast: (fast1, fast2),
-        fast_base: (fast_base, fast_base2),
+        fast,
         baselines: (base_read1, base_pread, base_mmap),
         peak,
         cache: &cache,
@@ -562,10 +561,8 @@ struct Report<'a> {
     cpus: usize,
     cold: bool,
     threads: usize,
-    /// ns/call of the fast path with 1 and 2 threads.
-    fast: (f64, f64),
-    /// The same for onnx-mlir's NULL check.
-    fast_base: (f64, f64),
+    /// ns/call of the fast path and of onnx-mlir's check, 1 and 2 threads.
+    fast: crate::fast_path::FastPath,
     /// Min totals (s) of: 1-thread read, best pread, plain mmap.
     baselines: (f64, f64, f64),
     /// Peak RSS of the read race, bytes.
@@ -613,8 +610,7 @@ fn print_table(r: &Report) {
         cpus,
         cold,
         threads,
-        fast: (fast1, fast2),
-        fast_base,
+        fast,
         baselines: (base_read1, base_pread, base_mmap),
         ..
     } = *r;
@@ -659,9 +655,9 @@ fn print_table(r: &Report) {
         );
     }
     println!(
-        "loaded fast path (om_mmap_binary_file): {fast1:.2} ns/call with 1 thread, {fast2:.2} with 2 \
+        "loaded fast path (om_mmap_binary_file): {:.2} ns/call with 1 thread, {:.2} with 2 \
          (onnx-mlir's NULL check, same harness: {:.2} / {:.2})",
-        fast_base.0, fast_base.1
+        fast.ours.0, fast.ours.1, fast.onnx_mlir.0, fast.onnx_mlir.1
     );
     let c = r.cache;
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
@@ -771,10 +767,10 @@ fn print_json(r: &Report) {
         r.cold,
         ms.join(","),
         rs.join(","),
-        r.fast.0,
-        r.fast.1,
-        r.fast_base.0,
-        r.fast_base.1,
+        r.fast.ours.0,
+        r.fast.ours.1,
+        r.fast.onnx_mlir.0,
+        r.fast.onnx_mlir.1,
         r.peak,
         ts.join(",")
     );
