@@ -75,9 +75,14 @@ pub fn measure(path: &Path, size: usize) -> Result<FastPath, String> {
         ours: (one.0, two.0),
         onnx_mlir: (one.1, two.1),
     };
-    // SAFETY: SLOT was loaded above and nothing else uses it; `fname` is
-    // still alive.
-    unsafe { ffi::om_free_constant_buffer(SLOT.as_ptr()) };
+    // SAFETY: SLOT was loaded above and nothing else uses it.
+    if !unsafe { ffi::om_free_constant_buffer(SLOT.as_ptr()) } {
+        return Err(format!(
+            "fast path: releasing {} failed: {}",
+            path.display(),
+            om_constants::error::last_error().unwrap_or_default()
+        ));
+    }
     Ok(out)
 }
 
