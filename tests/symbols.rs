@@ -1,5 +1,6 @@
 //! Symbol hygiene of the shared library: it exports exactly the functions
-//! the header declares (no Rust or std symbols), and has a SONAME.
+//! the header declares (no Rust or std symbols), has a SONAME, and starts
+//! each per-inference fast path on a cache line of its own.
 
 #[path = "common/native.rs"]
 mod native;
@@ -46,6 +47,47 @@ fn exports_exactly_the_header_functions() {
         exported, declared,
         "the library must export exactly what the header declares"
     );
+}
+
+/// The per-inference fast paths and their onnx-mlir names. src/ffi.rs puts
+/// each in a 64-byte-aligned section so it never straddles two cache lines.
+const FAST_PATHS: [&str; 4] = [
+    "om_mmap_binary_file",
+    "omMMapBinaryFile",
+    "om_get_external_constant_addr",
+    "omGetExternalConstantAddr",
+];
+
+#[test]
+fn fast_paths_start_on_a_cache_line_in_the_shared_library() {
+    let so = deps_dir().join("libom_constants.so");
+    let symbols = tool("nm", &["-D", "--defined-only", so.to_str().unwrap()]);
+    for name in FAST_PATHS {
+        let addr = symbols
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                let (addr, _, sym) = (f.next()?, f.next()?, f.next()?);
+                (sym == name).then(|| u64::from_str_radix(addr, 16))
+            })
+            .unwrap_or_else(|| panic!("{name} is not exported:\n{symbols}"))
+            .unwrap_or_else(|e| panic!("{name}: address not hex: {e}"));
+        assert_eq!(addr % 64, 0, "{name} at {addr:#x} is not 64-byte aligned");
+    }
+}
+
+#[test]
+fn fast_paths_start_on_a_cache_line_when_linked_statically() {
+    // This test program links the library's rlib, as the bench does.
+    let addrs: [usize; 4] = [
+        om_constants::ffi::om_mmap_binary_file as *const () as usize,
+        om_constants::ffi::omMMapBinaryFile as *const () as usize,
+        om_constants::ffi::om_get_external_constant_addr as *const () as usize,
+        om_constants::ffi::omGetExternalConstantAddr as *const () as usize,
+    ];
+    for (name, addr) in FAST_PATHS.iter().zip(addrs) {
+        assert_eq!(addr % 64, 0, "{name} at {addr:#x} is not 64-byte aligned");
+    }
 }
 
 #[test]
