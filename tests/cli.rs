@@ -111,6 +111,26 @@ fn bench_runs_every_method_and_prints_json() {
 }
 
 #[test]
+fn help_prints_usage_for_the_tool_and_each_command() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["bench", "--help"],
+        &["load", "-h"],
+        &["bench", "--size", "1GiB", "--help"],
+    ] {
+        let o = tool().args(args).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{args:?}: {out}");
+        assert!(
+            out.contains("om-constants bench [--size BYTES]")
+                && out.contains("om-constants load FILE"),
+            "{args:?}: {out}"
+        );
+    }
+}
+
+#[test]
 fn bad_arguments_are_refused_with_usage() {
     for args in [
         &["bench", "--size", "lots"][..],

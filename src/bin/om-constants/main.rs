@@ -43,7 +43,13 @@ const USAGE: &str = "usage:
 #[cfg(not(loom))]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let help = |a: &String| a == "-h" || a == "--help";
     let result = match args.first().map(String::as_str) {
+        // `om-constants bench --help` asks for usage, not for a bench.
+        Some("bench" | "load") if args[1..].iter().any(help) => {
+            println!("{USAGE}");
+            Ok(())
+        }
         Some("bench") => bench::run(&args[1..]),
         Some("load") => load::run(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
