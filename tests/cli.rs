@@ -92,6 +92,8 @@ fn bench_runs_every_method_and_prints_json() {
         "\"om: read\"",
         "\"om: chunked-mmap, limit 256 MiB\"",
         "\"fast_path_ns\"",
+        // --runs 1 still takes the minimum number of fast-path samples.
+        "\"samples\":3,\"median\":{\"threads_1\":",
         "\"read_race_peak_rss\"",
         "\"targets\"",
         "\"cache\":{\"matrices\":",
