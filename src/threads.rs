@@ -15,6 +15,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
 
+/// How [`run_all`] starts a thread: [`start`], or in tests a stand-in that
+/// refuses, as `pthread_create` does when threads or memory run out.
+type Starter = for<'j> unsafe fn(Job<'j>) -> Result<libc::pthread_t, Job<'j>>;
+
 extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the Box<Job> leaked by `start` for this thread only.
     let job: Box<Job<'static>> = unsafe { Box::from_raw(arg.cast()) };
@@ -57,14 +61,22 @@ fn join(id: libc::pthread_t) {
 /// thread can be had), and returns when all have finished. A job that
 /// panicked leaves its result `None`.
 pub fn run_all<'a, T: Send + 'a>(jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>) -> Vec<Option<T>> {
+    run_with(jobs, start)
+}
+
+fn run_with<'a, T: Send + 'a>(
+    jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
+    start: Starter,
+) -> Vec<Option<T>> {
     let mut results: Vec<Option<T>> = jobs.iter().map(|_| None).collect();
-    run_into(jobs, &mut results);
+    run_into(jobs, &mut results, start);
     results
 }
 
 fn run_into<'a, T: Send + 'a>(
     jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
     results: &mut [Option<T>],
+    start: Starter,
 ) {
     let mut started = Joiner(Vec::new());
     let mut first = None;
@@ -148,5 +160,44 @@ mod tests {
         let jobs: Vec<Box<dyn FnOnce() -> u8 + Send>> =
             vec![Box::new(|| 1), Box::new(|| panic!("boom")), Box::new(|| 3)];
         assert_eq!(run_all(jobs), vec![Some(1), None, Some(3)]);
+    }
+
+    /// A `pthread_create` that always fails.
+    unsafe fn refuse(job: Job<'_>) -> Result<libc::pthread_t, Job<'_>> {
+        Err(job)
+    }
+
+    /// A `pthread_create` that fails every other time.
+    unsafe fn refuse_every_other(job: Job<'_>) -> Result<libc::pthread_t, Job<'_>> {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        if CALLS.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            return Err(job);
+        }
+        // SAFETY: run_into joins every thread it starts before returning.
+        unsafe { start(job) }
+    }
+
+    #[test]
+    fn jobs_run_inline_when_no_thread_can_be_started() {
+        // The first job always runs on the caller, and so do refused ones:
+        // all 6, or the first and the 3 refused of the other 5 starts.
+        for (starter, inline_jobs) in [(refuse as Starter, 6), (refuse_every_other, 4)] {
+            let caller = std::thread::current().id();
+            let jobs: Vec<Box<dyn FnOnce() -> (usize, bool) + Send>> = (0..6usize)
+                .map(|i| {
+                    Box::new(move || (i, std::thread::current().id() == caller))
+                        as Box<dyn FnOnce() -> (usize, bool) + Send>
+                })
+                .collect();
+            let r = run_with(jobs, starter);
+            let order: Vec<usize> = r.iter().map(|x| x.map_or(usize::MAX, |x| x.0)).collect();
+            assert_eq!(
+                order,
+                vec![0, 1, 2, 3, 4, 5],
+                "every job ran, results in order"
+            );
+            let inline = r.iter().filter(|x| x.is_some_and(|x| x.1)).count();
+            assert_eq!(inline, inline_jobs, "jobs run on the calling thread: {r:?}");
+        }
     }
 }
