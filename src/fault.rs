@@ -7,7 +7,7 @@
 //! [`Faults`] is empty and every call below is the plain system call.
 //! From C, a test build reads them from `OM_CONSTANT_FAULTS`, e.g.
 //! `one_byte_reads,eintr,eio_at=4096,eof_at=8192,direct_io_refused,
-//! alloc_fails,mmap_fails,mmap_piece_fails=3,mlock_fails,delay_ms=200,panic,
+//! direct_io_einval_at=8192,alloc_fails,mmap_fails,mmap_piece_fails=3,mlock_fails,delay_ms=200,panic,
 //! disk_full`.
 
 use std::io;
@@ -50,6 +50,10 @@ pub struct Spec {
     pub eof_at: Option<u64>,
     /// Opening with `O_DIRECT` fails with `EINVAL`.
     pub direct_io_refused: bool,
+    /// `O_DIRECT` reads stop short at this file offset, and the one that
+    /// starts there fails with `EINVAL`: the open succeeded and a file
+    /// system took some direct transfers, then refused one mid-way.
+    pub direct_io_einval_at: Option<u64>,
     /// The heap allocation fails.
     pub alloc_fails: bool,
     /// Every `mmap` of the file (every `chunked-mmap` piece) fails with
@@ -112,6 +116,7 @@ impl Faults {
                     "eio_at" => spec.eio_at = Some(num()?),
                     "eof_at" => spec.eof_at = Some(num()?),
                     "direct_io_refused" => spec.direct_io_refused = true,
+                    "direct_io_einval_at" => spec.direct_io_einval_at = Some(num()?),
                     "alloc_fails" => spec.alloc_fails = true,
                     "mmap_fails" => spec.mmap_fails = true,
                     "mmap_piece_fails" => spec.mmap_piece_fails = Some(num()?),
@@ -131,13 +136,25 @@ impl Faults {
         }
     }
 
-    /// A reader for one thread's `pread` calls.
+    /// A reader for one thread's buffered `pread` calls.
     pub fn reader(&self) -> Reader {
+        self.reader_for(false)
+    }
+
+    /// A reader for one thread's `pread` calls on the `O_DIRECT` descriptor.
+    pub fn direct_reader(&self) -> Reader {
+        self.reader_for(true)
+    }
+
+    fn reader_for(&self, direct: bool) -> Reader {
+        let _ = direct;
         Reader {
             #[cfg(feature = "fault-injection")]
             spec: self.get(),
             #[cfg(feature = "fault-injection")]
             calls: 0,
+            #[cfg(feature = "fault-injection")]
+            direct,
         }
     }
 
@@ -211,6 +228,9 @@ pub struct Reader {
     spec: Spec,
     #[cfg(feature = "fault-injection")]
     calls: u64,
+    /// Reads the `O_DIRECT` descriptor (for `direct_io_einval_at`).
+    #[cfg(feature = "fault-injection")]
+    direct: bool,
 }
 
 impl Reader {
@@ -235,9 +255,17 @@ impl Reader {
             if s.eintr && self.calls % 2 == 1 {
                 return Err(io::Error::from_raw_os_error(libc::EINTR));
             }
-            if let Some(at) = s.eio_at {
-                if (offset..offset + len as u64).contains(&at) {
-                    return Err(io::Error::from_raw_os_error(libc::EIO));
+            let covers =
+                |at: Option<u64>| at.is_some_and(|at| (offset..offset + len as u64).contains(&at));
+            if covers(s.eio_at) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            if let Some(at) = s.direct_io_einval_at.filter(|_| self.direct) {
+                if offset == at {
+                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                }
+                if covers(Some(at)) {
+                    len = (at - offset) as usize;
                 }
             }
             if let Some(at) = s.eof_at {
@@ -267,9 +295,12 @@ mod tests {
 
     #[test]
     fn parse_reads_every_name_and_refuses_bad_numbers() {
-        let f = Faults::parse("mmap_fails, mmap_piece_fails=3,eio_at=4096,delay_ms=5")
-            .expect("valid spec");
+        let f = Faults::parse(
+            "mmap_fails, mmap_piece_fails=3,eio_at=4096,delay_ms=5,direct_io_einval_at=8192",
+        )
+        .expect("valid spec");
         let s = f.get();
+        assert_eq!(s.direct_io_einval_at, Some(8192));
         assert!(s.mmap_fails);
         assert_eq!(s.mmap_piece_fails, Some(3));
         assert_eq!(s.eio_at, Some(4096));

@@ -162,6 +162,57 @@ fn direct_io_reads_the_aligned_part_and_the_tail_buffered() {
 }
 
 #[test]
+fn direct_io_refused_mid_range_reads_the_rest_of_that_range_buffered() {
+    let sc = Scratch::new("direct-mid");
+    let size = PARALLEL_MIN + 4096 * 3 + 100;
+    let path = sc.file("c.bin", size);
+    // Direct reads are taken up to 3 MiB into the first range, then refused.
+    let at = 3 << 20;
+    let config = |faults| Config {
+        strategy: Choice::Read,
+        direct_io: true,
+        read_threads: 2,
+        faults,
+        ..quiet()
+    };
+    // Without the fault, this file system must take O_DIRECT, or the case
+    // below would be the refusal at open, which another test covers.
+    let plain = load_check(config(Faults::default()), &path, size);
+    assert_eq!(
+        plain.direct_fallbacks,
+        0,
+        "O_DIRECT is refused on {}: run the tests with TMPDIR on a file system \
+         that takes it (ext4, xfs): {plain:?}",
+        path.display()
+    );
+    let st = load_check(
+        config(Faults::new(Spec {
+            direct_io_einval_at: Some(at),
+            ..Spec::default()
+        })),
+        &path,
+        size,
+    );
+    // Every range's block-aligned part is read direct, except the part of
+    // the first range from `at` on, which is read buffered.
+    let ranges = split(
+        size,
+        om_constants::strategy::thread_count(size, 2),
+        HUGE_PAGE,
+    );
+    assert!(ranges[0].end as u64 > at, "{ranges:?}");
+    let aligned: u64 = ranges.iter().map(|r| (r.len() / 4096 * 4096) as u64).sum();
+    assert_eq!(plain.direct_bytes, aligned, "{plain:?}");
+    assert_eq!(st.direct_fallbacks, 1, "{st:?}");
+    assert_eq!(
+        st.direct_bytes,
+        aligned - (ranges[0].end as u64 - at),
+        "{st:?}"
+    );
+    assert_eq!(st.bytes_read, size as u64);
+}
+
+#[test]
 fn direct_io_refused_falls_back_to_buffered_reads() {
     let sc = Scratch::new("direct-refused");
     let size = 3 * 4096 + 5;

@@ -144,7 +144,7 @@ fn fill_range(
     let mut at = range.start;
     if let Some(dfd) = direct_fd {
         let aligned_end = range.start + (range.len() / DIRECT_ALIGN) * DIRECT_ALIGN;
-        match fill(&mut reader, dfd, dst, at..aligned_end) {
+        match fill(&mut faults.direct_reader(), dfd, dst, at..aligned_end) {
             Ok(()) => {
                 report.direct_bytes = (aligned_end - at) as u64;
                 at = aligned_end;
