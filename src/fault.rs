@@ -7,8 +7,8 @@
 //! [`Faults`] is empty and every call below is the plain system call.
 //! From C, a test build reads them from `OM_CONSTANT_FAULTS`, e.g.
 //! `one_byte_reads,eintr,eio_at=4096,eof_at=8192,direct_io_refused,
-//! direct_io_einval_at=8192,alloc_fails,mmap_fails,mmap_piece_fails=3,mlock_fails,delay_ms=200,panic,
-//! disk_full`.
+//! direct_io_einval_at=8192,alloc_fails,mmap_fails,mmap_piece_fails=3,
+//! mlock_fails,delay_ms=200,panic,disk_full`.
 
 use std::io;
 use std::os::unix::io::RawFd;
@@ -52,7 +52,8 @@ pub struct Spec {
     pub direct_io_refused: bool,
     /// `O_DIRECT` reads stop short at this file offset, and the one that
     /// starts there fails with `EINVAL`: the open succeeded and a file
-    /// system took some direct transfers, then refused one mid-way.
+    /// system took some direct transfers, then refused one mid-way. A
+    /// multiple of 4096, or the kernel refuses the short transfer itself.
     pub direct_io_einval_at: Option<u64>,
     /// The heap allocation fails.
     pub alloc_fails: bool,
@@ -255,16 +256,15 @@ impl Reader {
             if s.eintr && self.calls % 2 == 1 {
                 return Err(io::Error::from_raw_os_error(libc::EINTR));
             }
-            let covers =
-                |at: Option<u64>| at.is_some_and(|at| (offset..offset + len as u64).contains(&at));
-            if covers(s.eio_at) {
+            let covers = |at: u64| (offset..offset + len as u64).contains(&at);
+            if s.eio_at.is_some_and(covers) {
                 return Err(io::Error::from_raw_os_error(libc::EIO));
             }
             if let Some(at) = s.direct_io_einval_at.filter(|_| self.direct) {
                 if offset == at {
                     return Err(io::Error::from_raw_os_error(libc::EINVAL));
                 }
-                if covers(Some(at)) {
+                if covers(at) {
                     len = (at - offset) as usize;
                 }
             }

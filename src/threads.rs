@@ -73,6 +73,8 @@ fn run_with<'a, T: Send + 'a>(
     results
 }
 
+/// The body of [`run_with`], apart so that the borrows of `results` end
+/// before it is returned.
 fn run_into<'a, T: Send + 'a>(
     jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
     results: &mut [Option<T>],
