@@ -20,7 +20,7 @@
 use std::ffi::CString;
 use std::hint::black_box;
 use std::os::raw::{c_char, c_void};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
@@ -77,7 +77,6 @@ pub struct Timer {
     /// Boxed: the slot must not move while it is loaded.
     slot: Box<AtomicPtr<c_void>>,
     fname: CString,
-    path: PathBuf,
     size: i64,
     samples: Vec<Figures>,
 }
@@ -101,7 +100,6 @@ impl Timer {
         Ok(Timer {
             slot,
             fname,
-            path: path.to_path_buf(),
             size,
             samples: Vec::new(),
         })
@@ -140,7 +138,7 @@ impl Timer {
         if !unsafe { ffi::om_free_constant_buffer(self.slot.as_ptr()) } {
             return Err(format!(
                 "fast path: releasing {} failed: {}",
-                self.path.display(),
+                self.fname.to_string_lossy(),
                 om_constants::error::last_error().unwrap_or_default()
             ));
         }
@@ -273,6 +271,17 @@ mod tests {
         assert_eq!(s.best.onnx_mlir, (0.75, 7.0));
         assert_eq!(s.median.ours, (2.0, 2.5));
         assert_eq!(s.median.onnx_mlir, (1.75, 8.0));
+    }
+
+    #[test]
+    fn timer_load_of_a_missing_file_says_which_and_why() {
+        let path =
+            std::env::temp_dir().join(format!("om-fast-path-missing-{}", std::process::id()));
+        let e = Timer::load(&path, 8192)
+            .err()
+            .expect("a missing file is an error");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("No such file"), "the library's reason: {e}");
     }
 
     #[test]
