@@ -40,5 +40,10 @@ fn main() {
     let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libom_constants.so.{major}");
+        // Never unloaded: dlclose of the library, or of the last model
+        // using it, leaves it mapped, so no helper thread of ours can run
+        // unmapped code and no per-load state is lost per reload
+        // (docs/ARCHITECTURE.md, "Unload").
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     }
 }

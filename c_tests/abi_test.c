@@ -1,5 +1,5 @@
 /* Every function of the C ABI from C, including every bad input of
- * DESIGN.md §1. Usage: abi_test SCRATCH_DIR. Exit 0 when all checks pass. */
+ * README "Semantics". Usage: abi_test SCRATCH_DIR. Exit 0 when all checks pass. */
 #define _POSIX_C_SOURCE 200809L
 #include "om_constants.h"
 
@@ -59,6 +59,7 @@ static void expect_failure(bool ok, void *slot_after, const char *what, const ch
 int main(int argc, char **argv) {
   char ok_path[4096], short_path[4096], fifo_path[4096], missing[4096];
   struct om_constants_stats st;
+  st.size = sizeof st;
   void *slot = NULL, *c0 = NULL, *c1 = NULL, *legacy = NULL, *lc = NULL;
   const size_t size = 3 * 4096 + 17;
   size_t i;

@@ -8,11 +8,17 @@
  *                                SIGKILL before committing
  *   cache readonly DIR ID        as nobody, in a folder it cannot write:
  *                                still works, from the heap
+ *   cache args DIR               bad arguments, misaligned out-pointers and
+ *                                a FIFO as the cache: each refused
+ *   cache writer PATH ID         commit while a thread still writes the
+ *                                region (a broken contract; see writer())
  * Exit 0 when every check passes. */
 #define _GNU_SOURCE
 #include "om_constants.h"
 
 #include <grp.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,14 +147,73 @@ static int args(const char *dir) {
   REFUSED(om_cache_reserve(c, "a", 0, 8, &dst));
   REFUSED(om_cache_reserve(c, "a", 8, 3, &dst));
   REFUSED(om_cache_reserve(c, "a", 8, 8, NULL));
+  {
+    /* Misaligned out-pointers are refused, and nothing is written. */
+    uint64_t cells[3] = {0, 0, 0};
+    char *raw = (char *)cells;
+    REFUSED(om_cache_reserve(c, "m", 8, 8, (void **)(raw + 1)));
+    REFUSED(om_cache_lookup(c, "a", (const void **)(raw + 3), &size, &found));
+    REFUSED(om_cache_lookup(c, "a", &data, (uint64_t *)(raw + 4), &found));
+    REFUSED(om_cache_open(path, "id", (struct om_cache **)(raw + 2)));
+    if (cells[0] || cells[1] || cells[2]) {
+      fprintf(stderr, "FAIL a misaligned out-pointer was written\n");
+      bad++;
+    }
+  }
   if (!om_cache_reserve(c, "a", 8, 8, &dst)) return fail("reserve");
   REFUSED(om_cache_reserve(c, "a", 8, 8, &dst));
   if (!om_cache_close(c) || !om_cache_close(NULL)) return fail("close");
+  {
+    /* A FIFO where the cache should be: refused at once, never blocking. */
+    char fifo[4096];
+    snprintf(fifo, sizeof fifo, "%s/fifo.cache", dir);
+    if (mkfifo(fifo, 0600) != 0) return fail("mkfifo");
+    alarm(10);
+    REFUSED(om_cache_open(fifo, "id", &c));
+    alarm(0);
+    if (bad == 0 && !strstr(om_constants_last_error(), "FIFO")) {
+      fprintf(stderr, "FAIL the FIFO is not named: %s\n", om_constants_last_error());
+      bad++;
+    }
+  }
   printf("%d passed, %d failed\n", bad ? 0 : 1, bad ? 1 : 0);
   return bad ? 1 : 0;
 }
 
+/* Breaks the contract on purpose: a thread keeps writing into a reserved
+ * region while the main thread commits. The process is expected to die of
+ * the writer's fault once the region is read-only; whatever it leaves on
+ * disk must be a valid cache or none (the test opens it afterwards). */
+static volatile uint32_t *scribble_at;
+static size_t scribble_words;
+static void *scribble(void *arg) {
+  uint32_t n = 0;
+  size_t i;
+  (void)arg;
+  for (;;)
+    for (i = 0; i < scribble_words; i++) scribble_at[i] = n++;
+  return NULL;
+}
+
+static int writer(const char *path, const char *id) {
+  struct om_cache *c;
+  void *dst;
+  pthread_t t;
+  size_t len = 8 << 20;
+  if (!om_cache_open(path, id, &c) || !om_cache_reserve(c, "w", len, 64, &dst)) return fail("open/reserve");
+  memset(dst, 1, len);
+  scribble_at = dst;
+  scribble_words = len / 4;
+  pthread_create(&t, NULL, scribble, NULL);
+  usleep(20 * 1000);
+  om_cache_commit(c);
+  /* Only reached if the writer never faulted. */
+  printf("committed while written\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "writer") == 0) return writer(argv[2], argv[3]);
   if (argc == 3 && strcmp(argv[1], "args") == 0) return args(argv[2]);
   if (argc == 5 && strcmp(argv[1], "build") == 0) return build(argv[2], argv[3], atoi(argv[4]));
   if (argc == 4 && strcmp(argv[1], "crash") == 0) return crash(argv[2], argv[3]);

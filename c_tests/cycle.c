@@ -53,6 +53,7 @@ static int cycle(const char *path, int64_t size) {
 
 int main(int argc, char **argv) {
   struct om_constants_stats st;
+  st.size = sizeof st;
   long rss0, maps0, rss1, maps1;
   int64_t size;
   int i;

@@ -4,5 +4,6 @@
 #include "om_constants.h"
 int main() {
   struct om_constants_stats st;
+  st.size = sizeof st;
   return om_constants_stats(&st) ? 0 : 1;
 }

@@ -14,6 +14,8 @@
  * Exit 0 when every check passes. */
 #define _GNU_SOURCE
 #include "om_constants.h"
+#include "check.h"
+#include "oracle.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -38,37 +40,6 @@ struct model {
   int bad; /* results that did not match, over all threads */
 };
 
-static int failures = 0, checks = 0;
-#define CHECK(cond, ...)                                \
-  do {                                                  \
-    checks++;                                           \
-    if (!(cond)) {                                      \
-      failures++;                                       \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                     \
-      fputc('\n', stderr);                              \
-    }                                                   \
-  } while (0)
-
-/* The model's constants, read with plain pread: an independent oracle. */
-static int expected(const char *constants, int64_t out[2]) {
-  int64_t a[1024], b[512], c[512];
-  uint64_t sum = 0, dot = 0;
-  int i, fd = open(constants, O_RDONLY);
-  if (fd < 0) return -1;
-  if (pread(fd, a, sizeof a, 0) != (ssize_t)sizeof a ||
-      pread(fd, b, sizeof b, 8192) != (ssize_t)sizeof b ||
-      pread(fd, c, sizeof c, 4294967296LL) != (ssize_t)sizeof c) {
-    close(fd);
-    return -1;
-  }
-  close(fd);
-  for (i = 0; i < 1024; i++) sum += (uint64_t)a[i];
-  for (i = 0; i < 512; i++) dot += (uint64_t)b[i] * (uint64_t)c[i];
-  out[0] = (int64_t)sum;
-  out[1] = (int64_t)dot;
-  return 0;
-}
 
 static void *worker(void *arg) {
   struct model *m = arg;
@@ -100,6 +71,7 @@ static void run_threads(struct model *models, int n) {
 
 static struct om_constants_stats stats(const char *when) {
   struct om_constants_stats s;
+  s.size = sizeof s;
   om_constants_stats(&s);
   printf("%-14s live_buffers=%llu references=%llu live_slots=%llu loads=%llu shared=%llu "
          "bytes_read=%llu bytes_mapped=%llu frees=%llu\n",
@@ -132,11 +104,10 @@ int main(int argc, char **argv) {
   m.path = exe;
   m.run = run_main_graph;
   constants_beside(exe, constants, sizeof constants);
-  CHECK(expected(constants, m.expect) == 0, "cannot read %s", constants);
+  CHECK(oracle_expected(constants, m.expect) == 0, "cannot read %s", constants);
   run_threads(&m, 1);
   CHECK(stats("after runs").live_buffers == strtoull(argv[1], NULL, 10), "live buffers");
-  printf("%d passed, %d failed\n", checks - failures, failures);
-  return failures ? 1 : 0;
+  return report();
 }
 #else
 int main(int argc, char **argv) {
@@ -164,14 +135,13 @@ int main(int argc, char **argv) {
     *(void **)&m->run = dlsym(m->handle, "run_main_graph");
     CHECK(m->run != NULL, "%s has no run_main_graph", m->path);
     constants_beside(m->path, constants, sizeof constants);
-    CHECK(expected(constants, m->expect) == 0, "cannot read %s", constants);
+    CHECK(oracle_expected(constants, m->expect) == 0, "cannot read %s", constants);
   }
   if (failures) return 1;
   run_threads(models, n);
   CHECK(stats("models open").live_buffers == live_open, "live buffers while open, want %llu", live_open);
   for (i = 0; i < n; i++) CHECK(dlclose(models[i].handle) == 0, "dlclose %s", models[i].path);
   CHECK(stats("models closed").live_buffers == live_closed, "live buffers after dlclose, want %llu", live_closed);
-  printf("%d passed, %d failed\n", checks - failures, failures);
-  return failures ? 1 : 0;
+  return report();
 }
 #endif

@@ -7,6 +7,9 @@
  *   hostile garbage DIR   loads DIR/ok.bin; the caller sets garbage in every
  *                         OM_CONSTANT_* variable and checks each is reported
  *                         once and ignored
+ *   hostile misuse DIR    calls that break the contract on a loaded slot or a
+ *                         struct: each returns false with a message naming
+ *                         both sides, and changes nothing
  *
  * Out of scope, as the README says: a slot pointer into read-only memory
  * (the library must write the slot; that is the caller's contract). */
@@ -40,6 +43,7 @@ static void expect(bool ok, void *slot, const char *what, const char *needle) {
 /* Clears this thread's last error: any successful call does. */
 static void clear_last_error(void) {
   struct om_constants_stats st;
+  st.size = sizeof st;
   if (!om_constants_stats(&st) || om_constants_last_error() != NULL) {
     fprintf(stderr, "FAIL setup: a successful call did not clear the last error\n");
     exit(1);
@@ -140,6 +144,7 @@ static int inputs(const char *dir) {
   }
   {
     struct om_constants_stats st;
+    st.size = sizeof st;
     om_constants_stats(&st);
     checks++;
     if (st.live_buffers != 0 || st.references != 0) {
@@ -172,6 +177,7 @@ static int panics(const char *dir) {
   char ok[4096];
   void *slot = NULL;
   struct om_constants_stats st;
+  st.size = sizeof st;
   snprintf(ok, sizeof ok, "%s/ok.bin", dir);
   write_file(ok, 8192, 0644);
   expect(om_load_constants_from_file(&slot, ok, 8192, 1), slot, "loader panics", "internal error");
@@ -187,10 +193,103 @@ static int panics(const char *dir) {
   return failures ? 1 : 0;
 }
 
+/* Checks that a call returned false, left `*cell` at `before`, and set a
+ * last error containing each of the needles. */
+static void refused(bool ok, void *cell, void *before, const char *what, const char *n1, const char *n2) {
+  const char *err = om_constants_last_error();
+  checks++;
+  if (ok || cell != before || !err || !strstr(err, n1) || (n2 && !strstr(err, n2))) {
+    failures++;
+    fprintf(stderr, "FAIL %s: ok=%d cell=%p (was %p) error=%s (wanted '%s' and '%s')\n", what, ok, cell,
+            before, err ? err : "(null)", n1, n2 ? n2 : "");
+    return;
+  }
+  printf("  %-28s -> %.200s\n", what, err);
+}
+
+static int misuse(const char *dir) {
+  char small[4096], other[4096], shown[64];
+  void *slot = NULL, *marker = (void *)1, *foreign, *out = NULL, *loaded;
+  static uint64_t host_memory[8];
+  unsigned char raw[sizeof(struct om_constants_stats) + 64];
+  struct om_constants_stats *st = (struct om_constants_stats *)(void *)raw;
+  size_t i;
+  snprintf(small, sizeof small, "%s/small.bin", dir);
+  snprintf(other, sizeof other, "%s/other.bin", dir);
+  write_file(small, 1 << 20, 0644);
+  write_file(other, 1 << 20, 0644);
+  alarm(60); /* a hang is a failure (SIGALRM), not a stuck test */
+  printf("misuse:\n");
+
+  /* A loaded slot asked for another size, or another file. */
+  if (!om_load_constants_from_file(&slot, small, 4096, 1)) {
+    fprintf(stderr, "FAIL setup: %s\n", om_constants_last_error());
+    return 1;
+  }
+  loaded = slot;
+  refused(om_load_constants_from_file(&slot, small, 64 << 20, 1), slot, loaded, "acquire, other size", "4096",
+          "67108864");
+  refused(om_load_constants_from_file(&slot, other, 4096, 1), slot, loaded, "acquire, other file", "small.bin",
+          "other.bin");
+  refused(omLoadConstantData(&slot, small, 8192, 1), slot, loaded, "onnx-mlir acquire, other size", "4096",
+          "8192");
+  checks++;
+  if (!om_free_constant_buffer(&slot) || slot != NULL) {
+    failures++;
+    fprintf(stderr, "FAIL the refused calls took references: %s\n", om_constants_last_error());
+  }
+
+  /* The LOADING marker with no load in flight: an error, at once. */
+  refused(om_load_constants_from_file(&marker, small, 4096, 1), marker, (void *)1, "slot holds LOADING",
+          "no load of this slot is in flight", NULL);
+  refused(om_mmap_binary_file(&marker, small, 4096, 1), marker, (void *)1, "ensure, slot holds LOADING",
+          "no load of this slot is in flight", NULL);
+
+  /* A constant address from a base slot this library did not load. */
+  foreign = host_memory;
+  snprintf(shown, sizeof shown, "%p", foreign);
+  clear_last_error();
+  om_get_external_constant_addr(&out, &foreign, (int64_t)1 << 40);
+  refused(false, out, NULL, "address, foreign base, far offset", "did not give it", shown);
+  om_get_external_constant_addr(&out, &foreign, 0);
+  refused(false, out, NULL, "address, foreign base, offset 0", "did not give it", NULL);
+
+  /* Stats: an unset size is refused; a short struct is not written past. */
+  memset(raw, 0xAB, sizeof raw);
+  st->size = 0;
+  refused(om_constants_stats(st), NULL, NULL, "stats, size unset", "out->size is 0", NULL);
+  st->size = 16; /* an old host that knows two fields */
+  checks++;
+  if (!om_constants_stats(st) || st->size != 16) {
+    failures++;
+    fprintf(stderr, "FAIL stats with size 16: %s, size %llu\n", om_constants_last_error(),
+            (unsigned long long)st->size);
+  }
+  for (i = 16; i < sizeof raw; i++) {
+    if (raw[i] != 0xAB) {
+      checks++;
+      failures++;
+      fprintf(stderr, "FAIL stats wrote byte %zu of a 16-byte struct\n", i);
+      break;
+    }
+  }
+  memset(raw, 0xAB, sizeof raw);
+  st->size = sizeof raw; /* a newer host's longer struct */
+  checks++;
+  if (!om_constants_stats(st) || st->size != sizeof(struct om_constants_stats) ||
+      raw[sizeof(struct om_constants_stats)] != 0xAB) {
+    failures++;
+    fprintf(stderr, "FAIL stats with a longer struct: size %llu\n", (unsigned long long)st->size);
+  }
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "misuse") == 0) return misuse(argv[2]);
   if (argc == 3 && strcmp(argv[1], "inputs") == 0) return inputs(argv[2]);
   if (argc == 3 && strcmp(argv[1], "panic") == 0) return panics(argv[2]);
   if (argc == 3 && strcmp(argv[1], "garbage") == 0) return garbage(argv[2]);
-  fprintf(stderr, "usage: hostile inputs|garbage|panic DIR\n");
+  fprintf(stderr, "usage: hostile inputs|garbage|misuse|panic DIR\n");
   return 2;
 }

@@ -52,6 +52,7 @@ static int run(void *(*fn)(void *)) {
 
 int main(int argc, char **argv) {
   struct om_constants_stats st;
+  st.size = sizeof st;
   const char *strategy = getenv("OM_CONSTANT_LOAD");
   int is_read = strategy && strcmp(strategy, "read") == 0;
   int fail = 0, i;

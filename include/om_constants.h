@@ -38,8 +38,18 @@ struct om_constants_strategy_stats {
  *
  * "Live" fields describe this moment; the others count since the process
  * started (or, for a Rust `Registry`, since it was created).
+ *
+ * The struct grows only at its end, and `size` says how much of it the
+ * caller has room for, so a newer library never writes past an older
+ * host's struct (and an older library fills only the fields it knows).
  */
 struct om_constants_stats {
+  /**
+   * In: `sizeof(struct om_constants_stats)` as the caller knows it (set
+   * it before the call). Out: the bytes the library filled, the smaller
+   * of that and its own size; fields past it are left untouched.
+   */
+  uint64_t size;
   /**
    * Buffers in memory now, including kept ones with no reference.
    */
@@ -235,12 +245,19 @@ const char *om_constants_last_error(void);
  * references and bytes alive now; loads, waits, failures, bytes and time
  * since the process started, per strategy.
  *
- * Returns false (and sets the last error) if `out` is NULL.
- * Thread safety: may be called at any time from any thread; the live
- * figures are taken under the registry's lock and agree with each other.
+ * Set `out->size = sizeof(struct om_constants_stats)` before the call. The
+ * library fills at most that many bytes (whole fields), so a host built
+ * with an older, shorter struct is never written past its end; on return
+ * `out->size` holds the bytes filled, and fields past them (a newer
+ * host's, unknown to this library) are left as they were.
+ *
+ * Returns false (and sets the last error) if `out` is NULL or `out->size`
+ * is smaller than 16 (unset). Thread safety: may be called at any time
+ * from any thread; the live figures are taken under the registry's lock
+ * and agree with each other.
  *
  * # Safety
- * `out` is NULL or points at a writable `struct om_constants_stats`.
+ * `out` is NULL or points at `out->size` writable bytes (any alignment).
  */
 bool om_constants_stats(struct om_constants_stats *out);
 

@@ -2,8 +2,10 @@
 # Runs every check of om-constants on a fresh machine: installs the system
 # tools the tests need (Debian packages: C/C++ compilers, clang for the LLVM
 # IR models, cmake and pkg-config for the package test, binutils for the
-# symbol checks, valgrind for the leak checks), then format, lint, every test of the workspace (Rust, C,
-# IR models, CMake, header, ABI), and the README's main command.
+# symbol checks, valgrind for the leak checks), then format, lint, every test
+# of the workspace (Rust, C, IR models, CMake, header, ABI) against the
+# library as it ships, the fault-injection tests in a build of their own,
+# the model check, and the README's main command.
 # Fails on the first failure; a missing tool is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +35,11 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+cargo clippy --all-targets --locked --features fault-injection -- -D warnings
+echo "== cargo test: the library as it ships (C, IR and CLI tests use target/release)"
 cargo test --workspace --locked
+echo "== the fault-injection build, a build of its own: every test named injected::"
+cargo test --locked --features fault-injection --tests -- injected:: fault::tests
 echo "== loom: every interleaving of the slot state machine (tests/loom.rs)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
 echo "== main command (small)"

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Timeout,
     /// Release of a slot that holds no reference.
     NotHeld,
+    /// A call on a loaded slot asks for another file or size than the slot
+    /// holds.
+    Mismatch,
     /// The library itself failed (a caught panic); a bug to report.
     Internal,
 }

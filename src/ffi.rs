@@ -250,7 +250,7 @@ pub unsafe extern "C" fn om_mmap_binary_file(
     size: i64,
     is_le: i64,
 ) -> bool {
-    // The per-inference fast path (DESIGN.md §2), kept apart from the slow
+    // The per-inference fast path (docs/ARCHITECTURE.md, "A call's way"), kept apart from the slow
     // path so this function has no frame to set up: a few instructions and
     // one branch.
     // SAFETY: the caller passes a valid slot (documented above).
@@ -361,12 +361,19 @@ pub extern "C" fn om_constants_last_error() -> *const c_char {
 /// references and bytes alive now; loads, waits, failures, bytes and time
 /// since the process started, per strategy.
 ///
-/// Returns false (and sets the last error) if `out` is NULL.
-/// Thread safety: may be called at any time from any thread; the live
-/// figures are taken under the registry's lock and agree with each other.
+/// Set `out->size = sizeof(struct om_constants_stats)` before the call. The
+/// library fills at most that many bytes (whole fields), so a host built
+/// with an older, shorter struct is never written past its end; on return
+/// `out->size` holds the bytes filled, and fields past them (a newer
+/// host's, unknown to this library) are left as they were.
+///
+/// Returns false (and sets the last error) if `out` is NULL or `out->size`
+/// is smaller than 16 (unset). Thread safety: may be called at any time
+/// from any thread; the live figures are taken under the registry's lock
+/// and agree with each other.
 ///
 /// # Safety
-/// `out` is NULL or points at a writable `struct om_constants_stats`.
+/// `out` is NULL or points at `out->size` writable bytes (any alignment).
 #[no_mangle]
 pub unsafe extern "C" fn om_constants_stats(out: *mut Stats) -> bool {
     call(false, || {
@@ -376,10 +383,32 @@ pub unsafe extern "C" fn om_constants_stats(out: *mut Stats) -> bool {
                 "om_constants_stats: out is NULL; pass a struct om_constants_stats to fill",
             ));
         }
-        let s = global().stats();
-        // SAFETY: `out` is non-NULL and, by contract, points at a writable
-        // struct om_constants_stats; write_unaligned tolerates any alignment.
-        unsafe { out.write_unaligned(s) };
+        // SAFETY: non-NULL and, by contract, at least its `size` field is
+        // readable; read_unaligned tolerates any alignment.
+        let asked = unsafe { std::ptr::addr_of!((*out).size).read_unaligned() };
+        if asked < crate::stats::MIN_SIZE {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "om_constants_stats: out->size is {asked}; set it to \
+                     sizeof(struct om_constants_stats) before the call (this library's is {})",
+                    std::mem::size_of::<Stats>()
+                ),
+            ));
+        }
+        let ours = std::mem::size_of::<Stats>() as u64;
+        let n = asked.min(ours) / 8 * 8;
+        let mut s = global().stats();
+        s.size = n;
+        // SAFETY: `out` has room for `asked >= n` bytes by contract; `s` is
+        // a local of `ours >= n` bytes; the two cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&s as *const Stats).cast::<u8>(),
+                out.cast::<u8>(),
+                n as usize,
+            )
+        };
         Ok(true)
     })
 }
@@ -501,12 +530,24 @@ unsafe fn cache<'a>(p: *const Cache) -> Result<&'a Cache> {
     })
 }
 
-/// Non-NULL `p`, or an error naming `what`.
+/// `p` if it is non-NULL and aligned for a `T`, or an error naming `what`:
+/// the same refusal as for slot pointers, since writing through a
+/// misaligned pointer is undefined behaviour.
 fn out<T>(p: *mut T, what: &str) -> Result<*mut T> {
     if p.is_null() {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             format!("{what} is NULL; pass where to store the result"),
+        ));
+    }
+    if (p as usize) % std::mem::align_of::<T>() != 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{what} ({p:p}) is not aligned for its type ({} bytes); pass the address of \
+                 a variable of that type",
+                std::mem::align_of::<T>()
+            ),
         ));
     }
     Ok(p)

@@ -4,7 +4,8 @@
 //! (`model.constants.bin`, written by compilers of the onnx-mlir family
 //! beside `model.so`) into memory for the model's code: once, however many
 //! threads run the model, and frees it when the last user is done. The C ABI
-//! is in [`ffi`] and `include/om_constants.h`; the contract is DESIGN.md.
+//! is in [`ffi`] and `include/om_constants.h`; the map of the code is
+//! docs/ARCHITECTURE.md.
 //!
 //! ## Module map
 //!
@@ -16,6 +17,7 @@
 //! | [`strategy`] | turning a file into memory: `mmap`, `read`, `chunked-mmap`; prefetch, `mlock` |
 //! | [`threads`] | worker threads that are safe to start inside `dlopen` |
 //! | [`fault`] | the seam where tests inject I/O faults (test builds only) |
+//! | `fork` | `pthread_atfork` handlers: a forked child never hangs |
 //! | [`loader`] | the I/O behind a load: open, then a strategy (an in-memory stand-in under loom) |
 //! | [`sync`] | std's locks and atomics, or loom's when model-checking |
 //! | [`source`] | opening and checking the file, its identity for sharing |
@@ -37,6 +39,8 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod ffi;
+#[cfg(not(loom))]
+mod fork;
 pub mod loader;
 pub mod locate;
 pub mod log;

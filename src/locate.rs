@@ -107,16 +107,29 @@ pub fn first_existing(fname: &Path, list: &[Candidate]) -> Result<PathBuf> {
     ))
 }
 
-/// The path of the loaded object (shared library or executable) whose
-/// mapped image contains `addr`, or `None` if no object contains it (a slot
-/// on the heap or stack, as in tests and hand-written hosts).
+/// The absolute path of the loaded object (shared library or executable)
+/// whose mapped image contains `addr`, or `None` if no object contains it
+/// (a slot on the heap or stack, as in tests and hand-written hosts).
+///
+/// `dladdr` names the object as it was opened: `./models/model.so` stays
+/// relative, and resolving it later against a current directory the host
+/// has changed since would find nothing, or a same-named file elsewhere.
+/// So the path is taken from the kernel's record of the object's mapping
+/// (`/proc/self/maps`, absolute whatever the host did), and `dladdr`'s name
+/// is used only where that is unavailable and the name is absolute.
 pub fn object_containing(addr: usize) -> Option<PathBuf> {
     // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only inspects the loader's tables for the address; it
     // never dereferences `addr`, and writes only into `info`.
     let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
-    if found == 0 || info.dli_fname.is_null() {
+    if found == 0 {
+        return None;
+    }
+    if let Some(path) = mapped_file(info.dli_fbase as usize) {
+        return Some(path);
+    }
+    if info.dli_fname.is_null() {
         return None;
     }
     // SAFETY: on success dli_fname points at a NUL-terminated string owned by
@@ -124,15 +137,41 @@ pub fn object_containing(addr: usize) -> Option<PathBuf> {
     // the object holding the caller's slot is loaded during this call.
     let name = unsafe { CStr::from_ptr(info.dli_fname) };
     let path = PathBuf::from(OsStr::from_bytes(name.to_bytes()));
-    if path.as_os_str().is_empty() {
-        return None;
+    path.is_absolute().then_some(path)
+}
+
+/// The file mapped at `addr` according to the kernel, if it is a file.
+fn mapped_file(addr: usize) -> Option<PathBuf> {
+    let maps = std::fs::read("/proc/self/maps").ok()?;
+    file_mapped_at(&maps, addr)
+}
+
+/// Finds the mapping containing `addr` in the text of `/proc/self/maps`
+/// (`start-end perms offset dev inode   path`) and returns its path, if it
+/// is an absolute one (not `[heap]`, not anonymous). The kernel appends
+/// " (deleted)" to a file removed since; the folder is what matters.
+pub fn file_mapped_at(maps: &[u8], addr: usize) -> Option<PathBuf> {
+    for line in maps.split(|b| *b == b'\n') {
+        let mut fields = line.splitn(6, |b| *b == b' ');
+        let range = fields.next()?;
+        let path = fields.nth(4).unwrap_or(b"");
+        let path = &path[path.iter().take_while(|b| **b == b' ').count()..];
+        let text = std::str::from_utf8(range).ok()?;
+        let (start, end) = text.split_once('-')?;
+        let (start, end) = (
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        );
+        if !(start..end).contains(&addr) {
+            continue;
+        }
+        if path.first() != Some(&b'/') {
+            return None;
+        }
+        let path = path.strip_suffix(b" (deleted)").unwrap_or(path);
+        return Some(PathBuf::from(OsStr::from_bytes(path)));
     }
-    // The main executable may be reported by the name it was started with;
-    // resolve it so "folder of the model" means the folder on disk.
-    if !path.is_absolute() && !path.as_os_str().as_bytes().contains(&b'/') {
-        return std::fs::read_link("/proc/self/exe").ok();
-    }
-    Some(path)
+    None
 }
 
 #[cfg(test)]
@@ -190,6 +229,22 @@ mod tests {
         assert!(err.message().contains("/nonexistent-om/x.bin"), "{err}");
         assert!(err.message().contains("OM_CONSTANT_PATH"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn maps_lines_give_the_file_of_the_mapping_that_contains_the_address() {
+        let maps = b"00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/my prog\n\
+                     00651000-00652000 rw-p 00051000 08:02 173521      /usr/bin/my prog\n\
+                     00e03000-00e24000 rw-p 00000000 00:00 0           [heap]\n\
+                     7f0000000000-7f0000001000 r--p 00000000 08:02 1 /m/old.so (deleted)\n\
+                     7f0000001000-7f0000002000 rw-p 00000000 00:00 0\n";
+        let at = |a| file_mapped_at(maps, a);
+        assert_eq!(at(0x400000), Some(PathBuf::from("/usr/bin/my prog")));
+        assert_eq!(at(0x651fff), Some(PathBuf::from("/usr/bin/my prog")));
+        assert_eq!(at(0x452000), None, "between mappings");
+        assert_eq!(at(0xe03000), None, "[heap] is not a file");
+        assert_eq!(at(0x7f0000000010), Some(PathBuf::from("/m/old.so")));
+        assert_eq!(at(0x7f0000001000), None, "anonymous");
     }
 
     #[test]

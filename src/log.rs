@@ -4,8 +4,6 @@
 //! host did not ask for: by default one line per failed call (what onnx-mlir
 //! prints today), `info` adds what was loaded and how, `debug` adds waits.
 
-use std::io::Write;
-
 /// How much the library writes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -47,9 +45,27 @@ pub fn emit(configured: Level, level: Level, msg: &str) {
         return;
     }
     let line = format!("om-constants: {}: {msg}\n", level.label());
-    // One write call so lines from concurrent threads do not interleave;
-    // a closed stderr is not our failure to report.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    write_stderr(line.as_bytes());
+}
+
+/// Writes `bytes` to file descriptor 2 with plain `write` calls: no lock of
+/// std's (a thread blocked on a full stderr pipe must not hold one that a
+/// forked child or another thread would wait for), one call for a line, so
+/// concurrent lines do not interleave. A closed or failing stderr is not
+/// ours to report.
+fn write_stderr(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a live slice; write reads at most its length.
+        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
+            continue;
+        } else {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,25 @@
 //! Which slot holds which buffer, how many references each has, and the
-//! acquire / ensure-loaded / release / trim operations of DESIGN.md §1–§4.
+//! acquire / ensure-loaded / release / trim operations (README "Semantics").
 //!
 //! Every slot transition except the loaded fast path happens under the
 //! registry's lock, including the `NULL → LOADING` claim and the insertion of
 //! that load's [`Pending`]; so a thread that sees `LOADING` always finds the
 //! load to wait for, and an acquire racing the last release either sees the
 //! live buffer (and its count goes up under the same lock) or an empty slot.
-//! The lock is never held during I/O: the loader works outside it.
+//! The lock is never held during I/O, logging included: the loader works
+//! outside it, and messages are written after it is released.
+//!
+//! A buffer keeps its file open for as long as it lives, so the file's
+//! inode cannot be freed and reused while the buffer is shared under that
+//! file's identity: a file replaced by rename is a new inode, never served
+//! from the old file's buffer (docs/ARCHITECTURE.md, "Replaced files").
 //!
 //! Buffers are keyed by file identity and size, so two slots that load the
 //! same file share one buffer, and a file-level [`Pending`] makes sure two
 //! slots racing on the same file read it once.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::raw::c_void;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -23,7 +29,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::loader;
 use crate::log::{self, Level};
-use crate::slot::{Pending, Slot, State};
+use crate::slot::{Pending, Slot, State, LOADING};
 use crate::source::FileKey;
 use crate::stats::{Counters, Stats};
 use crate::strategy::Buffer;
@@ -106,11 +112,37 @@ struct SlotEntry {
     buf: BufKey,
     ptr: usize,
     refs: u64,
+    /// The file name and size the slot was loaded with: a later call on the
+    /// loaded slot must ask for the same.
+    fname: OsString,
+    size: u64,
+}
+
+impl SlotEntry {
+    /// An error unless `req` asks for what this slot holds.
+    fn check(&self, addr: usize, req: &Request) -> Result<()> {
+        if self.fname.as_os_str() == req.fname && self.size == req.size {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Mismatch,
+            format!(
+                "slot {addr:#x} already holds constants file '{}' ({} bytes), but this call                  asks for '{}' ({} bytes); a slot holds one file of one size: the model and                  its constants do not match, or two models share one slot. Nothing was                  changed",
+                Path::new(&self.fname).display(),
+                self.size,
+                req.fname().display(),
+                req.size
+            ),
+        ))
+    }
 }
 
 struct Held {
     buffer: Buffer,
     refs: u64,
+    /// The open file the buffer came from, kept open while the buffer
+    /// lives (see the module docs).
+    _file: loader::Opened,
 }
 
 #[derive(Default)]
@@ -163,6 +195,11 @@ impl Registry {
         &self.config
     }
 
+    /// Locks the tables until the guard is dropped (`fork.rs`).
+    pub(crate) fn lock_for_fork(&self) -> ForkGuard<'_> {
+        ForkGuard(self.lock())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tables> {
         // A panic while locked is caught at the ABI; the tables are updated
         // in single statements, so they are consistent and still usable.
@@ -207,6 +244,7 @@ impl Registry {
             let from = match slot.state() {
                 State::Loaded(p) => {
                     if let Some(e) = t.slots.get_mut(&addr).filter(|e| e.ptr == p as usize) {
+                        e.check(addr, req)?;
                         if mode == Mode::Acquire {
                             e.refs += 1;
                             let key = e.buf;
@@ -224,20 +262,21 @@ impl Registry {
                 }
                 State::Empty => std::ptr::null_mut(),
                 State::Loading => {
-                    let pending = t.loading_slots.get(&addr).cloned();
+                    // A load's claim and its pending are made, and its end
+                    // is published and the pending removed, under this lock:
+                    // LOADING with no pending is no load of ours.
+                    let Some(pending) = t.loading_slots.get(&addr).cloned() else {
+                        return Err(not_our_load(addr));
+                    };
                     drop(t);
-                    // Claim and pending are made under one lock, so a missing
-                    // pending means the load just finished: look again.
-                    if let Some(p) = pending {
-                        self.counters.waited();
-                        self.log(Level::Debug, || {
-                            format!(
-                                "waiting for another thread to load '{}'",
-                                req.fname().display()
-                            )
-                        });
-                        self.wait(&p, req)?;
-                    }
+                    self.counters.waited();
+                    self.log(Level::Debug, || {
+                        format!(
+                            "waiting for another thread to load '{}'",
+                            req.fname().display()
+                        )
+                    });
+                    self.wait(&pending, req)?;
                     continue;
                 }
             };
@@ -246,7 +285,7 @@ impl Registry {
             }
             // The slot was empty or held a pointer the registry did not give
             // it: whatever the registry had for this address belongs to a
-            // model that is gone (DESIGN.md §4), so its references go too.
+            // model that is gone (README "For compiler authors"), so its references go too.
             let stale = t.slots.remove(&addr);
             let freed = stale.and_then(|e| t.unref(e.buf, e.refs, self.config.keep));
             let pending = Arc::new(Pending::new());
@@ -291,6 +330,8 @@ impl Registry {
                         buf: key,
                         ptr: ptr as usize,
                         refs: 1,
+                        fname: req.fname.to_os_string(),
+                        size: req.size,
                     },
                 );
                 slot.publish(ptr);
@@ -345,30 +386,31 @@ impl Registry {
             done: false,
         };
         let loaded = loader::load(&opened, req.size(), &self.config);
+        // The log line is made now and written after the lock is released.
+        let note = loaded.as_ref().ok().map(|l| {
+            self.counters.loaded(l, req.size());
+            let threads = match l.read_threads {
+                0 | 1 => String::new(),
+                n => format!(" ({n} threads)"),
+            };
+            format!(
+                "loaded {} bytes of {} by {}{threads} in {:.3} s",
+                req.size(),
+                opened.shown(),
+                l.buffer.strategy().name(),
+                l.elapsed.as_secs_f64()
+            )
+        });
         let mut t = self.lock();
         t.loading_files.remove(&key);
         let out = loaded.map(|l| {
-            let s = l.buffer.strategy();
-            self.counters.loaded(&l, req.size());
-            self.log(Level::Info, || {
-                let threads = match l.read_threads {
-                    0 | 1 => String::new(),
-                    n => format!(" ({n} threads)"),
-                };
-                format!(
-                    "loaded {} bytes of {} by {}{threads} in {:.3} s",
-                    req.size(),
-                    opened.shown(),
-                    s.name(),
-                    l.elapsed.as_secs_f64()
-                )
-            });
             let ptr = l.buffer.as_ptr().cast::<c_void>();
             t.buffers.insert(
                 key,
                 Held {
                     buffer: l.buffer,
                     refs: 1,
+                    _file: opened,
                 },
             );
             (key, ptr)
@@ -376,6 +418,9 @@ impl Registry {
         drop(t);
         claim.done = true;
         pending.complete(out.as_ref().map(|_| ()).map_err(Clone::clone));
+        if let Some(note) = note {
+            self.log(Level::Info, || note);
+        }
         out
     }
 
@@ -438,7 +483,9 @@ impl Registry {
     }
 
     /// Sets `*out` to `*base + offset` unless `*out` is already set.
-    /// `base` must be a loaded slot and `offset` within its buffer.
+    /// `base` must be a slot loaded by this registry and `offset` within its
+    /// buffer. The slot, its buffer and the length are read under the lock,
+    /// so a release racing this call cannot let an unchecked offset through.
     pub fn constant_address(
         &self,
         out: &AtomicPtr<c_void>,
@@ -449,36 +496,41 @@ impl Registry {
             return Ok(());
         }
         let b = Slot::new(base);
-        let State::Loaded(p) = b.state() else {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "constant address requested from slot {:#x}, which holds no buffer; \
-                     load the constants (om_load_constants_from_file) first",
-                    b.addr()
-                ),
-            ));
-        };
-        let len = {
+        let (p, len) = {
             let t = self.lock();
-            t.slots
-                .get(&b.addr())
-                .filter(|e| e.ptr == p as usize)
-                .and_then(|e| t.buffers.get(&e.buf))
-                .map(|h| h.buffer.len())
+            let state = b.state();
+            let held = match state {
+                State::Loaded(p) => t
+                    .slots
+                    .get(&b.addr())
+                    .filter(|e| e.ptr == p as usize)
+                    .and_then(|e| t.buffers.get(&e.buf))
+                    .map(|h| (p, h.buffer.len())),
+                _ => None,
+            };
+            held.ok_or_else(|| {
+                let what = match state {
+                    State::Empty => "holds no buffer".to_string(),
+                    State::Loading => "is still being loaded".to_string(),
+                    State::Loaded(p) => format!("holds {p:p}, which this library did not give it"),
+                };
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "constant address requested from slot {:#x}, which {what}; load the \
+                         constants (om_load_constants_from_file) into that slot first",
+                        b.addr()
+                    ),
+                )
+            })?
         };
-        let in_range = match len {
-            Some(len) => offset >= 0 && (offset as u64) <= len as u64,
-            None => offset >= 0,
-        };
-        if !in_range {
+        if offset < 0 || offset as u64 > len as u64 {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "constant offset {offset} is outside the loaded buffer ({} bytes); the \
+                    "constant offset {offset} is outside the loaded buffer ({len} bytes); the \
                      model and its constants file do not match: recompile or copy the \
-                     matching file",
-                    len.map_or("unknown".to_string(), |l| l.to_string())
+                     matching file"
                 ),
             ));
         }
@@ -551,6 +603,43 @@ impl Drop for Claim<'_, '_> {
     }
 }
 
+/// The error for a slot that holds the LOADING marker while no load of this
+/// registry is in flight: something else wrote it.
+fn not_our_load(addr: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!(
+            "slot {addr:#x} holds the value {LOADING:p}, the marker of a load in flight, but \
+             no load of this slot is in flight in this process; only om-constants may write \
+             the slot: start it at NULL and do not copy it between processes or models"
+        ),
+    )
+}
+
+/// The registry's tables, locked across `fork` (see `fork.rs`): no thread
+/// of the parent can hold them when the child is made.
+pub(crate) struct ForkGuard<'a>(MutexGuard<'a, Tables>);
+
+impl ForkGuard<'_> {
+    /// In the child: loads in flight in the parent are not in flight here
+    /// (their threads were not copied), so their slots go back to NULL and
+    /// their waits are forgotten; the next call loads afresh.
+    pub(crate) fn forget_loads_in_flight(&mut self) {
+        let t = &mut *self.0;
+        for (addr, _) in t.loading_slots.drain() {
+            // SAFETY: `addr` is the slot of a call that was in flight when
+            // the process forked: valid memory for that call, copied into
+            // the child, whose copy nothing else uses (the calling thread
+            // does not exist here). The slot is only ever written through
+            // atomics, so writing it as one is sound.
+            unsafe {
+                (*(addr as *const AtomicPtr<c_void>)).store(std::ptr::null_mut(), Ordering::Release)
+            };
+        }
+        t.loading_files.clear();
+    }
+}
+
 /// The slot's buffer if it holds one: one acquire load, no lock, no shared
 /// write. Ensure-loaded checks this first. (The C entry points do the same
 /// check before any of this, in `ffi::peek`, so that a loaded slot never
@@ -566,7 +655,10 @@ pub fn loaded(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
 /// The process-wide registry behind the C ABI, configured from the
 /// environment on first use.
 pub fn global() -> &'static Registry {
-    static GLOBAL: once_cell::sync::Lazy<Registry> =
-        once_cell::sync::Lazy::new(|| Registry::new(Config::from_env()));
+    static GLOBAL: once_cell::sync::Lazy<Registry> = once_cell::sync::Lazy::new(|| {
+        #[cfg(not(loom))]
+        crate::fork::install();
+        Registry::new(Config::from_env())
+    });
     &GLOBAL
 }

@@ -3,7 +3,9 @@
 //! The file is opened with `O_NONBLOCK` so that a FIFO (or a device) given by
 //! mistake is refused at once instead of blocking the model forever in
 //! `open`; for regular files the flag has no effect on Linux. Its identity
-//! (device, inode, length, mtime) is what lets two slots share one buffer.
+//! (device, inode, length, mtime, ctime) is what lets two slots share one
+//! buffer; the registry keeps the file open while its buffer lives, so the
+//! inode cannot be reused by a replacement meanwhile.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -18,6 +20,9 @@ pub struct FileKey {
     ino: u64,
     len: u64,
     mtime_ns: i128,
+    /// Changes on any write or metadata change and cannot be set back by
+    /// tools that restore mtime (`cp -p`, tar, SOURCE_DATE_EPOCH builds).
+    ctime_ns: i128,
 }
 
 impl FileKey {
@@ -29,6 +34,7 @@ impl FileKey {
             ino: n,
             len: 0,
             mtime_ns: 0,
+            ctime_ns: 0,
         }
     }
 
@@ -38,7 +44,13 @@ impl FileKey {
             ino: meta.ino(),
             len: meta.len(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         }
+    }
+
+    /// True when `meta` describes the same inode (device and inode number).
+    pub fn same_inode(&self, meta: &Metadata) -> bool {
+        self.dev == meta.dev() && self.ino == meta.ino()
     }
 }
 
@@ -102,7 +114,8 @@ impl Source {
     }
 }
 
-fn describe(meta: &Metadata) -> &'static str {
+/// What a non-regular file is, for messages ("a FIFO (named pipe)").
+pub fn describe(meta: &Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_dir() {
         "a directory"

@@ -26,9 +26,17 @@ pub struct StrategyStats {
 ///
 /// "Live" fields describe this moment; the others count since the process
 /// started (or, for a Rust `Registry`, since it was created).
+///
+/// The struct grows only at its end, and `size` says how much of it the
+/// caller has room for, so a newer library never writes past an older
+/// host's struct (and an older library fills only the fields it knows).
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// In: `sizeof(struct om_constants_stats)` as the caller knows it (set
+    /// it before the call). Out: the bytes the library filled, the smaller
+    /// of that and its own size; fields past it are left untouched.
+    pub size: u64,
     /// Buffers in memory now, including kept ones with no reference.
     pub live_buffers: u64,
     /// Of those, buffers kept with no reference (`OM_CONSTANT_KEEP=1`).
@@ -70,6 +78,38 @@ pub struct Stats {
     /// `read` loads whose `O_DIRECT` was refused and fell back to buffered.
     pub direct_fallbacks: u64,
 }
+
+impl Default for Stats {
+    /// All counts zero, `size` this library's size of the struct.
+    fn default() -> Stats {
+        Stats {
+            size: std::mem::size_of::<Stats>() as u64,
+            live_buffers: 0,
+            kept_buffers: 0,
+            references: 0,
+            live_slots: 0,
+            live_bytes: 0,
+            loads: 0,
+            shared: 0,
+            waits: 0,
+            failures: 0,
+            timeouts: 0,
+            fallbacks: 0,
+            frees: 0,
+            bytes_mapped: 0,
+            bytes_read: 0,
+            load_nanos: 0,
+            mmap: StrategyStats::default(),
+            read: StrategyStats::default(),
+            chunked_mmap: StrategyStats::default(),
+            direct_bytes: 0,
+            direct_fallbacks: 0,
+        }
+    }
+}
+
+/// The smallest `size` a caller may pass: room for `size` and one count.
+pub const MIN_SIZE: u64 = 16;
 
 #[derive(Default)]
 struct StrategyCounters {

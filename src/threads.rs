@@ -115,24 +115,65 @@ impl Drop for Joiner {
 }
 
 /// A background thread running a `'static` job, joined on drop.
-pub struct Background(Option<libc::pthread_t>);
+///
+/// It may outlive the call that started it, so the object holding this
+/// library's code is pinned first: `dlclose` can then never unmap code the
+/// thread is running (docs/ARCHITECTURE.md, "Unload"). In a child forked
+/// after it started, the thread does not exist: dropping it there does not
+/// join.
+pub struct Background {
+    id: Option<libc::pthread_t>,
+    pid: u32,
+}
 
 impl Background {
     /// Starts `job`; `None` if no thread can be had.
     pub fn spawn(job: impl FnOnce() + Send + 'static) -> Option<Background> {
+        pin_this_library();
         // SAFETY: the job borrows nothing ('static).
-        unsafe { start(Box::new(job)) }
-            .ok()
-            .map(|id| Background(Some(id)))
+        unsafe { start(Box::new(job)) }.ok().map(|id| Background {
+            id: Some(id),
+            pid: std::process::id(),
+        })
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(id) = self.0.take() {
-            join(id);
+        if let Some(id) = self.id.take() {
+            if self.pid == std::process::id() {
+                join(id);
+            }
         }
     }
+}
+
+/// Marks the object that holds this code (the shared library, or the model
+/// or program it was linked into statically) as never to be unloaded:
+/// `dlopen` of itself with `RTLD_NODELETE`, once. The shared library is
+/// also linked with `-z nodelete` (build.rs); this covers the static case.
+fn pin_this_library() {
+    static PINNED: std::sync::Once = std::sync::Once::new();
+    PINNED.call_once(|| {
+        // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        let here = pin_this_library as fn() as *const c_void;
+        // SAFETY: dladdr only looks the address up in the loader's tables
+        // and writes `info`.
+        if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+            return;
+        }
+        // SAFETY: dli_fname is the loader's NUL-terminated name of a loaded
+        // object; RTLD_NOLOAD only finds that object again (by the same name)
+        // and adds NODELETE; the handle is deliberately never closed. For
+        // the main program the call may find nothing, which is harmless.
+        unsafe {
+            libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            )
+        };
+    });
 }
 
 #[cfg(test)]

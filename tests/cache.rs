@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use common::Scratch;
 use om_constants::cache::Cache;
-use om_constants::fault::{Faults, Spec};
 use om_constants::{Config, ErrorKind};
 
 fn quiet() -> Config {
@@ -211,38 +210,6 @@ fn an_unwritable_folder_falls_back_to_the_heap() {
 }
 
 #[test]
-fn a_full_disk_falls_back_to_the_heap_and_persists_nothing() {
-    let s = Scratch::new("cache-full");
-    let path = s.path("w.cache");
-    let faults = Faults::new(Spec::default());
-    let c = Cache::open(
-        &path,
-        b"id",
-        &Config {
-            faults: faults.clone(),
-            ..quiet()
-        },
-    )
-    .unwrap();
-    let a = c.reserve("w0", 5000, 8).unwrap();
-    faults.set(Spec {
-        disk_full: true,
-        ..Spec::default()
-    });
-    let b = c.reserve("w1", 5000, 8).unwrap();
-    for (p, i) in [(a, 0), (b, 1)] {
-        // SAFETY: reserve returned 5000 writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
-    }
-    c.commit().unwrap();
-    check_all(&c, 2, 5000);
-    assert!(!c.is_persistent());
-    drop(c);
-    assert!(!path.exists(), "a partial cache is never written");
-    assert!(temporaries(&s.dir).is_empty(), "the temporary file is gone");
-}
-
-#[test]
 fn temporary_files_of_dead_processes_are_removed() {
     let s = Scratch::new("cache-stale");
     let path = s.path("w.cache");
@@ -284,44 +251,85 @@ fn an_entry_above_4_gib() {
     }
 }
 
-#[test]
-fn a_failed_commit_keeps_the_old_cache_and_the_entries_in_memory() {
-    let s = Scratch::new("cache-commit-fails");
-    let path = s.path("w.cache");
-    ensure(&path, "old", 2, 5000);
-    let faults = Faults::new(Spec::default());
-    let c = Cache::open(
-        &path,
-        b"new",
-        &Config {
-            faults: faults.clone(),
-            ..quiet()
-        },
-    )
-    .unwrap();
-    for i in 0..2 {
-        let p = c.reserve(&format!("w{i}"), 5000, 8).unwrap();
-        // SAFETY: reserve returned 5000 writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
+/// Tests that need injected faults: built and run only by the
+/// fault-injection build (`cargo test --features fault-injection`), never
+/// against the library that ships.
+#[cfg(feature = "fault-injection")]
+mod injected {
+    use super::*;
+    use om_constants::fault::{Faults, Spec};
+
+    #[test]
+    fn a_full_disk_falls_back_to_the_heap_and_persists_nothing() {
+        let s = Scratch::new("cache-full");
+        let path = s.path("w.cache");
+        let faults = Faults::new(Spec::default());
+        let c = Cache::open(
+            &path,
+            b"id",
+            &Config {
+                faults: faults.clone(),
+                ..quiet()
+            },
+        )
+        .unwrap();
+        let a = c.reserve("w0", 5000, 8).unwrap();
+        faults.set(Spec {
+            disk_full: true,
+            ..Spec::default()
+        });
+        let b = c.reserve("w1", 5000, 8).unwrap();
+        for (p, i) in [(a, 0), (b, 1)] {
+            // SAFETY: reserve returned 5000 writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
+        }
+        c.commit().unwrap();
+        check_all(&c, 2, 5000);
+        assert!(!c.is_persistent());
+        drop(c);
+        assert!(!path.exists(), "a partial cache is never written");
+        assert!(temporaries(&s.dir).is_empty(), "the temporary file is gone");
     }
-    faults.set(Spec {
-        disk_full: true,
-        ..Spec::default()
-    });
-    let e = c.commit().unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
-    assert!(
-        e.message().contains("cannot commit") && e.message().contains("No space"),
-        "{e}"
-    );
-    assert!(!c.is_persistent());
-    check_all(&c, 2, 5000);
-    assert!(
-        temporaries(&s.dir).is_empty(),
-        "the temporary file is removed at once"
-    );
-    c.commit().unwrap();
-    drop(c);
-    let (_, packs) = ensure(&path, "old", 2, 5000);
-    assert_eq!(packs, 0, "the old cache is untouched");
+
+    #[test]
+    fn a_failed_commit_keeps_the_old_cache_and_the_entries_in_memory() {
+        let s = Scratch::new("cache-commit-fails");
+        let path = s.path("w.cache");
+        ensure(&path, "old", 2, 5000);
+        let faults = Faults::new(Spec::default());
+        let c = Cache::open(
+            &path,
+            b"new",
+            &Config {
+                faults: faults.clone(),
+                ..quiet()
+            },
+        )
+        .unwrap();
+        for i in 0..2 {
+            let p = c.reserve(&format!("w{i}"), 5000, 8).unwrap();
+            // SAFETY: reserve returned 5000 writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
+        }
+        faults.set(Spec {
+            disk_full: true,
+            ..Spec::default()
+        });
+        let e = c.commit().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert!(
+            e.message().contains("cannot commit") && e.message().contains("No space"),
+            "{e}"
+        );
+        assert!(!c.is_persistent());
+        check_all(&c, 2, 5000);
+        assert!(
+            temporaries(&s.dir).is_empty(),
+            "the temporary file is removed at once"
+        );
+        c.commit().unwrap();
+        drop(c);
+        let (_, packs) = ensure(&path, "old", 2, 5000);
+        assert_eq!(packs, 0, "the old cache is untouched");
+    }
 }

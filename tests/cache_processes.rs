@@ -132,3 +132,34 @@ fn bad_arguments_from_c_are_refused_with_a_message() {
     let o = run(&exe, &["args", s.dir.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn a_region_written_during_commit_never_leaves_a_file_with_wrong_checksums() {
+    let s = Scratch::new("cache-writer");
+    let exe = c_program(&s.dir, "cache");
+    let path = s.path("w.cache");
+    let o = run(&exe, &["writer", path.to_str().unwrap(), "id"], &[]);
+    // The writer's next write after the region turns read-only faults.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGSEGV),
+        "the writer was not stopped by the read-only region: {o:?}"
+    );
+    // Whatever is on disk is a valid cache for "id", or nothing.
+    if path.exists() {
+        let c = om_constants::cache::Cache::open(
+            &path,
+            b"id",
+            &om_constants::Config {
+                log: om_constants::log::Level::Off,
+                ..om_constants::Config::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            c.is_loaded(),
+            "a cache file was committed whose checksums do not match its bytes"
+        );
+    }
+}

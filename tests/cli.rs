@@ -2,13 +2,16 @@
 //! a small file (figures are not judged here; the bench prints them).
 
 mod common;
+#[path = "common/native.rs"]
+mod native;
 
 use std::process::Command;
 
 use common::Scratch;
 
+/// The tool as it ships (target/release/om-constants).
 fn tool() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_om-constants"));
+    let mut c = Command::new(native::tool_path());
     for (k, _) in std::env::vars() {
         if k.starts_with("OM_CONSTANT") {
             c.env_remove(k);
@@ -146,24 +149,32 @@ fn bad_arguments_are_refused_with_usage() {
     }
 }
 
-#[test]
-fn an_mmap_failure_under_auto_falls_back_and_says_so_in_the_log() {
-    let s = Scratch::new("cli-fallback");
-    let f = s.file("c.bin", 1 << 20);
-    let o = tool()
-        .args(["load", f.to_str().unwrap()])
-        .env("OM_CONSTANT_FAULTS", "mmap_fails")
-        .env("OM_CONSTANT_LOG", "info")
-        .output()
-        .unwrap();
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert!(o.status.success(), "{out}{err}");
-    assert!(out.contains("strategy=read "), "{out}");
-    assert!(
-        err.contains("map (mmap)") && err.contains("reading the file into memory instead"),
-        "{err}"
-    );
+/// Tests that need injected faults: built and run only by the
+/// fault-injection build (`cargo test --features fault-injection`), never
+/// against the library that ships.
+#[cfg(feature = "fault-injection")]
+mod injected {
+    use super::*;
+
+    #[test]
+    fn an_mmap_failure_under_auto_falls_back_and_says_so_in_the_log() {
+        let s = Scratch::new("cli-fallback");
+        let f = s.file("c.bin", 1 << 20);
+        let o = tool()
+            .args(["load", f.to_str().unwrap()])
+            .env("OM_CONSTANT_FAULTS", "mmap_fails")
+            .env("OM_CONSTANT_LOG", "info")
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(o.status.success(), "{out}{err}");
+        assert!(out.contains("strategy=read "), "{out}");
+        assert!(
+            err.contains("map (mmap)") && err.contains("reading the file into memory instead"),
+            "{err}"
+        );
+    }
 }

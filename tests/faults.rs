@@ -5,227 +5,234 @@
 //! One test function, run alone in this process, so that the counts of
 //! open descriptors and mappings it compares are its own.
 
+#![cfg(feature = "fault-injection")]
+
 mod common;
 
-use std::os::raw::c_void;
-use std::sync::atomic::{AtomicPtr, Ordering};
+/// Named `injected` as in every fault test, so the fault build can run
+/// them all by that filter.
+mod injected {
 
-use common::{assert_pattern, name, Scratch};
-use om_constants::fault::{Faults, Spec};
-use om_constants::strategy::PARALLEL_MIN;
-use om_constants::{Choice, Config, ErrorKind, Registry, Request};
+    use std::os::raw::c_void;
+    use std::sync::atomic::{AtomicPtr, Ordering};
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+    use super::common::{assert_pattern, name, Scratch};
+    use om_constants::fault::{Faults, Spec};
+    use om_constants::strategy::PARALLEL_MIN;
+    use om_constants::{Choice, Config, ErrorKind, Registry, Request};
 
-fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
-
-struct Case {
-    what: &'static str,
-    strategy: Choice,
-    spec: Spec,
-    /// None: the load succeeds despite the fault.
-    error: Option<(ErrorKind, &'static str)>,
-    /// Expected `auto` fallbacks from mmap to read.
-    fallbacks: u64,
-    /// `OM_CONSTANT_MMAP_LIMIT`, for the cases that need pieces.
-    limit: Option<u64>,
-}
-
-#[test]
-fn every_injected_fault_is_survived_or_reported_cleanly() {
-    let sc = Scratch::new("faults");
-    // Large enough to be read by several threads, not a multiple of 2 MiB.
-    let size = PARALLEL_MIN + 3 * 4096 + 7;
-    let path = sc.file("c.bin", size);
-    let small = 70_000;
-    let small_path = sc.file("small.bin", small);
-    let middle = (size / 2) as u64;
-    let quarter = (size / 4 / 4096 * 4096) as u64;
-    let cases = [
-        Case {
-            what: "one-byte reads",
-            strategy: Choice::Read,
-            spec: Spec {
-                one_byte_reads: true,
-                ..Spec::default()
-            },
-            error: None,
-            fallbacks: 0,
-            limit: None,
-        },
-        Case {
-            what: "EINTR on every other read",
-            strategy: Choice::Read,
-            spec: Spec {
-                eintr: true,
-                ..Spec::default()
-            },
-            error: None,
-            fallbacks: 0,
-            limit: None,
-        },
-        Case {
-            what: "EIO in the middle of the file",
-            strategy: Choice::Read,
-            spec: Spec {
-                eio_at: Some(middle),
-                ..Spec::default()
-            },
-            error: Some((ErrorKind::Io, "Input/output error")),
-            fallbacks: 0,
-            limit: None,
-        },
-        Case {
-            what: "EOF early (the file shrank after fstat)",
-            strategy: Choice::Read,
-            spec: Spec {
-                eof_at: Some(middle),
-                ..Spec::default()
-            },
-            error: Some((ErrorKind::TooShort, "shrank")),
-            fallbacks: 0,
-            limit: None,
-        },
-        Case {
-            what: "allocation failure",
-            strategy: Choice::Read,
-            spec: Spec {
-                alloc_fails: true,
-                ..Spec::default()
-            },
-            error: Some((ErrorKind::OutOfMemory, "cannot allocate")),
-            fallbacks: 0,
-            limit: None,
-        },
-        Case {
-            what: "mmap failure under auto falls back to read",
-            strategy: Choice::Auto,
-            spec: Spec {
-                mmap_fails: true,
-                ..Spec::default()
-            },
-            error: None,
-            fallbacks: 1,
-            limit: None,
-        },
-        Case {
-            what: "mmap failure under an explicit mmap",
-            strategy: Choice::Mmap,
-            spec: Spec {
-                mmap_fails: true,
-                ..Spec::default()
-            },
-            error: Some((ErrorKind::Io, "mmap")),
-            fallbacks: 0,
-            limit: None,
-        },
-        Case {
-            what: "chunked-mmap failure",
-            strategy: Choice::ChunkedMmap,
-            spec: Spec {
-                mmap_fails: true,
-                ..Spec::default()
-            },
-            error: Some((ErrorKind::Io, "chunked mmap")),
-            fallbacks: 0,
-            limit: None,
-        },
-        // The file is 4 pieces and a bit at this limit; piece 3 fails
-        // after pieces 1 and 2 were mapped into the reservation.
-        Case {
-            what: "chunked-mmap piece failing after two were mapped",
-            strategy: Choice::ChunkedMmap,
-            spec: Spec {
-                mmap_piece_fails: Some(3),
-                ..Spec::default()
-            },
-            error: Some((ErrorKind::Io, "chunked mmap")),
-            fallbacks: 0,
-            limit: Some(quarter),
-        },
-        Case {
-            what: "chunked-mmap piece failure under auto falls back to read",
-            strategy: Choice::Auto,
-            spec: Spec {
-                mmap_piece_fails: Some(3),
-                ..Spec::default()
-            },
-            error: None,
-            fallbacks: 1,
-            limit: Some(quarter),
-        },
-    ];
-
-    // Warm up once per strategy, so that thread stacks and malloc arenas
-    // the first loads create (and keep for reuse) are not counted as leaks.
-    for strategy in [Choice::Read, Choice::Mmap, Choice::ChunkedMmap] {
-        let reg = Registry::new(Config {
-            strategy,
-            log: om_constants::log::Level::Off,
-            ..Config::default()
-        });
-        let s = AtomicPtr::new(std::ptr::null_mut::<c_void>());
-        reg.acquire(&s, &Request::new(name(&path), size as i64, 1).unwrap())
-            .unwrap();
-        reg.release(&s).unwrap();
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
     }
 
-    for case in &cases {
-        // One-byte reads of 16 MiB would take long; they use a small file.
-        let (path, size) = if case.spec.one_byte_reads {
-            (&small_path, small)
-        } else {
-            (&path, size)
-        };
-        let faults = Faults::new(case.spec);
-        let reg = Registry::new(Config {
-            strategy: case.strategy,
-            faults: faults.clone(),
-            mmap_limit: case.limit.or(Config::default().mmap_limit),
-            log: om_constants::log::Level::Off,
-            ..Config::default()
-        });
-        let req = Request::new(name(path), size as i64, 1).unwrap();
-        let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
-        let (fds, maps) = (open_fds(), mappings());
-        match (reg.acquire(&slot, &req), case.error) {
-            (Ok(p), None) => {
-                assert_pattern(p.cast(), size);
-                reg.release(&slot).unwrap();
-            }
-            (Err(e), Some((kind, words))) => {
-                assert_eq!(e.kind(), kind, "{}: {e}", case.what);
-                assert!(e.message().contains(words), "{}: {e}", case.what);
-                assert!(
-                    e.message().contains(&path.display().to_string()),
-                    "{}: the message names the file: {e}",
-                    case.what
-                );
-                assert!(slot.load(Ordering::Acquire).is_null(), "{}", case.what);
-            }
-            (r, want) => panic!("{}: got {r:?}, wanted error {want:?}", case.what),
-        }
-        let st = reg.stats();
-        assert_eq!(
-            (st.live_buffers, st.references, st.live_bytes),
-            (0, 0, 0),
-            "{}: {st:?}",
-            case.what
-        );
-        assert_eq!(st.fallbacks, case.fallbacks, "{}", case.what);
-        assert_eq!(open_fds(), fds, "{}: a descriptor leaked", case.what);
-        assert_eq!(mappings(), maps, "{}: a mapping leaked", case.what);
+    fn mappings() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .count()
+    }
 
-        // Once the fault is gone, the same slot loads.
-        common::loads_again(&reg, &slot, &faults, path, size);
-        assert_eq!(reg.stats().live_buffers, 0);
-        assert_eq!(open_fds(), fds, "{}: a descriptor leaked", case.what);
+    struct Case {
+        what: &'static str,
+        strategy: Choice,
+        spec: Spec,
+        /// None: the load succeeds despite the fault.
+        error: Option<(ErrorKind, &'static str)>,
+        /// Expected `auto` fallbacks from mmap to read.
+        fallbacks: u64,
+        /// `OM_CONSTANT_MMAP_LIMIT`, for the cases that need pieces.
+        limit: Option<u64>,
+    }
+
+    #[test]
+    fn every_injected_fault_is_survived_or_reported_cleanly() {
+        let sc = Scratch::new("faults");
+        // Large enough to be read by several threads, not a multiple of 2 MiB.
+        let size = PARALLEL_MIN + 3 * 4096 + 7;
+        let path = sc.file("c.bin", size);
+        let small = 70_000;
+        let small_path = sc.file("small.bin", small);
+        let middle = (size / 2) as u64;
+        let quarter = (size / 4 / 4096 * 4096) as u64;
+        let cases = [
+            Case {
+                what: "one-byte reads",
+                strategy: Choice::Read,
+                spec: Spec {
+                    one_byte_reads: true,
+                    ..Spec::default()
+                },
+                error: None,
+                fallbacks: 0,
+                limit: None,
+            },
+            Case {
+                what: "EINTR on every other read",
+                strategy: Choice::Read,
+                spec: Spec {
+                    eintr: true,
+                    ..Spec::default()
+                },
+                error: None,
+                fallbacks: 0,
+                limit: None,
+            },
+            Case {
+                what: "EIO in the middle of the file",
+                strategy: Choice::Read,
+                spec: Spec {
+                    eio_at: Some(middle),
+                    ..Spec::default()
+                },
+                error: Some((ErrorKind::Io, "Input/output error")),
+                fallbacks: 0,
+                limit: None,
+            },
+            Case {
+                what: "EOF early (the file shrank after fstat)",
+                strategy: Choice::Read,
+                spec: Spec {
+                    eof_at: Some(middle),
+                    ..Spec::default()
+                },
+                error: Some((ErrorKind::TooShort, "shrank")),
+                fallbacks: 0,
+                limit: None,
+            },
+            Case {
+                what: "allocation failure",
+                strategy: Choice::Read,
+                spec: Spec {
+                    alloc_fails: true,
+                    ..Spec::default()
+                },
+                error: Some((ErrorKind::OutOfMemory, "cannot allocate")),
+                fallbacks: 0,
+                limit: None,
+            },
+            Case {
+                what: "mmap failure under auto falls back to read",
+                strategy: Choice::Auto,
+                spec: Spec {
+                    mmap_fails: true,
+                    ..Spec::default()
+                },
+                error: None,
+                fallbacks: 1,
+                limit: None,
+            },
+            Case {
+                what: "mmap failure under an explicit mmap",
+                strategy: Choice::Mmap,
+                spec: Spec {
+                    mmap_fails: true,
+                    ..Spec::default()
+                },
+                error: Some((ErrorKind::Io, "mmap")),
+                fallbacks: 0,
+                limit: None,
+            },
+            Case {
+                what: "chunked-mmap failure",
+                strategy: Choice::ChunkedMmap,
+                spec: Spec {
+                    mmap_fails: true,
+                    ..Spec::default()
+                },
+                error: Some((ErrorKind::Io, "chunked mmap")),
+                fallbacks: 0,
+                limit: None,
+            },
+            // The file is 4 pieces and a bit at this limit; piece 3 fails
+            // after pieces 1 and 2 were mapped into the reservation.
+            Case {
+                what: "chunked-mmap piece failing after two were mapped",
+                strategy: Choice::ChunkedMmap,
+                spec: Spec {
+                    mmap_piece_fails: Some(3),
+                    ..Spec::default()
+                },
+                error: Some((ErrorKind::Io, "chunked mmap")),
+                fallbacks: 0,
+                limit: Some(quarter),
+            },
+            Case {
+                what: "chunked-mmap piece failure under auto falls back to read",
+                strategy: Choice::Auto,
+                spec: Spec {
+                    mmap_piece_fails: Some(3),
+                    ..Spec::default()
+                },
+                error: None,
+                fallbacks: 1,
+                limit: Some(quarter),
+            },
+        ];
+
+        // Warm up once per strategy, so that thread stacks and malloc arenas
+        // the first loads create (and keep for reuse) are not counted as leaks.
+        for strategy in [Choice::Read, Choice::Mmap, Choice::ChunkedMmap] {
+            let reg = Registry::new(Config {
+                strategy,
+                log: om_constants::log::Level::Off,
+                ..Config::default()
+            });
+            let s = AtomicPtr::new(std::ptr::null_mut::<c_void>());
+            reg.acquire(&s, &Request::new(name(&path), size as i64, 1).unwrap())
+                .unwrap();
+            reg.release(&s).unwrap();
+        }
+
+        for case in &cases {
+            // One-byte reads of 16 MiB would take long; they use a small file.
+            let (path, size) = if case.spec.one_byte_reads {
+                (&small_path, small)
+            } else {
+                (&path, size)
+            };
+            let faults = Faults::new(case.spec);
+            let reg = Registry::new(Config {
+                strategy: case.strategy,
+                faults: faults.clone(),
+                mmap_limit: case.limit.or(Config::default().mmap_limit),
+                log: om_constants::log::Level::Off,
+                ..Config::default()
+            });
+            let req = Request::new(name(path), size as i64, 1).unwrap();
+            let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
+            let (fds, maps) = (open_fds(), mappings());
+            match (reg.acquire(&slot, &req), case.error) {
+                (Ok(p), None) => {
+                    assert_pattern(p.cast(), size);
+                    reg.release(&slot).unwrap();
+                }
+                (Err(e), Some((kind, words))) => {
+                    assert_eq!(e.kind(), kind, "{}: {e}", case.what);
+                    assert!(e.message().contains(words), "{}: {e}", case.what);
+                    assert!(
+                        e.message().contains(&path.display().to_string()),
+                        "{}: the message names the file: {e}",
+                        case.what
+                    );
+                    assert!(slot.load(Ordering::Acquire).is_null(), "{}", case.what);
+                }
+                (r, want) => panic!("{}: got {r:?}, wanted error {want:?}", case.what),
+            }
+            let st = reg.stats();
+            assert_eq!(
+                (st.live_buffers, st.references, st.live_bytes),
+                (0, 0, 0),
+                "{}: {st:?}",
+                case.what
+            );
+            assert_eq!(st.fallbacks, case.fallbacks, "{}", case.what);
+            assert_eq!(open_fds(), fds, "{}: a descriptor leaked", case.what);
+            assert_eq!(mappings(), maps, "{}: a mapping leaked", case.what);
+
+            // Once the fault is gone, the same slot loads.
+            super::common::loads_again(&reg, &slot, &faults, path, size);
+            assert_eq!(reg.stats().live_buffers, 0);
+            assert_eq!(open_fds(), fds, "{}: a descriptor leaked", case.what);
+        }
     }
 }

@@ -70,3 +70,54 @@ fn the_read_strategy_is_immune_to_in_place_truncation_and_rewrites() {
     assert_pattern(p.cast(), size);
     reg.release(&slot).unwrap();
 }
+
+/// Replaced twice by rename, each version of the same length and with the
+/// same (normalised) mtime, as reproducible builds make them. Inode numbers
+/// are reused (ext4 hands a new file the number of one freed a moment ago),
+/// so (device, inode, length, mtime) alone once named the first version's
+/// buffer for a later version. Every acquire must see the latest bytes,
+/// whether an older buffer is still held or kept with no reference.
+#[test]
+fn a_replaced_file_is_never_served_from_an_older_version_s_buffer() {
+    let size = 64 * 1024;
+    let stamp = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for keep in [false, true] {
+        let sc = Scratch::new("reuse");
+        let path = sc.path("c.bin");
+        let reg = Registry::new(Config {
+            strategy: Choice::Read,
+            keep,
+            log: om_constants::log::Level::Off,
+            ..Config::default()
+        });
+        let write_version = |v: u8| {
+            let tmp = sc.path("c.bin.tmp");
+            std::fs::write(&tmp, vec![v; size]).unwrap();
+            let f = std::fs::File::options().write(true).open(&tmp).unwrap();
+            f.set_modified(stamp).unwrap();
+            drop(f);
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        // The first version stays loaded in one slot (held, or kept).
+        write_version(1);
+        let first = AtomicPtr::<c_void>::default();
+        let req = Request::new(name(&path), size as i64, 1).unwrap();
+        reg.acquire(&first, &req).unwrap();
+        if keep {
+            reg.release(&first).unwrap();
+        }
+        for v in 2..=40u8 {
+            write_version(v);
+            let slot = AtomicPtr::<c_void>::default();
+            let p = reg.acquire(&slot, &req).unwrap();
+            // SAFETY: we hold a reference on `size` bytes.
+            let got = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), size) };
+            assert!(
+                got.iter().all(|b| *b == v),
+                "keep={keep}: version {v} served as version {}",
+                got[0]
+            );
+            reg.release(&slot).unwrap();
+        }
+    }
+}

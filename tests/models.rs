@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use common::Scratch;
 use models::{check, clang, host, model, run_host, write_constants, FILE_SIZE, STRATEGIES};
-use native::{deps_dir, manifest_dir, run, Lang};
+use native::{artefacts, manifest_dir, run, Lang};
 
 /// Loads of 4 GiB each must not run side by side.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -79,7 +79,7 @@ fn a_model_linked_statically_with_the_static_library() {
         check(cmd, &format!("clang -c {ll}"));
         objects.push(obj);
     }
-    let archive = deps_dir().join("libom_constants.a");
+    let archive = artefacts().join("libom_constants.a");
     assert!(archive.exists(), "{} is missing", archive.display());
     let exe = s.path("host_static");
     let mut cmd = native::compiler(Lang::C99);

@@ -9,161 +9,12 @@ mod common;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
 
-use common::{loads_again, name, Rng, Scratch};
-use om_constants::fault::{Faults, Spec};
-use om_constants::slot::LOADING;
-use om_constants::{Choice, Config, ErrorKind, Registry, Request};
+use common::{name, Rng, Scratch};
+use om_constants::{Choice, Config, Registry, Request};
 
 fn slot() -> &'static AtomicPtr<c_void> {
     Box::leak(Box::new(AtomicPtr::new(std::ptr::null_mut())))
-}
-
-fn wait_until_loading(s: &AtomicPtr<c_void>) {
-    let t = Instant::now();
-    while s.load(Ordering::Acquire) != LOADING {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the loader never claimed"
-        );
-        std::thread::yield_now();
-    }
-}
-
-#[test]
-fn thirty_two_waiters_get_the_failing_loaders_error_and_the_next_call_loads() {
-    let sc = Scratch::new("waiters");
-    let size = 100_000;
-    let path = sc.file("c.bin", size);
-    // The loader holds the slot for 1.5 s: time for all 32 waiters to
-    // start and wait, even on a busy machine.
-    let faults = Faults::new(Spec {
-        delay_ms: 1500,
-        eio_at: Some(0),
-        ..Spec::default()
-    });
-    let reg = Arc::new(Registry::new(Config {
-        strategy: Choice::Read,
-        faults: faults.clone(),
-        log: om_constants::log::Level::Off,
-        ..Config::default()
-    }));
-    let s = slot();
-    let spawn = |reg: &Arc<Registry>, path: &std::path::PathBuf| {
-        let (reg, path) = (reg.clone(), path.clone());
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            let r = reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap());
-            (r.map(|p| p as usize), t.elapsed())
-        })
-    };
-    let loader = spawn(&reg, &path);
-    wait_until_loading(s);
-    let waiters: Vec<_> = (0..32).map(|_| spawn(&reg, &path)).collect();
-    let (first, _) = loader.join().unwrap();
-    let loader_error = first.unwrap_err();
-    assert_eq!(loader_error.kind(), ErrorKind::Io, "{loader_error}");
-    for w in waiters {
-        let (r, took) = w.join().unwrap();
-        let e = r.unwrap_err();
-        assert_eq!(e, loader_error, "each waiter gets the loader's error");
-        assert!(took < Duration::from_secs(10), "a waiter took {took:?}");
-    }
-    let st = reg.stats();
-    assert_eq!((st.failures, st.waits, st.loads), (1, 32, 0), "{st:?}");
-    assert!(s.load(Ordering::Acquire).is_null());
-
-    loads_again(&reg, s, &faults, &path, size);
-}
-
-#[test]
-fn a_loader_slower_than_the_timeout_still_publishes() {
-    let sc = Scratch::new("slow");
-    let size = 50_000;
-    let path = sc.file("c.bin", size);
-    let reg = Arc::new(Registry::new(Config {
-        // Waiters give up after 50 ms; the loader takes 2 s.
-        faults: Faults::new(Spec {
-            delay_ms: 2000,
-            ..Spec::default()
-        }),
-        wait_timeout: Duration::from_millis(50),
-        log: om_constants::log::Level::Off,
-        ..Config::default()
-    }));
-    let s = slot();
-    fn req(p: &std::path::Path) -> Request<'_> {
-        Request::new(name(p), 50_000, 1).unwrap()
-    }
-    let loader = {
-        let (reg, path) = (reg.clone(), path.clone());
-        std::thread::spawn(move || reg.acquire(s, &req(&path)).map(|p| p as usize))
-    };
-    wait_until_loading(s);
-    let waiters: Vec<_> = (0..8)
-        .map(|_| {
-            let (reg, path) = (reg.clone(), path.clone());
-            std::thread::spawn(move || reg.acquire(s, &req(&path)).map(|p| p as usize))
-        })
-        .collect();
-    for w in waiters {
-        let e = w.join().unwrap().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    }
-    let published = loader.join().unwrap().unwrap();
-    assert_eq!(s.load(Ordering::Acquire) as usize, published);
-    let p = reg.acquire(s, &req(&path)).unwrap();
-    assert_eq!(p as usize, published, "later calls see the buffer");
-    let st = reg.stats();
-    assert_eq!((st.timeouts, st.loads, st.references), (8, 1, 2), "{st:?}");
-    reg.release(s).unwrap();
-    reg.release(s).unwrap();
-}
-
-#[test]
-fn a_panicking_loader_resets_the_slot_and_wakes_its_waiters() {
-    let sc = Scratch::new("panic");
-    let size = 10_000;
-    let path = sc.file("c.bin", size);
-    let faults = Faults::new(Spec {
-        delay_ms: 200,
-        panic: true,
-        ..Spec::default()
-    });
-    let reg = Arc::new(Registry::new(Config {
-        faults: faults.clone(),
-        log: om_constants::log::Level::Off,
-        ..Config::default()
-    }));
-    let s = slot();
-    let loader = {
-        let (reg, path) = (reg.clone(), path.clone());
-        std::thread::spawn(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
-                    .map(|p| p as usize)
-            }))
-        })
-    };
-    wait_until_loading(s);
-    let waiter = {
-        let (reg, path) = (reg.clone(), path.clone());
-        std::thread::spawn(move || {
-            reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
-                .map(|p| p as usize)
-        })
-    };
-    assert!(
-        loader.join().unwrap().is_err(),
-        "the loader's panic reaches its caller"
-    );
-    let e = waiter.join().unwrap().unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
-    assert!(s.load(Ordering::Acquire).is_null(), "not left LOADING");
-    let st = reg.stats();
-    assert_eq!((st.live_buffers, st.failures), (0, 1), "{st:?}");
-    loads_again(&reg, s, &faults, &path, size);
 }
 
 #[test]
@@ -266,4 +117,163 @@ fn stress_64_threads_random_operations_keep_the_invariants() {
     );
     assert_eq!(st.frees, st.loads, "every loaded buffer freed exactly once");
     assert_eq!(st.failures, 0);
+}
+
+/// Tests that need injected faults: built and run only by the
+/// fault-injection build (`cargo test --features fault-injection`), never
+/// against the library that ships.
+#[cfg(feature = "fault-injection")]
+mod injected {
+    use super::*;
+    use common::loads_again;
+    use om_constants::fault::{Faults, Spec};
+    use om_constants::slot::LOADING;
+    use om_constants::ErrorKind;
+    use std::time::{Duration, Instant};
+
+    fn wait_until_loading(s: &AtomicPtr<c_void>) {
+        let t = Instant::now();
+        while s.load(Ordering::Acquire) != LOADING {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the loader never claimed"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn thirty_two_waiters_get_the_failing_loaders_error_and_the_next_call_loads() {
+        let sc = Scratch::new("waiters");
+        let size = 100_000;
+        let path = sc.file("c.bin", size);
+        // The loader holds the slot for 1.5 s: time for all 32 waiters to
+        // start and wait, even on a busy machine.
+        let faults = Faults::new(Spec {
+            delay_ms: 1500,
+            eio_at: Some(0),
+            ..Spec::default()
+        });
+        let reg = Arc::new(Registry::new(Config {
+            strategy: Choice::Read,
+            faults: faults.clone(),
+            log: om_constants::log::Level::Off,
+            ..Config::default()
+        }));
+        let s = slot();
+        let spawn = |reg: &Arc<Registry>, path: &std::path::PathBuf| {
+            let (reg, path) = (reg.clone(), path.clone());
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap());
+                (r.map(|p| p as usize), t.elapsed())
+            })
+        };
+        let loader = spawn(&reg, &path);
+        wait_until_loading(s);
+        let waiters: Vec<_> = (0..32).map(|_| spawn(&reg, &path)).collect();
+        let (first, _) = loader.join().unwrap();
+        let loader_error = first.unwrap_err();
+        assert_eq!(loader_error.kind(), ErrorKind::Io, "{loader_error}");
+        for w in waiters {
+            let (r, took) = w.join().unwrap();
+            let e = r.unwrap_err();
+            assert_eq!(e, loader_error, "each waiter gets the loader's error");
+            assert!(took < Duration::from_secs(10), "a waiter took {took:?}");
+        }
+        let st = reg.stats();
+        assert_eq!((st.failures, st.waits, st.loads), (1, 32, 0), "{st:?}");
+        assert!(s.load(Ordering::Acquire).is_null());
+
+        loads_again(&reg, s, &faults, &path, size);
+    }
+
+    #[test]
+    fn a_loader_slower_than_the_timeout_still_publishes() {
+        let sc = Scratch::new("slow");
+        let size = 50_000;
+        let path = sc.file("c.bin", size);
+        let reg = Arc::new(Registry::new(Config {
+            // Waiters give up after 50 ms; the loader takes 2 s.
+            faults: Faults::new(Spec {
+                delay_ms: 2000,
+                ..Spec::default()
+            }),
+            wait_timeout: Duration::from_millis(50),
+            log: om_constants::log::Level::Off,
+            ..Config::default()
+        }));
+        let s = slot();
+        fn req(p: &std::path::Path) -> Request<'_> {
+            Request::new(name(p), 50_000, 1).unwrap()
+        }
+        let loader = {
+            let (reg, path) = (reg.clone(), path.clone());
+            std::thread::spawn(move || reg.acquire(s, &req(&path)).map(|p| p as usize))
+        };
+        wait_until_loading(s);
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let (reg, path) = (reg.clone(), path.clone());
+                std::thread::spawn(move || reg.acquire(s, &req(&path)).map(|p| p as usize))
+            })
+            .collect();
+        for w in waiters {
+            let e = w.join().unwrap().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        }
+        let published = loader.join().unwrap().unwrap();
+        assert_eq!(s.load(Ordering::Acquire) as usize, published);
+        let p = reg.acquire(s, &req(&path)).unwrap();
+        assert_eq!(p as usize, published, "later calls see the buffer");
+        let st = reg.stats();
+        assert_eq!((st.timeouts, st.loads, st.references), (8, 1, 2), "{st:?}");
+        reg.release(s).unwrap();
+        reg.release(s).unwrap();
+    }
+
+    #[test]
+    fn a_panicking_loader_resets_the_slot_and_wakes_its_waiters() {
+        let sc = Scratch::new("panic");
+        let size = 10_000;
+        let path = sc.file("c.bin", size);
+        let faults = Faults::new(Spec {
+            delay_ms: 200,
+            panic: true,
+            ..Spec::default()
+        });
+        let reg = Arc::new(Registry::new(Config {
+            faults: faults.clone(),
+            log: om_constants::log::Level::Off,
+            ..Config::default()
+        }));
+        let s = slot();
+        let loader = {
+            let (reg, path) = (reg.clone(), path.clone());
+            std::thread::spawn(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
+                        .map(|p| p as usize)
+                }))
+            })
+        };
+        wait_until_loading(s);
+        let waiter = {
+            let (reg, path) = (reg.clone(), path.clone());
+            std::thread::spawn(move || {
+                reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
+                    .map(|p| p as usize)
+            })
+        };
+        assert!(
+            loader.join().unwrap().is_err(),
+            "the loader's panic reaches its caller"
+        );
+        let e = waiter.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+        assert!(s.load(Ordering::Acquire).is_null(), "not left LOADING");
+        let st = reg.stats();
+        assert_eq!((st.live_buffers, st.failures), (0, 1), "{st:?}");
+        loads_again(&reg, s, &faults, &path, size);
+    }
 }

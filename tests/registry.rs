@@ -1,4 +1,4 @@
-//! The registry's semantics (DESIGN.md §1–§4) through the Rust API, each
+//! The registry's semantics (README "Semantics") through the Rust API, each
 //! test with its own `Registry` so counters are exact.
 
 mod common;
@@ -383,4 +383,108 @@ fn constant_addresses_are_checked_against_the_buffer() {
         "already set: unchanged"
     );
     reg.release(base).unwrap();
+}
+
+#[test]
+fn a_loaded_slot_asked_for_another_size_or_file_is_an_error_naming_both() {
+    let sc = Scratch::new("mismatch");
+    let a = sc.file("a.bin", 1 << 20);
+    let b = sc.file("b.bin", 1 << 20);
+    let reg = registry(Choice::Read);
+    let slot = new_slot();
+    let p = reg.acquire(slot, &req(&a, 4096)).unwrap();
+    for (what, other, size) in [("size", &a, 64 << 10), ("file", &b, 4096)] {
+        let e = reg.acquire(slot, &req(other, size)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Mismatch, "{what}: {e}");
+        let m = e.message();
+        assert!(m.contains("a.bin") && m.contains("4096"), "{what}: {m}");
+        assert!(
+            m.contains(&other.display().to_string()) && m.contains(&size.to_string()),
+            "{what}: {m}"
+        );
+        let e = reg.ensure_loaded(slot, || Ok(req(other, size)));
+        // A loaded slot is trusted by ensure-loaded (its fast path).
+        assert_eq!(e.unwrap(), p);
+    }
+    assert_eq!(slot.load(Ordering::Acquire), p, "nothing changed");
+    assert_eq!(reg.stats().references, 1, "no reference was taken");
+    reg.release(slot).unwrap();
+}
+
+#[test]
+fn a_slot_holding_the_loading_marker_with_no_load_is_an_error_not_a_hang() {
+    let sc = Scratch::new("marker");
+    let a = sc.file("a.bin", 4096);
+    let reg = registry(Choice::Read);
+    let slot = new_slot();
+    slot.store(om_constants::slot::LOADING, Ordering::Release);
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (reg, a) = (reg.clone(), a.clone());
+        std::thread::spawn(move || {
+            let r = reg.acquire(slot, &req(&a, 4096)).map(|p| p as usize);
+            let _ = tx.send(r);
+        });
+    }
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("acquire of a slot holding LOADING hung");
+    let e = r.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(
+        e.message().contains("no load of this slot is in flight"),
+        "{e}"
+    );
+    assert_eq!(slot.load(Ordering::Acquire), om_constants::slot::LOADING);
+}
+
+#[test]
+fn a_constant_address_is_checked_against_a_buffer_of_ours_or_refused() {
+    let sc = Scratch::new("addr");
+    let a = sc.file("a.bin", 8192);
+    let reg = registry(Choice::Read);
+    let base = new_slot();
+    let out = AtomicPtr::<c_void>::default();
+    // A base slot holding memory this library did not give it: its length
+    // is unknown, so no offset can be checked, and none is accepted.
+    let mut host = [0u8; 64];
+    base.store(host.as_mut_ptr().cast(), Ordering::Release);
+    for offset in [0, 1 << 40] {
+        let e = reg.constant_address(&out, base, offset).unwrap_err();
+        assert!(e.message().contains("did not give it"), "{e}");
+        assert!(out.load(Ordering::Acquire).is_null());
+    }
+    base.store(std::ptr::null_mut(), Ordering::Release);
+    let p = reg.acquire(base, &req(&a, 8192)).unwrap();
+    assert!(reg.constant_address(&out, base, 8193).is_err());
+    reg.constant_address(&out, base, 100).unwrap();
+    assert_eq!(out.load(Ordering::Acquire) as usize, p as usize + 100);
+    reg.release(base).unwrap();
+}
+
+/// Releases racing constant-address calls: an offset outside the buffer is
+/// never accepted, whatever the interleaving.
+#[test]
+fn constant_addresses_racing_releases_never_accept_a_bad_offset() {
+    let sc = Scratch::new("addr-race");
+    let a = sc.file("a.bin", 8192);
+    let reg = registry(Choice::Read);
+    let base = new_slot();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (reg, a, stop) = (reg.clone(), a.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                reg.acquire(base, &req(&a, 8192)).unwrap();
+                reg.release(base).unwrap();
+            }
+        })
+    };
+    for _ in 0..200_000 {
+        let out = AtomicPtr::<c_void>::default();
+        let _ = reg.constant_address(&out, base, 1 << 40);
+        assert!(out.load(Ordering::Acquire).is_null(), "a bad offset passed");
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
 }

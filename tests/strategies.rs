@@ -1,4 +1,4 @@
-//! The strategies of DESIGN.md §3 and their options, through `Registry`
+//! The strategies (README "Strategies") and their options, through `Registry`
 //! (exact bytes, not timings): chunked mapping across piece boundaries and
 //! above 4 GiB, parallel reads with uneven splits, O_DIRECT and its
 //! fallback, auto's fallback from a failing mapping, prefetch and mlock.
@@ -11,7 +11,6 @@ use std::sync::atomic::AtomicPtr;
 
 use common::{assert_pattern, name, pattern_bytes, Scratch};
 use om_constants::config::{Mlock, Prefetch};
-use om_constants::fault::{Faults, Spec};
 use om_constants::strategy::{split, HUGE_PAGE, PARALLEL_MIN};
 use om_constants::{Choice, Config, Registry, Request};
 
@@ -162,105 +161,6 @@ fn direct_io_reads_the_aligned_part_and_the_tail_buffered() {
 }
 
 #[test]
-fn direct_io_refused_mid_range_reads_the_rest_of_that_range_buffered() {
-    let sc = Scratch::new("direct-mid");
-    let size = PARALLEL_MIN + 4096 * 3 + 100;
-    let path = sc.file("c.bin", size);
-    // Direct reads are taken up to 3 MiB into the first range, then refused.
-    let at = 3 << 20;
-    let config = |faults| Config {
-        strategy: Choice::Read,
-        direct_io: true,
-        read_threads: 2,
-        faults,
-        ..quiet()
-    };
-    // Without the fault, this file system must take O_DIRECT, or the case
-    // below would be the refusal at open, which another test covers.
-    let plain = load_check(config(Faults::default()), &path, size);
-    assert_eq!(
-        plain.direct_fallbacks,
-        0,
-        "O_DIRECT is refused on {}: run the tests with TMPDIR on a file system \
-         that takes it (ext4, xfs): {plain:?}",
-        path.display()
-    );
-    let st = load_check(
-        config(Faults::new(Spec {
-            direct_io_einval_at: Some(at),
-            ..Spec::default()
-        })),
-        &path,
-        size,
-    );
-    // Every range's block-aligned part is read direct, except the part of
-    // the first range from `at` on, which is read buffered.
-    let ranges = split(
-        size,
-        om_constants::strategy::thread_count(size, 2),
-        HUGE_PAGE,
-    );
-    assert!(ranges[0].end as u64 > at, "{ranges:?}");
-    let aligned: u64 = ranges.iter().map(|r| (r.len() / 4096 * 4096) as u64).sum();
-    assert_eq!(plain.direct_bytes, aligned, "{plain:?}");
-    assert_eq!(st.direct_fallbacks, 1, "{st:?}");
-    assert_eq!(
-        st.direct_bytes,
-        aligned - (ranges[0].end as u64 - at),
-        "{st:?}"
-    );
-    assert_eq!(st.bytes_read, size as u64);
-}
-
-#[test]
-fn direct_io_refused_falls_back_to_buffered_reads() {
-    let sc = Scratch::new("direct-refused");
-    let size = 3 * 4096 + 5;
-    let path = sc.file("c.bin", size);
-    let st = load_check(
-        Config {
-            strategy: Choice::Read,
-            direct_io: true,
-            faults: Faults::new(Spec {
-                direct_io_refused: true,
-                ..Spec::default()
-            }),
-            ..quiet()
-        },
-        &path,
-        size,
-    );
-    assert_eq!((st.direct_bytes, st.direct_fallbacks), (0, 1), "{st:?}");
-}
-
-#[test]
-fn auto_falls_back_to_read_when_mapping_fails() {
-    let sc = Scratch::new("mmap-fails");
-    let path = sc.file("c.bin", 10_000);
-    let faults = Faults::new(Spec {
-        mmap_fails: true,
-        ..Spec::default()
-    });
-    let st = load_check(
-        Config {
-            faults: faults.clone(),
-            ..quiet()
-        },
-        &path,
-        10_000,
-    );
-    assert_eq!((st.fallbacks, st.read.loads, st.mmap.loads), (1, 1, 0));
-    // An explicit mmap does not fall back: it fails with the reason.
-    let reg = Registry::new(Config {
-        strategy: Choice::Mmap,
-        faults,
-        ..quiet()
-    });
-    let e = reg.acquire(&slot(), &req(&path, 10_000)).unwrap_err();
-    assert!(e.message().contains("mmap"), "{e}");
-}
-
-#[test]
 fn prefetch_modes_and_mlock_give_the_same_bytes() {
     let sc = Scratch::new("prefetch");
     let size = 3 * HUGE_PAGE + 77;
@@ -288,43 +188,175 @@ fn prefetch_modes_and_mlock_give_the_same_bytes() {
 }
 
 #[test]
-fn mlock_on_fails_clearly_when_refused_and_try_goes_on() {
-    let sc = Scratch::new("mlock");
-    let size = 1 << 20;
+fn direct_io_never_mixes_in_the_bytes_of_a_file_renamed_over_the_opened_one() {
+    let sc = Scratch::new("direct-replaced");
+    let size = 4 * 4096 + 100;
     let path = sc.file("c.bin", size);
-    let refused = Faults::new(Spec {
-        mlock_fails: true,
-        ..Spec::default()
-    });
-    for strategy in [Choice::Mmap, Choice::Read] {
-        let reg = Registry::new(Config {
-            strategy,
-            mlock: Mlock::On,
-            faults: refused.clone(),
+    let source = om_constants::source::Source::open(&path, "c.bin", size as u64).unwrap();
+    // Replaced by rename after the file was opened, before it is read.
+    let tmp = sc.path("c.bin.tmp");
+    std::fs::write(&tmp, vec![0xEEu8; size]).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let config = Config {
+        strategy: Choice::Read,
+        direct_io: true,
+        ..quiet()
+    };
+    let l = om_constants::strategy::load(&source, size as u64, &config).unwrap();
+    // Every byte comes from the file that was opened.
+    common::assert_pattern(l.buffer.as_ptr(), size);
+    assert!(
+        l.direct_fallback,
+        "direct reads of the new file were refused"
+    );
+}
+
+/// Tests that need injected faults: built and run only by the
+/// fault-injection build (`cargo test --features fault-injection`), never
+/// against the library that ships.
+#[cfg(feature = "fault-injection")]
+mod injected {
+    use super::*;
+    use om_constants::fault::{Faults, Spec};
+
+    #[test]
+    fn direct_io_refused_mid_range_reads_the_rest_of_that_range_buffered() {
+        let sc = Scratch::new("direct-mid");
+        let size = PARALLEL_MIN + 4096 * 3 + 100;
+        let path = sc.file("c.bin", size);
+        // Direct reads are taken up to 3 MiB into the first range, then refused.
+        let at = 3 << 20;
+        let config = |faults| Config {
+            strategy: Choice::Read,
+            direct_io: true,
+            read_threads: 2,
+            faults,
             ..quiet()
-        });
-        let s = slot();
-        let e = reg.acquire(&s, &req(&path, size)).unwrap_err();
-        assert!(e.message().contains("OM_CONSTANT_MLOCK"), "{e}");
-        assert!(s.load(std::sync::atomic::Ordering::Acquire).is_null());
-        let st = reg.stats();
+        };
+        // Without the fault, this file system must take O_DIRECT, or the case
+        // below would be the refusal at open, which another test covers.
+        let plain = load_check(config(Faults::default()), &path, size);
         assert_eq!(
-            (st.failures, st.live_buffers),
-            (1, 0),
-            "nothing kept: {st:?}"
+            plain.direct_fallbacks,
+            0,
+            "O_DIRECT is refused on {}: run the tests with TMPDIR on a file system \
+         that takes it (ext4, xfs): {plain:?}",
+            path.display()
         );
+        let st = load_check(
+            config(Faults::new(Spec {
+                direct_io_einval_at: Some(at),
+                ..Spec::default()
+            })),
+            &path,
+            size,
+        );
+        // Every range's block-aligned part is read direct, except the part of
+        // the first range from `at` on, which is read buffered.
+        let ranges = split(
+            size,
+            om_constants::strategy::thread_count(size, 2),
+            HUGE_PAGE,
+        );
+        assert!(ranges[0].end as u64 > at, "{ranges:?}");
+        let aligned: u64 = ranges.iter().map(|r| (r.len() / 4096 * 4096) as u64).sum();
+        assert_eq!(plain.direct_bytes, aligned, "{plain:?}");
+        assert_eq!(st.direct_fallbacks, 1, "{st:?}");
+        assert_eq!(
+            st.direct_bytes,
+            aligned - (ranges[0].end as u64 - at),
+            "{st:?}"
+        );
+        assert_eq!(st.bytes_read, size as u64);
     }
-    // `try` goes on unlocked; `1` without the fault locks (root or within
-    // RLIMIT_MEMLOCK: 1 MiB is below the usual 8 MiB).
-    for (mlock, faults) in [(Mlock::Try, refused), (Mlock::On, Faults::default())] {
-        load_check(
+
+    #[test]
+    fn direct_io_refused_falls_back_to_buffered_reads() {
+        let sc = Scratch::new("direct-refused");
+        let size = 3 * 4096 + 5;
+        let path = sc.file("c.bin", size);
+        let st = load_check(
             Config {
-                mlock,
-                faults,
+                strategy: Choice::Read,
+                direct_io: true,
+                faults: Faults::new(Spec {
+                    direct_io_refused: true,
+                    ..Spec::default()
+                }),
                 ..quiet()
             },
             &path,
             size,
         );
+        assert_eq!((st.direct_bytes, st.direct_fallbacks), (0, 1), "{st:?}");
+    }
+
+    #[test]
+    fn auto_falls_back_to_read_when_mapping_fails() {
+        let sc = Scratch::new("mmap-fails");
+        let path = sc.file("c.bin", 10_000);
+        let faults = Faults::new(Spec {
+            mmap_fails: true,
+            ..Spec::default()
+        });
+        let st = load_check(
+            Config {
+                faults: faults.clone(),
+                ..quiet()
+            },
+            &path,
+            10_000,
+        );
+        assert_eq!((st.fallbacks, st.read.loads, st.mmap.loads), (1, 1, 0));
+        // An explicit mmap does not fall back: it fails with the reason.
+        let reg = Registry::new(Config {
+            strategy: Choice::Mmap,
+            faults,
+            ..quiet()
+        });
+        let e = reg.acquire(&slot(), &req(&path, 10_000)).unwrap_err();
+        assert!(e.message().contains("mmap"), "{e}");
+    }
+
+    #[test]
+    fn mlock_on_fails_clearly_when_refused_and_try_goes_on() {
+        let sc = Scratch::new("mlock");
+        let size = 1 << 20;
+        let path = sc.file("c.bin", size);
+        let refused = Faults::new(Spec {
+            mlock_fails: true,
+            ..Spec::default()
+        });
+        for strategy in [Choice::Mmap, Choice::Read] {
+            let reg = Registry::new(Config {
+                strategy,
+                mlock: Mlock::On,
+                faults: refused.clone(),
+                ..quiet()
+            });
+            let s = slot();
+            let e = reg.acquire(&s, &req(&path, size)).unwrap_err();
+            assert!(e.message().contains("OM_CONSTANT_MLOCK"), "{e}");
+            assert!(s.load(std::sync::atomic::Ordering::Acquire).is_null());
+            let st = reg.stats();
+            assert_eq!(
+                (st.failures, st.live_buffers),
+                (1, 0),
+                "nothing kept: {st:?}"
+            );
+        }
+        // `try` goes on unlocked; `1` without the fault locks (root or within
+        // RLIMIT_MEMLOCK: 1 MiB is below the usual 8 MiB).
+        for (mlock, faults) in [(Mlock::Try, refused), (Mlock::On, Faults::default())] {
+            load_check(
+                Config {
+                    mlock,
+                    faults,
+                    ..quiet()
+                },
+                &path,
+                size,
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ mod native;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use native::{deps_dir, manifest_dir};
+use native::{artefacts, manifest_dir};
 
 fn tool(name: &str, args: &[&str]) -> String {
     let o = Command::new(name)
@@ -34,7 +34,7 @@ fn header_functions() -> BTreeSet<String> {
 
 #[test]
 fn exports_exactly_the_header_functions() {
-    let so = deps_dir().join("libom_constants.so");
+    let so = artefacts().join("libom_constants.so");
     let so = so.to_str().unwrap();
     let exported: BTreeSet<String> = tool("nm", &["-D", "--defined-only", so])
         .lines()
@@ -60,7 +60,7 @@ const FAST_PATHS: [&str; 4] = [
 
 #[test]
 fn fast_paths_start_on_a_cache_line_in_the_shared_library() {
-    let so = deps_dir().join("libom_constants.so");
+    let so = artefacts().join("libom_constants.so");
     let symbols = tool("nm", &["-D", "--defined-only", so.to_str().unwrap()]);
     for name in FAST_PATHS {
         let addr = symbols
@@ -92,11 +92,33 @@ fn fast_paths_start_on_a_cache_line_when_linked_statically() {
 
 #[test]
 fn has_a_soname_with_the_major_version() {
-    let so = deps_dir().join("libom_constants.so");
+    let so = artefacts().join("libom_constants.so");
     let dynamic = tool("readelf", &["-d", so.to_str().unwrap()]);
     let want = format!(
         "Library soname: [libom_constants.so.{}]",
         env!("CARGO_PKG_VERSION_MAJOR")
     );
     assert!(dynamic.contains(&want), "{dynamic}");
+}
+
+/// The library the C, IR and CLI tests use is the one that ships: built by
+/// `cargo build --release`, with no fault injection compiled in.
+#[test]
+fn the_tested_library_is_the_release_build_without_fault_injection() {
+    for name in ["libom_constants.so", "libom_constants.a", "om-constants"] {
+        let path = artefacts().join(name);
+        assert!(
+            path.starts_with(manifest_dir().join("target/release"))
+                || std::env::var_os("CARGO_TARGET_DIR").is_some(),
+            "{} is not the release build",
+            path.display()
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let needle = b"injected panic";
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{} has fault injection compiled in",
+            path.display()
+        );
+    }
 }

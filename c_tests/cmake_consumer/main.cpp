@@ -24,6 +24,7 @@ int main(int argc, char **argv) {
     }
   }
   struct om_constants_stats st;
+  st.size = sizeof st;
   om_constants_stats(&st);
   bool ok = om_free_constant_buffer(&slot) && slot == nullptr && st.loads == 1;
   om_constants_stats(&st);

@@ -27,7 +27,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::{Mmap, MmapOptions, MmapRaw};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
@@ -79,21 +79,44 @@ struct Region {
 }
 
 enum Memory {
-    /// A region of the temporary file (read-only once committed).
-    Writable(MmapMut),
+    /// A shared mapping of a range of the temporary file: writable by the
+    /// caller until commit makes it read-only. A raw mapping, because C
+    /// code writes it while we hold it: no Rust reference to its bytes is
+    /// made until it is read-only (see [`Region::frozen_bytes`]).
+    File(MmapRaw),
     Heap(HeapBuf),
 }
 
 impl Region {
     fn ptr(&self) -> *mut u8 {
         match &self.memory {
-            Memory::Writable(m) => m.as_ptr() as *mut u8,
+            Memory::File(m) => m.as_mut_ptr(),
             Memory::Heap(h) => h.as_ptr(),
         }
     }
 
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the region's memory holds `size` bytes for its lifetime.
+    /// Makes a file region read-only: from now on a stray write by the
+    /// caller faults instead of changing bytes under their checksum.
+    fn freeze(&self) -> io::Result<()> {
+        let Memory::File(m) = &self.memory else {
+            return Ok(());
+        };
+        // SAFETY: [ptr, ptr+len) is our own live mapping (MmapRaw makes no
+        // claim about its protection); mprotect only changes the access the
+        // pages allow.
+        let rc = unsafe { libc::mprotect(m.as_mut_ptr().cast(), m.len(), libc::PROT_READ) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// The bytes of a region that [`freeze`](Self::freeze) made read-only.
+    fn frozen_bytes(&self) -> &[u8] {
+        // SAFETY: the region's memory holds `size` bytes for its lifetime,
+        // and it was made read-only, so nothing writes them while the slice
+        // lives (a write faults).
         unsafe { std::slice::from_raw_parts(self.ptr(), self.size) }
     }
 }
@@ -135,6 +158,7 @@ impl Cache {
                 format!("cache path '{}' names no file", path.display()),
             ));
         }
+        refuse_non_regular(path)?;
         remove_stale_temporaries(path);
         let mut cache = Cache {
             path: path.to_path_buf(),
@@ -166,12 +190,22 @@ impl Cache {
     /// A valid file for this identity, or None if there is none, or why
     /// the one there cannot be used.
     fn load_existing(&self) -> std::result::Result<Option<Inner>, String> {
-        let file = match File::open(&self.path) {
+        // O_NONBLOCK: a FIFO put there since the check above is refused
+        // below instead of blocking this open forever.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        let len = meta.len();
         if len == 0 {
             return Err("empty file".into());
         }
@@ -188,14 +222,20 @@ impl Cache {
         b.next = format::data_start(self.identity.len(), page_size()) as u64;
         match create_temporary(&self.path) {
             Ok(tmp) => b.tmp = Some(tmp),
-            Err(e) => self.fall_back_to_heap(&mut b, &e),
+            Err(e) => {
+                if let Some(why) = self.fall_back_to_heap(&mut b, &e) {
+                    self.note(Level::Error, &why);
+                }
+            }
         }
         b
     }
 
-    fn fall_back_to_heap(&self, b: &mut Builder, e: &io::Error) {
+    /// Switches `b` to heap regions; returns the line to log (once, by the
+    /// caller, after it has released the cache's lock).
+    fn fall_back_to_heap(&self, b: &mut Builder, e: &io::Error) -> Option<String> {
         if b.heap_reason.is_some() {
-            return;
+            return None;
         }
         let folder = self
             .path
@@ -207,11 +247,11 @@ impl Cache {
              writable, or free space)",
             self.path.display()
         );
-        self.note(Level::Error, &why);
-        b.heap_reason = Some(why);
+        b.heap_reason = Some(why.clone());
         if let Some(t) = b.tmp.take() {
             let _ = std::fs::remove_file(&t.path);
         }
+        Some(why)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -268,8 +308,26 @@ impl Cache {
                 "cache entry '{name}': alignment {align} must be a power of two up to the page size ({page})"
             ));
         }
-        let mut inner = self.lock();
-        let b = match &mut *inner {
+        let mut note = None;
+        let result = self.reserve_in(&mut self.lock(), name, size, &mut note);
+        if let Some(why) = note {
+            self.note(Level::Error, &why);
+        }
+        result
+    }
+
+    /// The part of [`reserve`](Self::reserve) done under the cache's lock;
+    /// a line to log is left in `note`.
+    fn reserve_in(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        size: u64,
+        note: &mut Option<String>,
+    ) -> Result<*mut u8> {
+        let page = page_size();
+        let bad = |m: String| Err(err(ErrorKind::InvalidArgument, m));
+        let b = match inner {
             Inner::Loaded { .. } => {
                 return bad(format!(
                     "cache {} is complete for its identity; entries are added only while \
@@ -296,9 +354,9 @@ impl Cache {
             .as_ref()
             .map(|t| map_region(&t.file, offset, size, faults))
         {
-            Some(Ok(m)) => Some(Memory::Writable(m)),
+            Some(Ok(m)) => Some(Memory::File(m)),
             Some(Err(e)) => {
-                self.fall_back_to_heap(b, &e);
+                *note = self.fall_back_to_heap(b, &e);
                 None
             }
             None => None,
@@ -325,12 +383,14 @@ impl Cache {
         Ok(b.regions[b.regions.len() - 1].ptr())
     }
 
-    /// Makes everything reserved durable and its pages clean: sync each
-    /// region, write the index and header, sync the file, rename it over
+    /// Makes everything reserved durable and its pages clean: make each
+    /// file region read-only (so the bytes cannot change under their
+    /// checksums, even if the caller is still writing: its write faults),
+    /// sync it, write the index and header, sync the file, rename it over
     /// the cache, sync the folder. Then (persisted or not) the entries are
-    /// committed for this process and their regions become read-only. If
-    /// persisting fails, the error says why, the temporary file is removed
-    /// and the old cache file, if any, is untouched.
+    /// committed for this process. If persisting fails, the error says why,
+    /// the temporary file is removed and the old cache file, if any, is
+    /// untouched.
     pub fn commit(&self) -> Result<()> {
         let mut inner = self.lock();
         let b = match &mut *inner {
@@ -338,53 +398,48 @@ impl Cache {
             Inner::Building(b) if b.committed => return Ok(()),
             Inner::Building(b) => b,
         };
+        let frozen = b.regions.iter().try_for_each(Region::freeze);
         let mut result = Ok(());
         if let Some(t) = &b.tmp {
-            if let Err(e) = self.persist(&b.regions, b.next, t) {
+            let persisted = frozen
+                .map_err(|e| self.commit_error("protecting the regions of", t, &e))
+                .and_then(|()| self.persist(&b.regions, b.next, t));
+            if let Err(e) = persisted {
                 let _ = std::fs::remove_file(&t.path);
                 b.tmp = None;
                 result = Err(e);
             }
         }
         b.committed = true;
-        for r in &b.regions {
-            if let Memory::Writable(m) = &r.memory {
-                // SAFETY: [ptr, ptr+len) is our own live mapping; making it
-                // read-only only turns later stray writes into faults
-                // instead of silent divergence from the checksums. Best
-                // effort: a refusal leaves it writable and nothing else.
-                unsafe {
-                    libc::mprotect(m.as_ptr() as *mut libc::c_void, m.len(), libc::PROT_READ);
-                }
-            }
-        }
         result
+    }
+
+    fn commit_error(&self, what: &str, t: &Tmp, e: &io::Error) -> Error {
+        err(
+            ErrorKind::Io,
+            format!(
+                "cannot commit cache {} ({what} {}): {e}; the entries stay usable in \
+                 memory for this process, and the old cache file, if any, is untouched",
+                self.path.display(),
+                t.path.display()
+            ),
+        )
     }
 
     /// Writes `regions` (reserved up to `next`) as a complete cache file
     /// and renames it over the cache.
     fn persist(&self, regions: &[Region], next: u64, t: &Tmp) -> Result<()> {
-        let fail = |what: &str, e: &io::Error| {
-            err(
-                ErrorKind::Io,
-                format!(
-                    "cannot commit cache {} ({what} {}): {e}; the entries stay usable in \
-                     memory for this process, and the old cache file, if any, is untouched",
-                    self.path.display(),
-                    t.path.display()
-                ),
-            )
-        };
+        let fail = |what: &str, e: &io::Error| self.commit_error(what, t, e);
         let mut records = Vec::with_capacity(regions.len());
         for r in regions {
-            if let Memory::Writable(m) = &r.memory {
+            if let Memory::File(m) = &r.memory {
                 m.flush().map_err(|e| fail("syncing", &e))?;
             }
             records.push(Record {
                 name: r.name.clone(),
                 offset: r.offset,
                 size: r.size as u64,
-                crc: format::crc(r.bytes()),
+                crc: format::crc(r.frozen_bytes()),
             });
         }
         let index = format::encode_index(&records);
@@ -454,7 +509,7 @@ fn create_temporary(path: &Path) -> io::Result<Tmp> {
 /// Extends the temporary file to hold `[offset, offset+size)` with blocks
 /// allocated (so a full disk is an error now, not a SIGBUS while packing)
 /// and maps that range read-write.
-fn map_region(file: &File, offset: u64, size: usize, faults: &Faults) -> io::Result<MmapMut> {
+fn map_region(file: &File, offset: u64, size: usize, faults: &Faults) -> io::Result<MmapRaw> {
     let rc = match faults.disk_error() {
         Some(_) => -1,
         // SAFETY: fallocate only allocates blocks of our own open file.
@@ -479,7 +534,27 @@ fn map_region(file: &File, offset: u64, size: usize, faults: &Faults) -> io::Res
     // SAFETY: a shared read-write mapping of a range of our own temporary
     // file, which nobody else opens (its name is unique); we never shrink
     // it while mapped.
-    unsafe { MmapOptions::new().offset(offset).len(size).map_mut(file) }
+    MmapOptions::new().offset(offset).len(size).map_raw(file)
+}
+
+/// An error if `path` exists and is not a regular file (a FIFO, a device,
+/// a folder): opening a FIFO would block, and a commit would rename over
+/// whatever it is.
+fn refuse_non_regular(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            let what = crate::source::describe(&meta);
+            Err(err(
+                ErrorKind::NotAFile,
+                format!(
+                    "cache path {} is {what}, not a regular file; pass om_cache_open the path \
+                     of a cache file (it need not exist yet)",
+                    path.display()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Removes temporary files of this cache left by processes that died.

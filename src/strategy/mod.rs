@@ -1,4 +1,4 @@
-//! How a checked file becomes memory: the strategies of DESIGN.md §3.
+//! How a checked file becomes memory: the strategies (README "Strategies").
 //!
 //! `mmap` is zero-copy and lazy; `read` copies into an aligned heap buffer so
 //! the weights are resident and immune to the file changing; `chunked-mmap`

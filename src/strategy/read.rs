@@ -208,14 +208,23 @@ fn read_error(source: &Source, at: usize, end: usize, e: &io::Error) -> Error {
     )
 }
 
+/// Opens the source's file again with `O_DIRECT`. By path, so the open is
+/// checked to have reached the same inode as `source.file`: if the file was
+/// replaced by rename since it was opened, direct reads would fill the
+/// buffer with another file's bytes, so direct I/O is refused instead and
+/// everything is read from the original descriptor.
 fn open_direct(source: &Source, faults: &Faults) -> io::Result<File> {
     if faults.direct_io_refused() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&source.path)
+        .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
+        .open(&source.path)?;
+    if !source.key.same_inode(&f.metadata()?) {
+        return Err(io::Error::other("the file was replaced while loading"));
+    }
+    Ok(f)
 }
 
 /// `posix_fadvise`, a hint whose failure changes nothing.

@@ -76,6 +76,7 @@ impl Rng {
 
 /// Lifts every injected fault and shows that `slot` loads `path` again,
 /// with the right bytes, and releases it.
+#[cfg(feature = "fault-injection")]
 pub fn loads_again(
     reg: &om_constants::Registry,
     slot: &std::sync::atomic::AtomicPtr<std::os::raw::c_void>,

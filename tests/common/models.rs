@@ -71,6 +71,17 @@ pub fn check(mut cmd: Command, what: &str) {
 /// Compiles `style` (legacy, ctor, snake) into `dir/libmodel.so` beside a
 /// constants file made with `seed` (or hard-linked from `share`).
 pub fn model(dir: &Path, style: &str, seed: i64) -> PathBuf {
+    build_model(dir, style, seed, None)
+}
+
+/// As [`model`], but the model links the library in `lib` itself (a
+/// `DT_NEEDED` entry and an rpath), as a model deployed without a host
+/// that links the library does.
+pub fn model_linked(dir: &Path, style: &str, seed: i64, lib: &Path) -> PathBuf {
+    build_model(dir, style, seed, Some(lib))
+}
+
+fn build_model(dir: &Path, style: &str, seed: i64, lib: Option<&Path>) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let c = manifest_dir().join("c_tests");
     let so = dir.join("libmodel.so");
@@ -80,22 +91,32 @@ pub fn model(dir: &Path, style: &str, seed: i64) -> PathBuf {
         .arg(c.join("model_compute.ll"))
         .arg("-o")
         .arg(&so);
+    if let Some(lib) = lib {
+        cmd.arg(format!("-L{}", lib.display()))
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-lom_constants");
+    }
     check(cmd, &format!("clang model_{style}.ll"));
     write_constants(&dir.join("model.constants.bin"), seed);
     so
 }
 
 pub fn host(s: &Scratch) -> PathBuf {
+    host_program(s, "host")
+}
+
+/// Compiles the C host `c_tests/{name}.c`, linked with the library.
+pub fn host_program(s: &Scratch, name: &str) -> PathBuf {
     let lib = lib_dir(&s.dir);
-    let exe = s.path("host");
+    let exe = s.path(name);
     let mut cmd = super::native::compiler(Lang::C99);
-    cmd.arg(manifest_dir().join("c_tests/host.c"))
+    cmd.arg(manifest_dir().join(format!("c_tests/{name}.c")))
         .arg("-o")
         .arg(&exe)
         .arg(format!("-L{}", lib.display()))
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .args(["-lom_constants", "-lpthread", "-ldl"]);
-    check(cmd, "compile host.c");
+    check(cmd, &format!("compile {name}.c"));
     exe
 }
 

@@ -1,29 +1,69 @@
-//! Compiling and running C/C++ test programs against the library built for
+//! Compiling and running C/C++ test programs, and the CLI, against the
+//! library as it ships: `cargo build --release`, the README's build, made
+//! (or found up to date) once per test binary. The fault-injection build
+//! (`cargo test --features fault-injection`, tests/faults_*.rs) uses its own
+//! debug build instead, which cargo puts beside the test binary; nothing
+//! from it ever reaches target/release.
 
 #![allow(dead_code)]
-//! this test run (the cdylib sits beside the test binary in target/*/deps).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The folder holding this test binary, where cargo also put the cdylib.
+/// The folder holding this test binary (target/debug/deps).
 pub fn deps_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     exe.parent().expect("deps dir").to_path_buf()
 }
 
+/// The folder with the artefacts under test: target/release, freshly built
+/// by `cargo build --release --locked` (a no-op when it is up to date); or,
+/// in the fault-injection build, the deps folder of that build.
+pub fn artefacts() -> PathBuf {
+    if cfg!(feature = "fault-injection") {
+        return deps_dir();
+    }
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| manifest_dir().join("target"));
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let o = Command::new(cargo)
+                .current_dir(manifest_dir())
+                .args(["build", "--release", "--locked", "-p", "om-constants"])
+                .env_remove("RUSTFLAGS")
+                .output()
+                .expect("run cargo build --release");
+            assert!(
+                o.status.success(),
+                "cargo build --release failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            target.join("release")
+        })
+        .clone()
+}
+
+/// The `om-constants` tool as it ships (in the fault-injection build, the
+/// tool of that build).
+pub fn tool_path() -> PathBuf {
+    if cfg!(feature = "fault-injection") {
+        return PathBuf::from(env!("CARGO_BIN_EXE_om-constants"));
+    }
+    artefacts().join("om-constants")
+}
+
 /// A folder with `libom_constants.so` and its SONAME link, for `-L` and rpath.
 pub fn lib_dir(scratch: &Path) -> PathBuf {
-    let so = deps_dir().join("libom_constants.so");
-    assert!(
-        so.exists(),
-        "{} is missing: the cdylib is built with the tests (cargo test)",
-        so.display()
-    );
+    let so = artefacts().join("libom_constants.so");
+    assert!(so.exists(), "{} is missing", so.display());
     let dir = scratch.join("lib");
     std::fs::create_dir_all(&dir).unwrap();
     for name in ["libom_constants.so", "libom_constants.so.0"] {
@@ -65,7 +105,7 @@ pub fn build(lang: Lang, src: &Path, out: &Path, lib: &Path) -> PathBuf {
     cmd.arg(src).arg("-o").arg(out);
     cmd.arg(format!("-L{}", lib.display()));
     cmd.arg(format!("-Wl,-rpath,{}", lib.display()));
-    cmd.args(["-lom_constants", "-lpthread"]);
+    cmd.args(["-lom_constants", "-lpthread", "-ldl"]);
     let o = cmd.output().expect("run the C compiler");
     assert!(
         o.status.success(),
@@ -88,6 +128,25 @@ pub fn c_program(dir: &Path, name: &str) -> PathBuf {
         &dir.join(name),
         &lib,
     )
+}
+
+/// Compiles `c_tests/{name}.c` (C99) into `dir/{name}` without linking the
+/// library: a host that only reaches it through `dlopen`, so that `dlclose`
+/// can unload it.
+pub fn c_program_unlinked(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    let mut cmd = compiler(Lang::C99);
+    cmd.arg(manifest_dir().join(format!("c_tests/{name}.c")))
+        .arg("-o")
+        .arg(&out)
+        .args(["-lpthread", "-ldl"]);
+    let o = cmd.output().expect("run the C compiler");
+    assert!(
+        o.status.success(),
+        "compiling {name}.c failed: {cmd:?}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
 }
 
 /// Runs `exe` with no inherited OM_CONSTANT_* options plus `env`; returns

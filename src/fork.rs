@@ -1,0 +1,60 @@
+//! `fork` in a threaded host: the child gets a copy of memory but only the
+//! forking thread. A lock held by another parent thread at that moment
+//! would stay locked in the child forever, and a load in flight would have
+//! no thread to finish it. So, with `pthread_atfork`, the registry's lock is
+//! taken before the fork (no parent thread holds it when memory is copied),
+//! released after it in the parent, and in the child released after the
+//! loads that were in flight are forgotten: the child can acquire, release
+//! and trim, and a slot that was loading loads again.
+//!
+//! Buffers the child inherited stay valid (mappings and heap are copied);
+//! it may use and release them. A prefetch helper thread is not copied:
+//! the buffer's drop in the child does not wait for it (`threads.rs`).
+
+use std::panic::catch_unwind;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::registry::{global, ForkGuard};
+
+/// The guard taken by [`prepare`], handed to [`parent`] or [`child`]. The
+/// registry's lock itself makes sure only one fork holds it at a time.
+static GUARD: AtomicPtr<ForkGuard<'static>> = AtomicPtr::new(ptr::null_mut());
+
+extern "C" fn prepare() {
+    // Nothing may unwind into fork(); a failure here only means the child
+    // is not protected.
+    let _ = catch_unwind(|| {
+        let guard = Box::new(global().lock_for_fork());
+        GUARD.store(Box::into_raw(guard), Ordering::Release);
+    });
+}
+
+fn take() -> Option<Box<ForkGuard<'static>>> {
+    let p = GUARD.swap(ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: a non-NULL `p` came from Box::into_raw in `prepare`, and the
+    // swap hands it to exactly one caller.
+    (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
+}
+
+extern "C" fn parent() {
+    drop(take());
+}
+
+extern "C" fn child() {
+    let _ = catch_unwind(|| {
+        if let Some(mut guard) = take() {
+            guard.forget_loads_in_flight();
+        }
+    });
+}
+
+/// Registers the handlers, once per process (called as the process-wide
+/// registry is made).
+pub(crate) fn install() {
+    // SAFETY: the three handlers are plain functions of this library, which
+    // is never unloaded (docs/ARCHITECTURE.md, "Unload"); they never unwind.
+    // The only failure is ENOMEM; the library still works, only a child
+    // forked at a bad moment is not protected, so there is nothing to do.
+    let _ = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}

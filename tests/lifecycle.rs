@@ -1,0 +1,177 @@
+//! The host's whole life, from C hosts using the library as it ships:
+//! unloading the library or a model while a helper thread runs, and
+//! reloading it (c_tests/unload.c, which does not link the library), forking
+//! under traffic and during a load, a directory change after a relative
+//! dlopen, and a blocked stderr (c_tests/lifecycle.c).
+
+mod common;
+#[path = "common/models.rs"]
+mod models;
+#[path = "common/native.rs"]
+mod native;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Scratch;
+use native::{artefacts, c_program, c_program_unlinked, run};
+
+/// A sparse file of `len` bytes: mapping and touching it is real work for
+/// the kernel (seconds for GiBs), without the disk space.
+fn sparse(path: &Path, len: u64) -> PathBuf {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+    path.to_path_buf()
+}
+
+fn library() -> String {
+    artefacts()
+        .join("libom_constants.so")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn passed(o: &std::process::Output, what: &str) {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && stdout.contains(" 0 failed"),
+        "{what}: {:?}\n{stdout}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn dlclose_of_the_library_while_its_prefetch_thread_runs_does_not_crash() {
+    let s = Scratch::new("unload-lib");
+    let exe = c_program_unlinked(&s.dir, "unload");
+    let f = sparse(&s.path("big.bin"), 8 << 30);
+    let o = run(
+        &exe,
+        &[
+            "library",
+            &library(),
+            f.to_str().unwrap(),
+            &(8u64 << 30).to_string(),
+        ],
+        &[("OM_CONSTANT_PREFETCH", "background")],
+    );
+    passed(&o, "unload-library");
+}
+
+#[test]
+fn dlclose_of_a_legacy_model_while_its_prefetch_thread_runs_does_not_crash() {
+    let s = Scratch::new("unload-model");
+    let exe = c_program_unlinked(&s.dir, "unload");
+    // The model links the library itself; the host does not, so closing
+    // the model is what would unload the library.
+    let so = models::model_linked(&s.path("legacy"), "legacy", 1, &native::lib_dir(&s.dir));
+    let o = run(
+        &exe,
+        &["model", so.to_str().unwrap()],
+        &[("OM_CONSTANT_PREFETCH", "background")],
+    );
+    passed(&o, "unload-model");
+}
+
+#[test]
+fn fork_under_traffic_never_hangs_the_child() {
+    let s = Scratch::new("fork-traffic");
+    let exe = c_program(&s.dir, "lifecycle");
+    let size = 1 << 20;
+    let f = s.file("c.bin", size);
+    for strategy in ["mmap", "read"] {
+        let o = run(
+            &exe,
+            &[
+                "fork-traffic",
+                f.to_str().unwrap(),
+                &size.to_string(),
+                "300",
+            ],
+            &[("OM_CONSTANT_LOAD", strategy)],
+        );
+        passed(&o, &format!("fork-traffic {strategy}"));
+    }
+}
+
+#[test]
+fn a_child_forked_during_a_load_loads_for_itself() {
+    let s = Scratch::new("fork-loading");
+    let exe = c_program(&s.dir, "lifecycle");
+    // 256 MiB read by one thread: the host forks as soon as it sees the
+    // slot LOADING, well inside the load.
+    let size = 256u64 << 20;
+    let f = sparse(&s.path("c.bin"), size);
+    let o = run(
+        &exe,
+        &["fork-loading", f.to_str().unwrap(), &size.to_string()],
+        &[
+            ("OM_CONSTANT_LOAD", "read"),
+            ("OM_CONSTANT_READ_THREADS", "1"),
+            ("OM_CONSTANT_WAIT_TIMEOUT", "5"),
+        ],
+    );
+    passed(&o, "fork-loading");
+}
+
+#[test]
+fn a_relative_dlopen_then_chdir_still_finds_the_model_s_own_constants() {
+    let s = Scratch::new("chdir");
+    let exe = models::host_program(&s, "lifecycle");
+    let home = s.path("home");
+    models::model(&home.join("models"), "legacy", 1);
+    // A decoy at the same relative path from the new directory.
+    let other = s.path("other");
+    std::fs::create_dir_all(other.join("models")).unwrap();
+    models::write_constants(&other.join("models/model.constants.bin"), 2);
+    for strategy in models::STRATEGIES {
+        let o = run(
+            &exe,
+            &["chdir", home.to_str().unwrap(), other.to_str().unwrap()],
+            &[("OM_CONSTANT_LOAD", strategy)],
+        );
+        passed(&o, &format!("chdir {strategy}"));
+    }
+}
+
+#[test]
+fn a_blocked_stderr_does_not_stall_other_threads() {
+    let s = Scratch::new("stderr");
+    let exe = c_program(&s.dir, "lifecycle");
+    let a = s.file("a.bin", 4096);
+    let b = s.file("b.bin", 4096);
+    let o = run(
+        &exe,
+        &["blocked-stderr", a.to_str().unwrap(), b.to_str().unwrap()],
+        &[("OM_CONSTANT_LOG", "info")],
+    );
+    passed(&o, "blocked-stderr");
+}
+
+#[test]
+fn reloading_the_library_leaks_nothing_per_cycle() {
+    let s = Scratch::new("reload");
+    let exe = c_program_unlinked(&s.dir, "unload");
+    let size = 64 * 1024;
+    let f = s.file("c.bin", size);
+    let o = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--error-exitcode=99",
+            "--quiet",
+        ])
+        .arg(&exe)
+        .args([
+            "reload",
+            &library(),
+            f.to_str().unwrap(),
+            &size.to_string(),
+            "10",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("valgrind is needed ({e}); scripts/test-all.sh installs it"));
+    passed(&o, "reload under valgrind");
+}
