@@ -42,6 +42,8 @@ echo "== the fault-injection build, a build of its own: every test named injecte
 cargo test --locked --features fault-injection --tests -- injected:: fault::tests
 echo "== loom: every interleaving of the slot state machine (tests/loom.rs)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
+echo "== coverage-guided fuzzing, bounded (scripts/fuzz.sh; cargo +nightly fuzz)"
+bash scripts/fuzz.sh
 echo "== main command (small)"
 cargo run --release --locked --bin om-constants -- bench --size 64MiB --runs 1 --threads 16
 echo "== loaded fast path from C, shared and static (bench/fast_path.c)"

@@ -170,13 +170,24 @@ unsafe fn request<'a>(fname: *const c_char, size: i64, is_le: i64) -> Result<Req
 /// Thread safety: any number of threads may call this and the other slot
 /// functions on the same slot at once; exactly one of them reads the file,
 /// the others wait (at most `OM_CONSTANT_WAIT_TIMEOUT` seconds) and share
-/// its buffer. Slots that load the same file share one buffer.
+/// its buffer. Slots that load the same file share one buffer; "the same
+/// file" is the same inode, length, mtime and ctime, and a buffer keeps its
+/// file open, so a file replaced by rename is never served from the old
+/// file's buffer.
+///
+/// Lifecycle: the library is never unloaded (`dlclose` leaves it mapped),
+/// so its helper threads never outlive their code. After `fork`, the child
+/// may acquire, release and trim: loads in flight in the parent are not in
+/// flight in the child (their slots read NULL again), and buffers it
+/// inherited stay valid until it releases them.
 ///
 /// Errors: returns false and leaves the slot as it was (NULL if it was) on a
 /// NULL or misaligned `const_addr`, a NULL `fname`, `size <= 0`, a byte-order
 /// mismatch, a file that is missing, not a regular file or shorter than
-/// `size`, an I/O error, or a wait that timed out; `om_constants_last_error`
-/// then says why.
+/// `size`, an I/O error, a wait that timed out, a slot already loaded with
+/// another file or size (the message names both), or a slot holding a
+/// value this library did not write (the LOADING marker with no load in
+/// flight); `om_constants_last_error` then says why.
 ///
 /// # Safety
 /// `const_addr` is NULL or points at a `void *` that stays valid during the
@@ -289,9 +300,11 @@ unsafe extern "C" fn ensure_loaded_slow(
 /// inside the loaded buffer), unless `*output_addr` is already non-NULL.
 ///
 /// `base_addr` is a slot loaded by one of the load functions; `offset` must
-/// lie within its buffer. Concurrent calls for the same constant agree.
+/// lie within its buffer (checked against the buffer the slot holds at the
+/// moment of the call). Concurrent calls for the same constant agree.
 ///
-/// Errors: on a NULL or misaligned pointer, an unloaded base slot, or an
+/// Errors: on a NULL or misaligned pointer, a base slot that this library
+/// did not load (empty, still loading, or holding another pointer), or an
 /// offset outside the buffer, leaves `*output_addr` unchanged and sets the
 /// last error (the function returns nothing, as onnx-mlir's does). When
 /// `*output_addr` is already set it returns at once (one atomic load) and
@@ -569,7 +582,8 @@ fn out<T>(p: *mut T, what: &str) -> Result<*mut T> {
 /// threads; calls on it are serialised.
 ///
 /// Errors: false, with `*out` set to NULL and the last error, on NULL
-/// arguments, a path naming no file, or an identity too long.
+/// arguments, a misaligned `out`, a path naming no file or naming a FIFO,
+/// device or folder (refused without blocking), or an identity too long.
 ///
 /// # Safety
 /// `path` and `identity` are NULL or NUL-terminated strings; `out` is NULL
@@ -601,7 +615,8 @@ pub unsafe extern "C" fn om_cache_open(
 /// and `*data` (read-only) and `*size`; if absent, sets `*found` to false.
 /// Entries reserved but not yet committed are absent.
 ///
-/// Errors: false and the last error on NULL arguments.
+/// Errors: false and the last error, writing nothing, on NULL arguments or
+/// an out-pointer not aligned for its type.
 ///
 /// # Safety
 /// `cache` is NULL or an open handle; `name` is NULL or a NUL-terminated
@@ -638,9 +653,10 @@ pub unsafe extern "C" fn om_cache_lookup(
 /// the region comes from the heap (logged once) and everything still works
 /// for this process, without persisting.
 ///
-/// Errors: false and the last error on NULL arguments, a zero size, a bad
-/// alignment, a name reserved twice, a cache that is already complete for
-/// its identity (loaded from its file) or already committed, or no memory.
+/// Errors: false and the last error on NULL arguments, a misaligned `data`,
+/// a zero size, a bad alignment, a name reserved twice, a cache that is
+/// already complete for its identity (loaded from its file) or already
+/// committed, or no memory.
 ///
 /// # Safety
 /// As for `om_cache_lookup`; `data` is NULL or writable.
@@ -663,12 +679,14 @@ pub unsafe extern "C" fn om_cache_reserve(
     })
 }
 
-/// Makes every reserved entry durable and its pages clean: syncs them,
-/// writes the index and header (with checksums) into the temporary file,
-/// syncs it and renames it over the cache file, so that a crash at any
-/// point leaves the old cache or none. Regions become read-only; their
-/// addresses stay valid. Committing a loaded or committed cache does
-/// nothing.
+/// Makes every reserved entry durable and its pages clean: makes the
+/// regions read-only, syncs them, writes the index and header (with
+/// checksums) into the temporary file, syncs it and renames it over the
+/// cache file, so that a crash at any point leaves the old cache or none.
+/// Finish writing every region before calling: a write after the regions
+/// turn read-only faults (so a file never holds checksums that disagree
+/// with its bytes). Region addresses stay valid. Committing a loaded or
+/// committed cache does nothing.
 ///
 /// Errors: false and the last error if writing, syncing or renaming fails;
 /// the entries stay usable in memory and the old file is untouched.

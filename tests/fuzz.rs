@@ -2,11 +2,13 @@
 //! default 60), over the code that takes untrusted text and numbers:
 //! option parsing, file locating, and the size/offset arithmetic.
 //!
-//! cargo-fuzz needs a nightly toolchain, which this project's machines do
-//! not have; this is the "plain property-test" alternative. It runs
-//! the committed corpus in tests/fuzz_corpus/ first, then mutations of it
-//! and random inputs from a generator seeded from the clock (the seed is
-//! printed). A failure prints the input: add it to the corpus.
+//! These run on the stable toolchain with every `cargo test`, beside the
+//! coverage-guided fuzzers of fuzz/ (cargo-fuzz, nightly, scripts/fuzz.sh),
+//! and check properties across whole calls (requests through a registry,
+//! read splits) that the fuzz targets do not. They run the committed corpus
+//! in tests/fuzz_corpus/ first, then mutations of it and random inputs from
+//! a generator seeded from the clock (the seed is printed). A failure
+//! prints the input: add it to the corpus.
 
 mod common;
 
