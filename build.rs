@@ -36,10 +36,16 @@ fn main() {
         println!("cargo:rustc-env=OM_CONSTANTS_TARGET={target}");
     }
 
-    // SONAME for the cdylib, so hosts record libom_constants.so.<major>.
-    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
+    // A SONAME only for installed builds (the CMake package sets
+    // OM_CONSTANTS_SONAME=libom_constants.so.<major> and installs that
+    // name). A plain `cargo build` has none, so a program linked with
+    // `-L target/release -lom_constants` records the file that exists there,
+    // libom_constants.so, and runs with LD_LIBRARY_PATH=target/release.
+    println!("cargo:rerun-if-env-changed=OM_CONSTANTS_SONAME");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libom_constants.so.{major}");
+        if let Ok(soname) = std::env::var("OM_CONSTANTS_SONAME") {
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+        }
         // Never unloaded: dlclose of the library, or of the last model
         // using it, leaves it mapped, so no helper thread of ours can run
         // unmapped code and no per-load state is lost per reload

@@ -48,4 +48,4 @@ echo "== main command (small)"
 cargo run --release --locked --bin om-constants -- bench --size 64MiB --runs 1 --threads 16
 echo "== loaded fast path from C, shared and static (bench/fast_path.c)"
 bash scripts/bench-fast-path.sh
-echo "== all checks passed"
+echo "== all checks passed (a missed timing target of the small bench run above is informational: see its verdict line)"

@@ -160,7 +160,8 @@ unsafe fn request<'a>(fname: *const c_char, size: i64, is_le: i64) -> Result<Req
 /// searched in `$OM_CONSTANT_PATH`, the folder of the shared object that
 /// contains the slot, then the current directory. `size` is the number of
 /// bytes the model reads (the file may be longer, not shorter); `is_le` is
-/// non-zero when the file is little-endian, and must match this machine.
+/// non-zero (any non-zero value, as in onnx-mlir) when the file's data is
+/// little-endian and 0 when it is big-endian, and must match this machine.
 ///
 /// Ownership: on success `*const_addr` points at `size` readable bytes that
 /// stay valid until this reference is released with

@@ -44,7 +44,8 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     /// Checks the arguments of a load call: `size > 0`, the byte order
-    /// (`is_le != 0` means little-endian) matches the host, a non-empty name.
+    /// (any non-zero `is_le` means little-endian, as in onnx-mlir) matches
+    /// the host, a non-empty name.
     pub fn new(fname: &'a OsStr, size: i64, is_le: i64) -> Result<Request<'a>> {
         let name = fname.to_string_lossy();
         if fname.is_empty() {
@@ -75,14 +76,17 @@ impl<'a> Request<'a> {
                 ),
             ));
         }
+        // onnx-mlir's convention: any non-zero is_le means little-endian.
         let file_le = is_le != 0;
         if file_le != cfg!(target_endian = "little") {
             let order = |le: bool| if le { "little-endian" } else { "big-endian" };
             return Err(Error::new(
                 ErrorKind::ByteOrder,
                 format!(
-                    "constants file '{name}' is {} but this machine is {}; recompile the \
-                     model for this machine's byte order",
+                    "the model passed is_le={is_le} for constants file '{name}', which says \
+                     its data is {}, but this machine is {}: the model was compiled for \
+                     another byte order; recompile it for this machine (is_le is non-zero \
+                     for little-endian data, 0 for big-endian)",
                     order(file_le),
                     order(!file_le)
                 ),

@@ -65,6 +65,40 @@ fn load_of_a_missing_file_fails_with_the_reason() {
     );
 }
 
+/// The table says how its columns relate, and ends with one verdict line
+/// that agrees with the target lines above it.
+#[test]
+fn bench_table_explains_its_columns_and_ends_with_a_verdict() {
+    let s = Scratch::new("cli-bench-table");
+    let o = tool()
+        .args(["bench", "--size", "4MiB", "--runs", "1", "--threads", "4"])
+        .arg("--dir")
+        .arg(&s.dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("load + pass + free = median") && out.contains("= median"),
+        "{out}"
+    );
+    let met = out.matches("[met   ]").count();
+    let missed = out.matches("[MISSED]").count();
+    let last = out.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(&format!("verdict: {met} of {} targets met", met + missed)),
+        "{last}"
+    );
+    assert_eq!(missed > 0, last.contains("not a failure"), "{last}");
+    // Every target line has its value in the same column.
+    let columns: std::collections::BTreeSet<usize> = out
+        .lines()
+        .filter(|l| l.starts_with("  [met   ]") || l.starts_with("  [MISSED]"))
+        .map(|l| l.find("(target <=").unwrap())
+        .collect();
+    assert_eq!(columns.len(), 1, "{out}");
+}
+
 #[test]
 fn bench_runs_every_method_and_prints_json() {
     let s = Scratch::new("cli-bench");
@@ -99,6 +133,7 @@ fn bench_runs_every_method_and_prints_json() {
         "\"samples\":3,\"median\":{\"threads_1\":",
         "\"read_race_peak_rss\"",
         "\"targets\"",
+        "\"targets_total\":",
         "\"cache\":{\"matrices\":",
         "\"second\":{\"seconds\":",
     ] {
@@ -113,6 +148,50 @@ fn bench_runs_every_method_and_prints_json() {
         std::fs::read_dir(&s.dir).unwrap().next().is_none(),
         "bench file removed"
     );
+}
+
+/// Each error once (not the library's log line and then the tool's), with
+/// the full message, and a non-zero exit.
+#[test]
+fn load_errors_are_reported_once_and_fail() {
+    let s = Scratch::new("cli-errors");
+    let ok = s.file("ok.bin", 4096);
+    let empty = s.file("empty.bin", 0);
+    let missing = s.path("missing.bin");
+    let cases: [(Vec<&str>, &str, &str); 4] = [
+        (
+            vec!["load", ok.to_str().unwrap(), "--strategy", "foo"],
+            "--strategy foo: expected auto, mmap, read or chunked-mmap",
+            "OM_CONSTANT_LOAD",
+        ),
+        (
+            vec!["load", missing.to_str().unwrap()],
+            "not found; tried",
+            "os error 2)\n",
+        ),
+        (
+            vec!["load", missing.to_str().unwrap(), "--size", "16"],
+            "not found; tried",
+            "om-constants: error:",
+        ),
+        (
+            vec!["load", empty.to_str().unwrap()],
+            "is empty (0 bytes)",
+            "invalid size 0",
+        ),
+    ];
+    for (args, want, unwanted) in cases {
+        let o = tool().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains(unwanted), "{args:?}: {err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?}: said more than once: {err}"
+        );
+    }
 }
 
 #[test]

@@ -57,6 +57,16 @@ fn install_then_find_package_and_pkg_config() {
     let lib = prefix.join("lib");
     let v = env!("CARGO_PKG_VERSION");
     let major = env!("CARGO_PKG_VERSION_MAJOR");
+    let dynamic = sh(
+        Command::new("readelf")
+            .arg("-d")
+            .arg(lib.join(format!("libom_constants.so.{v}"))),
+        "readelf",
+    );
+    assert!(
+        dynamic.contains(&format!("Library soname: [libom_constants.so.{major}]")),
+        "the installed library carries the versioned SONAME: {dynamic}"
+    );
     for f in [
         format!("lib/libom_constants.so.{v}"),
         format!("lib/libom_constants.so.{major}"),

@@ -300,6 +300,23 @@ fn bad_requests_are_refused_with_messages() {
             .kind(),
         ErrorKind::InvalidArgument
     );
+    // The wrong byte order: the message blames the caller's is_le, not the
+    // file, and names the machine's order. Any non-zero is_le means
+    // little-endian (onnx-mlir's convention).
+    let host = if le == 1 {
+        "little-endian"
+    } else {
+        "big-endian"
+    };
+    let wrong = if le == 1 { 0 } else { 7 };
+    let m = Request::new(n, 8, wrong).unwrap_err().message().to_string();
+    assert!(m.contains(&format!("passed is_le={wrong}")), "{m}");
+    assert!(m.contains(&format!("this machine is {host}")), "{m}");
+    if le == 1 {
+        for any in [1, 2, -1, i64::MAX] {
+            assert!(Request::new(n, 8, any).is_ok(), "is_le={any}");
+        }
+    }
 
     let s = Scratch::new("bad");
     let short = s.file("short.bin", 100);

@@ -60,17 +60,16 @@ pub fn tool_path() -> PathBuf {
     artefacts().join("om-constants")
 }
 
-/// A folder with `libom_constants.so` and its SONAME link, for `-L` and rpath.
+/// A folder with (a link to) `libom_constants.so` and nothing else, for
+/// `-L` and rpath: what a host sees in target/release.
 pub fn lib_dir(scratch: &Path) -> PathBuf {
     let so = artefacts().join("libom_constants.so");
     assert!(so.exists(), "{} is missing", so.display());
     let dir = scratch.join("lib");
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["libom_constants.so", "libom_constants.so.0"] {
-        let link = dir.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&so, &link).unwrap();
-    }
+    let link = dir.join("libom_constants.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&so, &link).unwrap();
     dir
 }
 
@@ -109,9 +108,9 @@ pub fn build(lang: Lang, src: &Path, out: &Path, lib: &Path) -> PathBuf {
     let o = cmd.output().expect("run the C compiler");
     assert!(
         o.status.success(),
-        "compiling {} failed: {:?}\n{}{}",
+        "compiling {} failed: {}\n{}{}",
         src.display(),
-        cmd,
+        shown(&cmd),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
@@ -143,10 +142,21 @@ pub fn c_program_unlinked(dir: &Path, name: &str) -> PathBuf {
     let o = cmd.output().expect("run the C compiler");
     assert!(
         o.status.success(),
-        "compiling {name}.c failed: {cmd:?}\n{}",
+        "compiling {name}.c failed: {}\n{}",
+        shown(&cmd),
         String::from_utf8_lossy(&o.stderr)
     );
     out
+}
+
+/// A command as a shell would show it: the program and its arguments,
+/// without the environment the cc crate attaches.
+pub fn shown(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `exe` with no inherited OM_CONSTANT_* options plus `env`; returns

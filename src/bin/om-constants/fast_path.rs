@@ -275,6 +275,7 @@ mod tests {
 
     #[test]
     fn timer_load_of_a_missing_file_says_which_and_why() {
+        crate::quiet_library_log();
         let path =
             std::env::temp_dir().join(format!("om-fast-path-missing-{}", std::process::id()));
         let e = Timer::load(&path, 8192)
@@ -286,6 +287,7 @@ mod tests {
 
     #[test]
     fn timer_samples_a_loaded_slot_and_releases_it() {
+        crate::quiet_library_log();
         let dir = std::env::temp_dir().join(format!("om-fast-path-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("model.constants.bin");

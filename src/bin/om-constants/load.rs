@@ -6,7 +6,7 @@ use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Instant;
 
-use om_constants::{ffi, Stats};
+use om_constants::{ffi, Choice, Config, Stats};
 
 use crate::opts::Opts;
 
@@ -15,19 +15,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let [file] = o.positional[..] else {
         return Err("load takes one FILE".into());
     };
-    let size = match o.size("size")? {
-        Some(s) => s,
-        None => std::fs::metadata(file)
-            .map_err(|e| format!("{file}: {e}"))?
-            .len(),
-    };
-    let size = i64::try_from(size).map_err(|_| "--size is too large".to_string())?;
-    let threads = o.count("threads", 1)?;
     if let Some(s) = o.get("strategy") {
+        if Choice::parse(s).is_none() {
+            return Err(format!("--strategy {s}: expected {}", Choice::EXPECTED));
+        }
         // Options are read on the library's first call, which is below;
         // no other thread runs yet, so setting the variable is race-free.
         std::env::set_var("OM_CONSTANT_LOAD", s);
     }
+    let size = match o.size("size")? {
+        Some(s) => s,
+        None => file_size(file)?,
+    };
+    let size = i64::try_from(size).map_err(|_| "--size is too large".to_string())?;
+    let threads = o.count("threads", 1)?;
     let fname = CString::new(file).map_err(|_| "FILE contains a NUL byte".to_string())?;
     let is_le = i64::from(cfg!(target_endian = "little"));
 
@@ -105,6 +106,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err("expected exactly one load and nothing left after release".into());
     }
     Ok(())
+}
+
+/// The length of the file the library would load for `file`, found the way
+/// the library finds it, so that a missing file gets the library's full
+/// message (every place tried, and the fix).
+fn file_size(file: &str) -> Result<u64, String> {
+    let (config, _) = Config::from_lookup(|name| std::env::var_os(name));
+    let path =
+        om_constants::locate::locate(std::path::Path::new(file), config.search_path.as_deref(), 0)
+            .map_err(|e| e.to_string())?;
+    let len = std::fs::metadata(&path)
+        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?
+        .len();
+    if len == 0 {
+        return Err(format!(
+            "{} is empty (0 bytes): a constants file holds the model's weights; pass the \
+             file the model was compiled with, or its size with --size",
+            path.display()
+        ));
+    }
+    Ok(len)
 }
 
 fn stats() -> Stats {

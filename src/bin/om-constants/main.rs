@@ -40,8 +40,23 @@ const USAGE: &str = "usage:
                      [--cold] [--json] [--keep]
   om-constants load FILE [--size BYTES] [--strategy auto|mmap|read|chunked-mmap] [--threads N]";
 
+/// The tool reports every error itself, once: the library's own stderr line
+/// for a failed call (OM_CONSTANT_LOG's default, `error`) would repeat it.
+/// So the library logs nothing unless the user set OM_CONSTANT_LOG. Called
+/// before the first call into the library, which reads its options once.
+#[cfg(not(loom))]
+pub fn quiet_library_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("OM_CONSTANT_LOG").is_none() {
+            std::env::set_var("OM_CONSTANT_LOG", "off");
+        }
+    });
+}
+
 #[cfg(not(loom))]
 fn main() -> ExitCode {
+    quiet_library_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let help = |a: &String| a == "-h" || a == "--help";
     let result = match args.first().map(String::as_str) {
