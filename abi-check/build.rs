@@ -1,7 +1,7 @@
 //! Builds the ABI check: ctest2 compares the C header with Rust
 //! declarations of the ABI, and those declarations are derived here,
 //! mechanically, from the library's own source (every `#[no_mangle] extern
-//! "C" fn` in src/ffi.rs and every `#[repr(C)]` struct in src/stats.rs), so
+//! "C" fn` in src/ffi/ and every `#[repr(C)]` struct in src/stats.rs), so
 //! the check compares the header with the real definitions, not with a copy
 //! someone keeps by hand.
 //!
@@ -20,7 +20,7 @@ fn main() {
         .expect("abi-check sits in the crate")
         .to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
-    for f in ["src/ffi.rs", "src/stats.rs", "include/om_constants.h"] {
+    for f in ["src/ffi", "src/stats.rs", "include/om_constants.h"] {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
 
@@ -42,10 +42,16 @@ fn main() {
     // Opaque handle types: declared, never sized (C has only a forward
     // declaration of them).
     decls.push_str("pub enum Cache {}\n\n");
-    let ffi = parse(&root.join("src/ffi.rs"));
+    let mut ffi_files: Vec<PathBuf> = std::fs::read_dir(root.join("src/ffi"))
+        .expect("src/ffi/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    ffi_files.sort();
+    let items: Vec<syn::Item> = ffi_files.iter().flat_map(|f| parse(f).items).collect();
     decls.push_str("extern \"C\" {\n");
     let mut count = 0;
-    for item in &ffi.items {
+    for item in &items {
         if let syn::Item::Fn(f) = item {
             if f.sig.abi.is_none() || !has_attr(&f.attrs, "no_mangle") {
                 continue;
@@ -73,7 +79,7 @@ fn main() {
     decls.push_str("}\n");
     assert!(
         count >= 12,
-        "expected the 12 ABI functions in src/ffi.rs, found {count}"
+        "expected the ABI functions in src/ffi/, found {count}"
     );
     let decls_path = out.join("decls.rs");
     std::fs::write(&decls_path, decls).expect("write decls.rs");

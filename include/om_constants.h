@@ -137,193 +137,6 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Acquire: takes one reference on the constants buffer of the slot
- * `*const_addr`, loading the file into it first if the slot is empty.
- *
- * `const_addr` points at the model's constants pointer (its "slot"), which
- * must start out NULL; only this library writes it. `fname` names the
- * constants file: an absolute path is used as is, otherwise the file is
- * searched in `$OM_CONSTANT_PATH`, the folder of the shared object that
- * contains the slot, then the current directory. `size` is the number of
- * bytes the model reads (the file may be longer, not shorter); `is_le` is
- * non-zero when the file is little-endian, and must match this machine.
- *
- * Ownership: on success `*const_addr` points at `size` readable bytes that
- * stay valid until this reference is released with
- * `om_free_constant_buffer`. Each successful call must be matched by one
- * release; using the pointer after one's own last release is a bug.
- *
- * Thread safety: any number of threads may call this and the other slot
- * functions on the same slot at once; exactly one of them reads the file,
- * the others wait (at most `OM_CONSTANT_WAIT_TIMEOUT` seconds) and share
- * its buffer. Slots that load the same file share one buffer; "the same
- * file" is the same inode, length, mtime and ctime, and a buffer keeps its
- * file open, so a file replaced by rename is never served from the old
- * file's buffer.
- *
- * Lifecycle: the library is never unloaded (`dlclose` leaves it mapped),
- * so its helper threads never outlive their code. After `fork`, the child
- * may acquire, release and trim: loads in flight in the parent are not in
- * flight in the child (their slots read NULL again), and buffers it
- * inherited stay valid until it releases them.
- *
- * Errors: returns false and leaves the slot as it was (NULL if it was) on a
- * NULL or misaligned `const_addr`, a NULL `fname`, `size <= 0`, a byte-order
- * mismatch, a file that is missing, not a regular file or shorter than
- * `size`, an I/O error, a wait that timed out, a slot already loaded with
- * another file or size (the message names both), or a slot holding a
- * value this library did not write (the LOADING marker with no load in
- * flight); `om_constants_last_error` then says why.
- *
- * # Safety
- * `const_addr` is NULL or points at a `void *` that stays valid during the
- * call; `fname` is NULL or points at a NUL-terminated string.
- */
-bool om_load_constants_from_file(void **const_addr, const char *fname, int64_t size, int64_t is_le);
-
-/**
- * Release: drops one reference on the slot's buffer. The last release
- * unmaps or frees the buffer and sets `*const_addr` to NULL, so a later
- * acquire loads the file again (unless `OM_CONSTANT_KEEP=1` keeps the
- * buffer cached until `om_constants_trim`).
- *
- * Ownership: after the caller's last release its copy of the pointer must
- * not be used.
- *
- * Thread safety: may race with acquires and releases on any thread; an
- * acquire never receives a freed buffer.
- *
- * Errors: returns false, frees nothing and changes nothing when
- * `const_addr` is NULL or misaligned, or the slot holds no reference (it is
- * NULL, being loaded, or holds a pointer this library did not put there):
- * a double release is reported, never a double free.
- *
- * # Safety
- * `const_addr` is NULL or points at a `void *` that stays valid during the
- * call.
- */
-bool om_free_constant_buffer(void **const_addr);
-
-/**
- * Ensure loaded (onnx-mlir's per-inference call): if the slot already holds
- * a buffer, returns true at once without changing any count (one atomic
- * load: no lock, no shared write, and the last error is left as it was);
- * otherwise loads the file exactly as
- * `om_load_constants_from_file` does, and the slot holds that one reference
- * (released only by an explicit `om_free_constant_buffer`).
- *
- * Arguments, thread safety and errors: as `om_load_constants_from_file`.
- *
- * # Safety
- * As for `om_load_constants_from_file`.
- */
-bool om_mmap_binary_file(void **const_addr, const char *fname, int64_t size, int64_t is_le);
-
-/**
- * Sets `*output_addr` to `*base_addr + offset` (the address of one constant
- * inside the loaded buffer), unless `*output_addr` is already non-NULL.
- *
- * `base_addr` is a slot loaded by one of the load functions; `offset` must
- * lie within its buffer (checked against the buffer the slot holds at the
- * moment of the call). Concurrent calls for the same constant agree.
- *
- * Errors: on a NULL or misaligned pointer, a base slot that this library
- * did not load (empty, still loading, or holding another pointer), or an
- * offset outside the buffer, leaves `*output_addr` unchanged and sets the
- * last error (the function returns nothing, as onnx-mlir's does). When
- * `*output_addr` is already set it returns at once (one atomic load) and
- * leaves the last error as it was.
- *
- * # Safety
- * `output_addr` and `base_addr` are each NULL or point at a `void *` that
- * stays valid during the call.
- */
-void om_get_external_constant_addr(void **output_addr, void **base_addr, int64_t offset);
-
-/**
- * Returns this thread's last error message, or NULL if the thread's last
- * call succeeded. Every call clears it on entry, except this one and the
- * per-inference fast paths (`om_mmap_binary_file` on a loaded slot,
- * `om_get_external_constant_addr` on a set address), which touch nothing
- * but the pointer; so read it right after a call that reported failure.
- *
- * The string is owned by the library and stays valid until this thread's
- * next call into the library; copy it to keep it. Thread-local: another
- * thread's errors are never seen here.
- */
-const char *om_constants_last_error(void);
-
-/**
- * Fills `*out` with a snapshot of the library's counters: buffers,
- * references and bytes alive now; loads, waits, failures, bytes and time
- * since the process started, per strategy.
- *
- * Set `out->size = sizeof(struct om_constants_stats)` before the call. The
- * library fills at most that many bytes (whole fields), so a host built
- * with an older, shorter struct is never written past its end; on return
- * `out->size` holds the bytes filled, and fields past them (a newer
- * host's, unknown to this library) are left as they were.
- *
- * Returns false (and sets the last error) if `out` is NULL or `out->size`
- * is smaller than 16 (unset). Thread safety: may be called at any time
- * from any thread; the live figures are taken under the registry's lock
- * and agree with each other.
- *
- * # Safety
- * `out` is NULL or points at `out->size` writable bytes (any alignment).
- */
-bool om_constants_stats(struct om_constants_stats *out);
-
-/**
- * Returns the library's version as a static string, e.g. "0.1.0".
- * The string is never freed and never changes.
- */
-const char *om_constants_version(void);
-
-/**
- * Frees every buffer kept with no reference (`OM_CONSTANT_KEEP=1`);
- * returns how many were freed. Buffers still referenced are untouched.
- * Thread safety: may race with any other call.
- */
-uint64_t om_constants_trim(void);
-
-/**
- * onnx-mlir name of `om_mmap_binary_file` (ensure loaded), with onnx-mlir's
- * signature, so models compiled by any onnx-mlir version link unchanged.
- *
- * # Safety
- * As for `om_mmap_binary_file`.
- */
-bool omMMapBinaryFile(void **const_addr, const char *fname, int64_t size, int64_t is_le);
-
-/**
- * onnx-mlir name of `om_get_external_constant_addr`.
- *
- * # Safety
- * As for `om_get_external_constant_addr`.
- */
-void omGetExternalConstantAddr(void **output_addr, void **base_addr, int64_t offset);
-
-/**
- * onnx-mlir name of `om_load_constants_from_file` (acquire), called from
- * the model's global constructor.
- *
- * # Safety
- * As for `om_load_constants_from_file`.
- */
-bool omLoadConstantData(void **const_addr, const char *fname, int64_t size, int64_t is_le);
-
-/**
- * onnx-mlir name of `om_free_constant_buffer` (release), called from the
- * model's global destructor. `size` is accepted for onnx-mlir's signature
- * and not needed: the library knows each buffer's size.
- *
- * # Safety
- * As for `om_free_constant_buffer`.
- */
-bool omUnloadConstantData(void **const_addr, int64_t size);
-
-/**
  * Opens the packed-weights cache at `path` for `identity` (the caller's
  * model hash and packing-code version, at most 2048 bytes) and stores its
  * handle in `*out`.
@@ -408,6 +221,194 @@ bool om_cache_commit(struct om_cache *cache_handle);
  * `cache` is NULL or an open handle, not used again after this call.
  */
 bool om_cache_close(struct om_cache *cache_handle);
+
+/**
+ * Ensure loaded (onnx-mlir's per-inference call): if the slot already holds
+ * a buffer, returns true at once without changing any count (one atomic
+ * load: no lock, no shared write, and the last error is left as it was);
+ * otherwise loads the file exactly as
+ * `om_load_constants_from_file` does, and the slot holds that one reference
+ * (released only by an explicit `om_free_constant_buffer`).
+ *
+ * Arguments, thread safety and errors: as `om_load_constants_from_file`.
+ *
+ * # Safety
+ * As for `om_load_constants_from_file`.
+ */
+bool om_mmap_binary_file(void **const_addr, const char *fname, int64_t size, int64_t is_le);
+
+/**
+ * Sets `*output_addr` to `*base_addr + offset` (the address of one constant
+ * inside the loaded buffer), unless `*output_addr` is already non-NULL.
+ *
+ * `base_addr` is a slot loaded by one of the load functions; `offset` must
+ * lie within its buffer (checked against the buffer the slot holds at the
+ * moment of the call). Concurrent calls for the same constant agree.
+ *
+ * Errors: on a NULL or misaligned pointer, a base slot that this library
+ * did not load (empty, still loading, or holding another pointer), or an
+ * offset outside the buffer, leaves `*output_addr` unchanged and sets the
+ * last error (the function returns nothing, as onnx-mlir's does). When
+ * `*output_addr` is already set it returns at once (one atomic load) and
+ * leaves the last error as it was.
+ *
+ * # Safety
+ * `output_addr` and `base_addr` are each NULL or point at a `void *` that
+ * stays valid during the call.
+ */
+void om_get_external_constant_addr(void **output_addr, void **base_addr, int64_t offset);
+
+/**
+ * onnx-mlir name of `om_mmap_binary_file` (ensure loaded), with onnx-mlir's
+ * signature, so models compiled by any onnx-mlir version link unchanged.
+ *
+ * # Safety
+ * As for `om_mmap_binary_file`.
+ */
+bool omMMapBinaryFile(void **const_addr, const char *fname, int64_t size, int64_t is_le);
+
+/**
+ * onnx-mlir name of `om_get_external_constant_addr`.
+ *
+ * # Safety
+ * As for `om_get_external_constant_addr`.
+ */
+void omGetExternalConstantAddr(void **output_addr, void **base_addr, int64_t offset);
+
+/**
+ * Acquire: takes one reference on the constants buffer of the slot
+ * `*const_addr`, loading the file into it first if the slot is empty.
+ *
+ * `const_addr` points at the model's constants pointer (its "slot"), which
+ * must start out NULL; only this library writes it. `fname` names the
+ * constants file: an absolute path is used as is, otherwise the file is
+ * searched in `$OM_CONSTANT_PATH`, the folder of the shared object that
+ * contains the slot, then the current directory. `size` is the number of
+ * bytes the model reads (the file may be longer, not shorter); `is_le` is
+ * non-zero (any non-zero value, as in onnx-mlir) when the file's data is
+ * little-endian and 0 when it is big-endian, and must match this machine.
+ *
+ * Ownership: on success `*const_addr` points at `size` readable bytes that
+ * stay valid until this reference is released with
+ * `om_free_constant_buffer`. Each successful call must be matched by one
+ * release; using the pointer after one's own last release is a bug.
+ *
+ * Thread safety: any number of threads may call this and the other slot
+ * functions on the same slot at once; exactly one of them reads the file,
+ * the others wait (at most `OM_CONSTANT_WAIT_TIMEOUT` seconds) and share
+ * its buffer. Slots that load the same file share one buffer; "the same
+ * file" is the same inode, length, mtime and ctime, and a buffer keeps its
+ * file open, so a file replaced by rename is never served from the old
+ * file's buffer.
+ *
+ * Lifecycle: the library is never unloaded (`dlclose` leaves it mapped),
+ * so its helper threads never outlive their code. After `fork`, the child
+ * may acquire, release and trim: loads in flight in the parent are not in
+ * flight in the child (their slots read NULL again), and buffers it
+ * inherited stay valid until it releases them.
+ *
+ * Errors: returns false and leaves the slot as it was (NULL if it was) on a
+ * NULL or misaligned `const_addr`, a NULL `fname`, `size <= 0`, a byte-order
+ * mismatch, a file that is missing, not a regular file or shorter than
+ * `size`, an I/O error, a wait that timed out, a slot already loaded with
+ * another file or size (the message names both), or a slot holding a
+ * value this library did not write (the LOADING marker with no load in
+ * flight); `om_constants_last_error` then says why.
+ *
+ * # Safety
+ * `const_addr` is NULL or points at a `void *` that stays valid during the
+ * call; `fname` is NULL or points at a NUL-terminated string.
+ */
+bool om_load_constants_from_file(void **const_addr, const char *fname, int64_t size, int64_t is_le);
+
+/**
+ * Release: drops one reference on the slot's buffer. The last release
+ * unmaps or frees the buffer and sets `*const_addr` to NULL, so a later
+ * acquire loads the file again (unless `OM_CONSTANT_KEEP=1` keeps the
+ * buffer cached until `om_constants_trim`).
+ *
+ * Ownership: after the caller's last release its copy of the pointer must
+ * not be used.
+ *
+ * Thread safety: may race with acquires and releases on any thread; an
+ * acquire never receives a freed buffer.
+ *
+ * Errors: returns false, frees nothing and changes nothing when
+ * `const_addr` is NULL or misaligned, or the slot holds no reference (it is
+ * NULL, being loaded, or holds a pointer this library did not put there):
+ * a double release is reported, never a double free.
+ *
+ * # Safety
+ * `const_addr` is NULL or points at a `void *` that stays valid during the
+ * call.
+ */
+bool om_free_constant_buffer(void **const_addr);
+
+/**
+ * Returns this thread's last error message, or NULL if the thread's last
+ * call succeeded. Every call clears it on entry, except this one and the
+ * per-inference fast paths (`om_mmap_binary_file` on a loaded slot,
+ * `om_get_external_constant_addr` on a set address), which touch nothing
+ * but the pointer; so read it right after a call that reported failure.
+ *
+ * The string is owned by the library and stays valid until this thread's
+ * next call into the library; copy it to keep it. Thread-local: another
+ * thread's errors are never seen here.
+ */
+const char *om_constants_last_error(void);
+
+/**
+ * Fills `*out` with a snapshot of the library's counters: buffers,
+ * references and bytes alive now; loads, waits, failures, bytes and time
+ * since the process started, per strategy.
+ *
+ * Set `out->size = sizeof(struct om_constants_stats)` before the call. The
+ * library fills at most that many bytes (whole fields), so a host built
+ * with an older, shorter struct is never written past its end; on return
+ * `out->size` holds the bytes filled, and fields past them (a newer
+ * host's, unknown to this library) are left as they were.
+ *
+ * Returns false (and sets the last error) if `out` is NULL or `out->size`
+ * is smaller than 16 (unset). Thread safety: may be called at any time
+ * from any thread; the live figures are taken under the registry's lock
+ * and agree with each other.
+ *
+ * # Safety
+ * `out` is NULL or points at `out->size` writable bytes (any alignment).
+ */
+bool om_constants_stats(struct om_constants_stats *out);
+
+/**
+ * Returns the library's version as a static string, e.g. "0.1.0".
+ * The string is never freed and never changes.
+ */
+const char *om_constants_version(void);
+
+/**
+ * Frees every buffer kept with no reference (`OM_CONSTANT_KEEP=1`);
+ * returns how many were freed. Buffers still referenced are untouched.
+ * Thread safety: may race with any other call.
+ */
+uint64_t om_constants_trim(void);
+
+/**
+ * onnx-mlir name of `om_load_constants_from_file` (acquire), called from
+ * the model's global constructor.
+ *
+ * # Safety
+ * As for `om_load_constants_from_file`.
+ */
+bool omLoadConstantData(void **const_addr, const char *fname, int64_t size, int64_t is_le);
+
+/**
+ * onnx-mlir name of `om_free_constant_buffer` (release), called from the
+ * model's global destructor. `size` is accepted for onnx-mlir's signature
+ * and not needed: the library knows each buffer's size.
+ *
+ * # Safety
+ * As for `om_free_constant_buffer`.
+ */
+bool omUnloadConstantData(void **const_addr, int64_t size);
 
 #ifdef __cplusplus
 }  // extern "C"

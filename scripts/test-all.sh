@@ -35,11 +35,13 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy --all-targets --locked --features fault-injection -- -D warnings
+CARGO_TARGET_DIR=target/fault-injection cargo clippy --all-targets --locked --features fault-injection -- -D warnings
 echo "== cargo test: the library as it ships (C, IR and CLI tests use target/release)"
 cargo test --workspace --locked
 echo "== the fault-injection build, a build of its own: every test named injected::"
-cargo test --locked --features fault-injection --tests -- injected:: fault::tests
+# Its own target folder too: cargo names the cdylib without a hash, so a
+# shared folder would hand the C tests whichever build linked last.
+CARGO_TARGET_DIR=target/fault-injection cargo test --locked --features fault-injection --tests -- injected:: fault::tests
 echo "== loom: every interleaving of the slot state machine (tests/loom.rs)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
 echo "== coverage-guided fuzzing, bounded (scripts/fuzz.sh; cargo +nightly fuzz)"

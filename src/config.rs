@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::fault::Faults;
 use crate::log::Level;
-use crate::strategy::Choice;
 
 /// The mapping limit built into platforms that have one (z/OS: 1 GiB).
 #[cfg(target_os = "zos")]
@@ -25,6 +24,36 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Default upper bound on the threads of one `read` load.
 pub const DEFAULT_READ_THREADS: usize = 8;
+
+/// What the configuration asks for (`OM_CONSTANT_LOAD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// `mmap` up to the mapping limit, `chunked-mmap` above it, `read` if
+    /// mapping fails.
+    Auto,
+    /// Always `mmap`.
+    Mmap,
+    /// Always `read`.
+    Read,
+    /// Always `chunked-mmap`.
+    ChunkedMmap,
+}
+
+impl Choice {
+    /// The accepted spellings, for error messages.
+    pub const EXPECTED: &'static str = "auto, mmap, read or chunked-mmap";
+
+    /// Parses `auto|mmap|read|chunked-mmap`.
+    pub fn parse(s: &str) -> Option<Choice> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(Choice::Auto),
+            "mmap" => Some(Choice::Mmap),
+            "read" | "malloc" => Some(Choice::Read),
+            "chunked-mmap" | "chunked" => Some(Choice::ChunkedMmap),
+            _ => None,
+        }
+    }
+}
 
 /// What to do with a mapping's pages right after mapping (`OM_CONSTANT_PREFETCH`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +286,15 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| OsString::from(v))
         }
+    }
+
+    #[test]
+    fn choice_spellings() {
+        assert_eq!(Choice::parse("MMAP"), Some(Choice::Mmap));
+        assert_eq!(Choice::parse("read"), Some(Choice::Read));
+        assert_eq!(Choice::parse("auto"), Some(Choice::Auto));
+        assert_eq!(Choice::parse("chunked-mmap"), Some(Choice::ChunkedMmap));
+        assert_eq!(Choice::parse("zero-copy"), None);
     }
 
     #[test]

@@ -15,17 +15,26 @@ use std::panic::catch_unwind;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::registry::{global, ForkGuard};
+use crate::registry::{ForkGuard, Registry};
+
+/// The registry the handlers protect: the process-wide one, set once by
+/// [`install`] before the handlers are registered.
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(ptr::null_mut());
 
 /// The guard taken by [`prepare`], handed to [`parent`] or [`child`]. The
 /// registry's lock itself makes sure only one fork holds it at a time.
 static GUARD: AtomicPtr<ForkGuard<'static>> = AtomicPtr::new(ptr::null_mut());
 
 extern "C" fn prepare() {
+    let registry = REGISTRY.load(Ordering::Acquire);
+    // SAFETY: REGISTRY is NULL or the 'static registry given to install.
+    let Some(registry) = (unsafe { registry.as_ref() }) else {
+        return;
+    };
     // Nothing may unwind into fork(); a failure here only means the child
     // is not protected.
     let _ = catch_unwind(|| {
-        let guard = Box::new(global().lock_for_fork());
+        let guard = Box::new(registry.lock_for_fork());
         GUARD.store(Box::into_raw(guard), Ordering::Release);
     });
 }
@@ -49,9 +58,13 @@ extern "C" fn child() {
     });
 }
 
-/// Registers the handlers, once per process (called as the process-wide
-/// registry is made).
-pub(crate) fn install() {
+/// Registers the handlers for `registry`, once per process (called as the
+/// process-wide registry is made).
+pub(crate) fn install(registry: &'static Registry) {
+    REGISTRY.store(
+        registry as *const Registry as *mut Registry,
+        Ordering::Release,
+    );
     // SAFETY: the three handlers are plain functions of this library, which
     // is never unloaded (docs/ARCHITECTURE.md, "Unload"); they never unwind.
     // The only failure is ENOMEM; the library still works, only a child

@@ -29,7 +29,7 @@
 //! | [`log`] | one-line diagnostics on stderr |
 //!
 //! Rust code can use [`Registry`] directly (one per test, with its own
-//! options and counters); the C ABI uses the process-wide [`registry::global`].
+//! options and counters); the C ABI uses the process-wide [`global()`].
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -41,10 +41,12 @@ pub mod fault;
 pub mod ffi;
 #[cfg(not(loom))]
 mod fork;
+mod global;
 pub mod loader;
 pub mod locate;
 pub mod log;
 pub mod registry;
+pub mod request;
 pub mod slot;
 pub mod source;
 pub mod stats;
@@ -52,8 +54,10 @@ pub mod strategy;
 pub mod sync;
 pub mod threads;
 
-pub use config::Config;
+pub use config::{Choice, Config};
 pub use error::{Error, ErrorKind};
-pub use registry::{Registry, Request};
+pub use global::global;
+pub use registry::Registry;
+pub use request::Request;
 pub use stats::Stats;
-pub use strategy::{Choice, Strategy};
+pub use strategy::Strategy;

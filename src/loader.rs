@@ -13,7 +13,7 @@ mod real {
     use crate::config::Config;
     use crate::error::Result;
     use crate::locate;
-    use crate::registry::Request;
+    use crate::request::Request;
     use crate::source::{FileKey, Source};
     use crate::strategy::{self, Loaded};
 
@@ -52,7 +52,7 @@ pub use fake::*;
 mod fake {
     use crate::config::Config;
     use crate::error::{Error, ErrorKind, Result};
-    use crate::registry::Request;
+    use crate::request::Request;
     use crate::source::FileKey;
     use crate::strategy::{Buffer, HeapBuf, Loaded};
 

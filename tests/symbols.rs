@@ -50,7 +50,7 @@ fn exports_exactly_the_header_functions() {
     );
 }
 
-/// The per-inference fast paths and their onnx-mlir names. src/ffi.rs puts
+/// The per-inference fast paths and their onnx-mlir names. src/ffi/fast_path.rs puts
 /// each in a 64-byte-aligned section so it never straddles two cache lines.
 const FAST_PATHS: [&str; 4] = [
     "om_mmap_binary_file",

@@ -15,7 +15,7 @@ mod residency;
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Prefetch};
+use crate::config::{Choice, Config, Prefetch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
 use crate::source::Source;
@@ -23,36 +23,6 @@ use crate::source::Source;
 pub use chunked::{Chunked, DEFAULT_PIECE};
 pub use heap::{page_size, HeapBuf, HUGE_PAGE};
 pub use read::{split, thread_count, PARALLEL_MIN};
-
-/// What the configuration asks for (`OM_CONSTANT_LOAD`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Choice {
-    /// `mmap` up to the mapping limit, `chunked-mmap` above it, `read` if
-    /// mapping fails.
-    Auto,
-    /// Always `mmap`.
-    Mmap,
-    /// Always `read`.
-    Read,
-    /// Always `chunked-mmap`.
-    ChunkedMmap,
-}
-
-impl Choice {
-    /// The accepted spellings, for error messages.
-    pub const EXPECTED: &'static str = "auto, mmap, read or chunked-mmap";
-
-    /// Parses `auto|mmap|read|chunked-mmap`.
-    pub fn parse(s: &str) -> Option<Choice> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" | "" => Some(Choice::Auto),
-            "mmap" => Some(Choice::Mmap),
-            "read" | "malloc" => Some(Choice::Read),
-            "chunked-mmap" | "chunked" => Some(Choice::ChunkedMmap),
-            _ => None,
-        }
-    }
-}
 
 /// The strategy that actually produced a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,15 +255,6 @@ mod tests {
         assert_eq!(resolve(Choice::Auto, 11, Some(10)), Strategy::ChunkedMmap);
         assert_eq!(resolve(Choice::Mmap, 11, Some(10)), Strategy::Mmap);
         assert_eq!(resolve(Choice::Read, 1, None), Strategy::Read);
-    }
-
-    #[test]
-    fn choice_spellings() {
-        assert_eq!(Choice::parse("MMAP"), Some(Choice::Mmap));
-        assert_eq!(Choice::parse("read"), Some(Choice::Read));
-        assert_eq!(Choice::parse("auto"), Some(Choice::Auto));
-        assert_eq!(Choice::parse("chunked-mmap"), Some(Choice::ChunkedMmap));
-        assert_eq!(Choice::parse("zero-copy"), None);
     }
 
     fn file_with(bytes: &[u8], name: &str) -> (std::path::PathBuf, Source) {

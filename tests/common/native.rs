@@ -1,9 +1,9 @@
 //! Compiling and running C/C++ test programs, and the CLI, against the
 //! library as it ships: `cargo build --release`, the README's build, made
 //! (or found up to date) once per test binary. The fault-injection build
-//! (`cargo test --features fault-injection`, tests/faults_*.rs) uses its own
-//! debug build instead, which cargo puts beside the test binary; nothing
-//! from it ever reaches target/release.
+//! (`cargo test --features fault-injection` in target/fault-injection, the
+//! tests named `injected::`) uses its own debug build instead, which cargo
+//! puts beside the test binary; nothing from it ever reaches target/release.
 
 #![allow(dead_code)]
 

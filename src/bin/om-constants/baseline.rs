@@ -12,7 +12,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::bench::sum;
+use crate::pass::sum;
 
 /// One measured load + pass + free.
 #[derive(Debug, Clone, Copy, Default)]

@@ -292,7 +292,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("model.constants.bin");
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
-        let live = || om_constants::registry::global().stats().live_buffers;
+        let live = || om_constants::global().stats().live_buffers;
         let before = live();
         let mut t = Timer::load(&path, 8192).unwrap();
         assert!(!t.slot.load(Ordering::Acquire).is_null());

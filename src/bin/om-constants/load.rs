@@ -68,7 +68,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let pass = Instant::now();
     // SAFETY: the library published `size` readable bytes at `base` and we
     // hold `threads` references on them until the releases below.
-    let sum = unsafe { crate::bench::sum(base, size as usize) };
+    let sum = unsafe { crate::pass::sum(base, size as usize) };
     let pass_time = pass.elapsed();
     let loaded = stats();
     let free = Instant::now();

@@ -25,6 +25,8 @@ mod fast_path;
 mod load;
 #[cfg(not(loom))]
 mod opts;
+#[cfg(not(loom))]
+mod pass;
 
 use std::process::ExitCode;
 

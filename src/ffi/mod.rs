@@ -1,0 +1,49 @@
+//! The C ABI: every `extern "C"` function of the library, and nothing else.
+//!
+//! A thin boundary: each function checks its pointers with the helpers of
+//! [`args`] (one family of checks, one shape of message), turns them into
+//! Rust references and values, calls the registry (or the cache) inside
+//! [`call`], and turns an error into `false` plus the thread's last error.
+//! The semantics live in `registry` and `cache`, never here.
+//!
+//! | file | functions |
+//! |---|---|
+//! | `slots.rs` | acquire, release, last error, stats, version, trim, and onnx-mlir's names for acquire and release |
+//! | `fast_path.rs` | the per-inference calls (ensure loaded, constant address) and their onnx-mlir names: one acquire load on a loaded slot |
+//! | `cache.rs` | the packed-weights cache |
+
+// In the header's order: the slot functions, the per-inference calls, the
+// cache (cbindgen follows these declarations).
+mod args;
+mod cache;
+mod fast_path;
+mod slots;
+
+pub use cache::*;
+pub use fast_path::*;
+pub use slots::*;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::{self, Error, ErrorKind, Result};
+use crate::global::global;
+use crate::log::{self, Level};
+
+/// Runs `f` for an ABI call: clears the last error, catches panics, and
+/// reports any error; returns `fallback` on failure.
+pub(crate) fn call<T>(fallback: T, f: impl FnOnce() -> Result<T>) -> T {
+    error::clear_last_error();
+    let err = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return v,
+        Ok(Err(e)) => e,
+        Err(_) => Error::new(
+            ErrorKind::Internal,
+            "internal error in om-constants (a panic was caught); please report it",
+        ),
+    };
+    error::set_last_error(&err);
+    // The registry may be what failed to initialise; never re-enter it here.
+    let level = catch_unwind(|| global().config().log).unwrap_or(Level::Error);
+    log::emit(level, Level::Error, err.message());
+    fallback
+}
