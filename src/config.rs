@@ -9,7 +9,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::fault::Faults;
 use crate::log::Level;
 
 /// The mapping limit built into platforms that have one (z/OS: 1 GiB).
@@ -129,8 +128,6 @@ pub struct Config {
     pub prefetch: Prefetch,
     /// `OM_CONSTANT_MLOCK`: lock the buffer in RAM.
     pub mlock: Mlock,
-    /// Injected I/O faults (test builds only; see `fault`).
-    pub faults: Faults,
 }
 
 impl Default for Config {
@@ -147,7 +144,6 @@ impl Default for Config {
             huge_pages: true,
             prefetch: Prefetch::None,
             mlock: Mlock::Off,
-            faults: Faults::default(),
         }
     }
 }
@@ -221,10 +217,6 @@ impl Config {
         });
         field("OM_CONSTANT_MLOCK", &mut |s| {
             c.mlock = Mlock::parse(s).ok_or("0, 1 or try")?;
-            Ok(())
-        });
-        field("OM_CONSTANT_FAULTS", &mut |s| {
-            c.faults = Faults::parse(s)?;
             Ok(())
         });
         if let Some(p) = lookup("OM_CONSTANT_PATH") {

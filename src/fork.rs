@@ -65,9 +65,5 @@ pub(crate) fn install(registry: &'static Registry) {
         registry as *const Registry as *mut Registry,
         Ordering::Release,
     );
-    // SAFETY: the three handlers are plain functions of this library, which
-    // is never unloaded (docs/ARCHITECTURE.md, "Unload"); they never unwind.
-    // The only failure is ENOMEM; the library still works, only a child
-    // forked at a bad moment is not protected, so there is nothing to do.
-    let _ = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    crate::sys::at_fork(prepare, parent, child);
 }

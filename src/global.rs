@@ -8,8 +8,15 @@ use crate::registry::Registry;
 /// The process-wide registry behind the C ABI, configured from the
 /// environment on first use.
 pub fn global() -> &'static Registry {
-    static GLOBAL: once_cell::sync::Lazy<Registry> =
-        once_cell::sync::Lazy::new(|| Registry::new(Config::from_env()));
+    static GLOBAL: once_cell::sync::Lazy<Registry> = once_cell::sync::Lazy::new(|| {
+        let config = Config::from_env();
+        // The fault-injection build reads OM_CONSTANT_FAULTS, for C hosts.
+        #[cfg(feature = "fault-injection")]
+        if let Some(problem) = crate::fault::from_env() {
+            crate::log::emit(config.log, crate::log::Level::Error, &problem);
+        }
+        Registry::new(config)
+    });
     let registry: &'static Registry = &GLOBAL;
     #[cfg(not(loom))]
     {

@@ -16,7 +16,8 @@
 //! | [`slot`] | the slot state machine (NULL → LOADING → address) and waiting |
 //! | [`strategy`] | turning a file into memory: `mmap`, `read`, `chunked-mmap`; prefetch, `mlock` |
 //! | [`threads`] | worker threads that are safe to start inside `dlopen` |
-//! | [`fault`] | the seam where tests inject I/O faults (test builds only) |
+//! | `fault` | faults to inject, in the fault-injection build only (`sys/faulty.rs` injects them) |
+//! | `sys` | every system call, behind safe functions (`unix.rs`) |
 //! | `fork` | `pthread_atfork` handlers: a forked child never hangs |
 //! | [`loader`] | the I/O behind a load: open, then a strategy (an in-memory stand-in under loom) |
 //! | [`sync`] | std's locks and atomics, or loom's when model-checking |
@@ -37,6 +38,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+#[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod ffi;
 #[cfg(not(loom))]
@@ -52,6 +54,7 @@ pub mod source;
 pub mod stats;
 pub mod strategy;
 pub mod sync;
+mod sys;
 pub mod threads;
 
 pub use config::{Choice, Config};

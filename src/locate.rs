@@ -8,11 +8,12 @@
 //! the object holding the slot; the current directory. The first place where
 //! something exists wins; if none does, the error lists every place tried.
 
-use std::ffi::{CStr, OsStr};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
 
 /// One place that was or will be tried, and why it is on the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,26 +119,11 @@ pub fn first_existing(fname: &Path, list: &[Candidate]) -> Result<PathBuf> {
 /// (`/proc/self/maps`, absolute whatever the host did), and `dladdr`'s name
 /// is used only where that is unavailable and the name is absolute.
 pub fn object_containing(addr: usize) -> Option<PathBuf> {
-    // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr only inspects the loader's tables for the address; it
-    // never dereferences `addr`, and writes only into `info`.
-    let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
-    if found == 0 {
-        return None;
-    }
-    if let Some(path) = mapped_file(info.dli_fbase as usize) {
+    let (base, name) = sys::object_at(addr)?;
+    if let Some(path) = mapped_file(base) {
         return Some(path);
     }
-    if info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: on success dli_fname points at a NUL-terminated string owned by
-    // the dynamic loader that lives as long as the object stays loaded, and
-    // the object holding the caller's slot is loaded during this call.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    let path = PathBuf::from(OsStr::from_bytes(name.to_bytes()));
-    path.is_absolute().then_some(path)
+    name.filter(|p| p.is_absolute())
 }
 
 /// The file mapped at `addr` according to the kernel, if it is a file.

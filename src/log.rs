@@ -45,27 +45,7 @@ pub fn emit(configured: Level, level: Level, msg: &str) {
         return;
     }
     let line = format!("om-constants: {}: {msg}\n", level.label());
-    write_stderr(line.as_bytes());
-}
-
-/// Writes `bytes` to file descriptor 2 with plain `write` calls: no lock of
-/// std's (a thread blocked on a full stderr pipe must not hold one that a
-/// forked child or another thread would wait for), one call for a line, so
-/// concurrent lines do not interleave. A closed or failing stderr is not
-/// ours to report.
-fn write_stderr(mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a live slice; write reads at most its length.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n > 0 {
-            bytes = &bytes[n as usize..];
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-        {
-            continue;
-        } else {
-            return;
-        }
-    }
+    crate::sys::write_stderr(line.as_bytes());
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ impl<'a> Request<'a> {
             ));
         }
         // No path can be longer; refusing here also keeps messages short.
-        if fname.len() >= libc::PATH_MAX as usize {
+        if fname.len() >= crate::sys::PATH_MAX {
             let head: String = name.chars().take(64).collect();
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -35,7 +35,7 @@ impl<'a> Request<'a> {
                     "the constants file name '{head}...' is {} bytes long, longer than any path \
                      can be (PATH_MAX is {}); the model names its file wrongly",
                     fname.len(),
-                    libc::PATH_MAX
+                    crate::sys::PATH_MAX
                 ),
             ));
         }

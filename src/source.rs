@@ -7,11 +7,12 @@
 //! buffer; the registry keeps the file open while its buffer lives, so the
 //! inode cannot be reused by a replacement meanwhile.
 
-use std::fs::{File, Metadata, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::fs::{File, Metadata};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{self, Error, ErrorKind, Result};
+use crate::sys;
 
 /// What makes two opens "the same file" for sharing a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,11 +74,8 @@ impl Source {
     /// Opens `path` (found for the model's `fname`) and checks that it is a
     /// regular file of at least `size` bytes.
     pub fn open(path: &Path, fname: &str, size: u64) -> Result<Source> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| Error::io("open", fname, path, &e))?;
+        let file =
+            sys::open_read_nonblocking(path).map_err(|e| Error::io("open", fname, path, &e))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io("inspect (fstat)", fname, path, &e))?;

@@ -10,58 +10,19 @@
 //! thread-local with a destructor. (Found by the constructor-style model
 //! test with the parallel `read` strategy.)
 
-use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+use crate::sys::{self, Job, ThreadId};
 
-/// How [`run_all`] starts a thread: [`start`], or in tests a stand-in that
-/// refuses, as `pthread_create` does when threads or memory run out.
-type Starter = for<'j> unsafe fn(Job<'j>) -> Result<libc::pthread_t, Job<'j>>;
-
-extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
-    // SAFETY: `arg` is the Box<Job> leaked by `start` for this thread only.
-    let job: Box<Job<'static>> = unsafe { Box::from_raw(arg.cast()) };
-    // A panic must not unwind into C; the caller sees the job's missing
-    // result instead.
-    let _ = catch_unwind(AssertUnwindSafe(job));
-    std::ptr::null_mut()
-}
-
-/// Starts `job` on a new pthread.
-///
-/// # Safety
-/// Everything `job` borrows must outlive the thread: the caller must join
-/// it (with [`join`]) before any borrow ends.
-unsafe fn start(job: Job<'_>) -> Result<libc::pthread_t, Job<'_>> {
-    let boxed: Box<Job<'_>> = Box::new(job);
-    let raw = Box::into_raw(boxed);
-    // SAFETY: zeroed is a valid "not yet written" pthread_t.
-    let mut id: libc::pthread_t = unsafe { std::mem::zeroed() };
-    // SAFETY: trampoline takes ownership of `raw` only if the thread
-    // starts; default attributes; `id` is written on success.
-    let rc = unsafe { libc::pthread_create(&mut id, std::ptr::null(), trampoline, raw.cast()) };
-    if rc == 0 {
-        Ok(id)
-    } else {
-        // SAFETY: the thread did not start, so `raw` is still ours.
-        Err(*unsafe { Box::from_raw(raw) })
-    }
-}
-
-/// Waits for a thread started by [`start`].
-fn join(id: libc::pthread_t) {
-    // SAFETY: `id` is a joinable thread we started and join exactly once.
-    unsafe {
-        libc::pthread_join(id, std::ptr::null_mut());
-    }
-}
+/// How [`run_all`] starts a thread: `sys::spawn`, or in tests a stand-in
+/// that refuses, as `pthread_create` does when threads or memory run out.
+type Starter = for<'j> unsafe fn(Job<'j>) -> Result<ThreadId, Job<'j>>;
 
 /// Runs every job, each but the first on its own thread (inline where no
 /// thread can be had), and returns when all have finished. A job that
 /// panicked leaves its result `None`.
 pub fn run_all<'a, T: Send + 'a>(jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>) -> Vec<Option<T>> {
-    run_with(jobs, start)
+    run_with(jobs, sys::spawn)
 }
 
 fn run_with<'a, T: Send + 'a>(
@@ -104,12 +65,12 @@ fn run_into<'a, T: Send + 'a>(
 }
 
 /// Joins its threads when dropped, so no borrow outlives them.
-struct Joiner(Vec<libc::pthread_t>);
+struct Joiner(Vec<ThreadId>);
 
 impl Drop for Joiner {
     fn drop(&mut self) {
         for id in self.0.drain(..) {
-            join(id);
+            sys::join(id);
         }
     }
 }
@@ -122,19 +83,24 @@ impl Drop for Joiner {
 /// after it started, the thread does not exist: dropping it there does not
 /// join.
 pub struct Background {
-    id: Option<libc::pthread_t>,
+    id: Option<ThreadId>,
     pid: u32,
 }
 
 impl Background {
     /// Starts `job`; `None` if no thread can be had.
     pub fn spawn(job: impl FnOnce() + Send + 'static) -> Option<Background> {
-        pin_this_library();
+        // Pin the object that holds this code (the shared library, or the
+        // model or program it was linked into statically); the shared
+        // library is also linked with `-z nodelete` (build.rs).
+        sys::pin_object_at(sys::page_size as fn() -> usize as usize);
         // SAFETY: the job borrows nothing ('static).
-        unsafe { start(Box::new(job)) }.ok().map(|id| Background {
-            id: Some(id),
-            pid: std::process::id(),
-        })
+        unsafe { sys::spawn(Box::new(job)) }
+            .ok()
+            .map(|id| Background {
+                id: Some(id),
+                pid: std::process::id(),
+            })
     }
 }
 
@@ -142,38 +108,10 @@ impl Drop for Background {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             if self.pid == std::process::id() {
-                join(id);
+                sys::join(id);
             }
         }
     }
-}
-
-/// Marks the object that holds this code (the shared library, or the model
-/// or program it was linked into statically) as never to be unloaded:
-/// `dlopen` of itself with `RTLD_NODELETE`, once. The shared library is
-/// also linked with `-z nodelete` (build.rs); this covers the static case.
-fn pin_this_library() {
-    static PINNED: std::sync::Once = std::sync::Once::new();
-    PINNED.call_once(|| {
-        // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
-        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-        let here = pin_this_library as fn() as *const c_void;
-        // SAFETY: dladdr only looks the address up in the loader's tables
-        // and writes `info`.
-        if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
-            return;
-        }
-        // SAFETY: dli_fname is the loader's NUL-terminated name of a loaded
-        // object; RTLD_NOLOAD only finds that object again (by the same name)
-        // and adds NODELETE; the handle is deliberately never closed. For
-        // the main program the call may find nothing, which is harmless.
-        unsafe {
-            libc::dlopen(
-                info.dli_fname,
-                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
-            )
-        };
-    });
 }
 
 #[cfg(test)]
@@ -209,18 +147,18 @@ mod tests {
     }
 
     /// A `pthread_create` that always fails.
-    unsafe fn refuse(job: Job<'_>) -> Result<libc::pthread_t, Job<'_>> {
+    unsafe fn refuse(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
         Err(job)
     }
 
     /// A `pthread_create` that fails every other time.
-    unsafe fn refuse_every_other(job: Job<'_>) -> Result<libc::pthread_t, Job<'_>> {
+    unsafe fn refuse_every_other(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
         static CALLS: AtomicUsize = AtomicUsize::new(0);
         if CALLS.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
             return Err(job);
         }
         // SAFETY: run_into joins every thread it starts before returning.
-        unsafe { start(job) }
+        unsafe { sys::spawn(job) }
     }
 
     #[test]

@@ -88,7 +88,6 @@ fn garbage_in_every_option_is_reported_once_and_ignored() {
         ("OM_CONSTANT_HUGE_PAGES", "big"),
         ("OM_CONSTANT_PREFETCH", "eager"),
         ("OM_CONSTANT_MLOCK", "tight"),
-        ("OM_CONSTANT_FAULTS", "gremlins"),
     ];
     let out = run(&exe, &["garbage", data.to_str().unwrap()], &vars);
     assert!(out.status.success(), "loads with garbage options failed");

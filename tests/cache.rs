@@ -257,22 +257,14 @@ fn an_entry_above_4_gib() {
 #[cfg(feature = "fault-injection")]
 mod injected {
     use super::*;
-    use om_constants::fault::{Faults, Spec};
+    use om_constants::fault::{self, Spec};
 
     #[test]
     fn a_full_disk_falls_back_to_the_heap_and_persists_nothing() {
         let s = Scratch::new("cache-full");
         let path = s.path("w.cache");
-        let faults = Faults::new(Spec::default());
-        let c = Cache::open(
-            &path,
-            b"id",
-            &Config {
-                faults: faults.clone(),
-                ..quiet()
-            },
-        )
-        .unwrap();
+        let faults = fault::inject(Spec::default());
+        let c = Cache::open(&path, b"id", &quiet()).unwrap();
         let a = c.reserve("w0", 5000, 8).unwrap();
         faults.set(Spec {
             disk_full: true,
@@ -296,16 +288,8 @@ mod injected {
         let s = Scratch::new("cache-commit-fails");
         let path = s.path("w.cache");
         ensure(&path, "old", 2, 5000);
-        let faults = Faults::new(Spec::default());
-        let c = Cache::open(
-            &path,
-            b"new",
-            &Config {
-                faults: faults.clone(),
-                ..quiet()
-            },
-        )
-        .unwrap();
+        let faults = fault::inject(Spec::default());
+        let c = Cache::open(&path, b"new", &quiet()).unwrap();
         for i in 0..2 {
             let p = c.reserve(&format!("w{i}"), 5000, 8).unwrap();
             // SAFETY: reserve returned 5000 writable bytes.

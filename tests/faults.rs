@@ -17,7 +17,7 @@ mod injected {
     use std::sync::atomic::{AtomicPtr, Ordering};
 
     use super::common::{assert_pattern, name, Scratch};
-    use om_constants::fault::{Faults, Spec};
+    use om_constants::fault::{self, Spec};
     use om_constants::strategy::PARALLEL_MIN;
     use om_constants::{Choice, Config, ErrorKind, Registry, Request};
 
@@ -190,10 +190,9 @@ mod injected {
             } else {
                 (&path, size)
             };
-            let faults = Faults::new(case.spec);
+            let faults = fault::inject(case.spec);
             let reg = Registry::new(Config {
                 strategy: case.strategy,
-                faults: faults.clone(),
                 mmap_limit: case.limit.or(Config::default().mmap_limit),
                 log: om_constants::log::Level::Off,
                 ..Config::default()

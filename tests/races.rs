@@ -126,7 +126,7 @@ fn stress_64_threads_random_operations_keep_the_invariants() {
 mod injected {
     use super::*;
     use common::loads_again;
-    use om_constants::fault::{Faults, Spec};
+    use om_constants::fault::{self, Spec};
     use om_constants::slot::LOADING;
     use om_constants::ErrorKind;
     use std::time::{Duration, Instant};
@@ -149,14 +149,13 @@ mod injected {
         let path = sc.file("c.bin", size);
         // The loader holds the slot for 1.5 s: time for all 32 waiters to
         // start and wait, even on a busy machine.
-        let faults = Faults::new(Spec {
+        let faults = fault::inject(Spec {
             delay_ms: 1500,
             eio_at: Some(0),
             ..Spec::default()
         });
         let reg = Arc::new(Registry::new(Config {
             strategy: Choice::Read,
-            faults: faults.clone(),
             log: om_constants::log::Level::Off,
             ..Config::default()
         }));
@@ -193,12 +192,12 @@ mod injected {
         let sc = Scratch::new("slow");
         let size = 50_000;
         let path = sc.file("c.bin", size);
+        // Waiters give up after 50 ms; the loader takes 2 s.
+        let _faults = fault::inject(Spec {
+            delay_ms: 2000,
+            ..Spec::default()
+        });
         let reg = Arc::new(Registry::new(Config {
-            // Waiters give up after 50 ms; the loader takes 2 s.
-            faults: Faults::new(Spec {
-                delay_ms: 2000,
-                ..Spec::default()
-            }),
             wait_timeout: Duration::from_millis(50),
             log: om_constants::log::Level::Off,
             ..Config::default()
@@ -237,13 +236,12 @@ mod injected {
         let sc = Scratch::new("panic");
         let size = 10_000;
         let path = sc.file("c.bin", size);
-        let faults = Faults::new(Spec {
+        let faults = fault::inject(Spec {
             delay_ms: 200,
             panic: true,
             ..Spec::default()
         });
         let reg = Arc::new(Registry::new(Config {
-            faults: faults.clone(),
             log: om_constants::log::Level::Off,
             ..Config::default()
         }));

@@ -217,7 +217,7 @@ fn direct_io_never_mixes_in_the_bytes_of_a_file_renamed_over_the_opened_one() {
 #[cfg(feature = "fault-injection")]
 mod injected {
     use super::*;
-    use om_constants::fault::{Faults, Spec};
+    use om_constants::fault::{self, Spec};
 
     #[test]
     fn direct_io_refused_mid_range_reads_the_rest_of_that_range_buffered() {
@@ -226,16 +226,16 @@ mod injected {
         let path = sc.file("c.bin", size);
         // Direct reads are taken up to 3 MiB into the first range, then refused.
         let at = 3 << 20;
-        let config = |faults| Config {
+        let config = || Config {
             strategy: Choice::Read,
             direct_io: true,
             read_threads: 2,
-            faults,
             ..quiet()
         };
         // Without the fault, this file system must take O_DIRECT, or the case
         // below would be the refusal at open, which another test covers.
-        let plain = load_check(config(Faults::default()), &path, size);
+        let faults = fault::inject(Spec::default());
+        let plain = load_check(config(), &path, size);
         assert_eq!(
             plain.direct_fallbacks,
             0,
@@ -243,14 +243,11 @@ mod injected {
          that takes it (ext4, xfs): {plain:?}",
             path.display()
         );
-        let st = load_check(
-            config(Faults::new(Spec {
-                direct_io_einval_at: Some(at),
-                ..Spec::default()
-            })),
-            &path,
-            size,
-        );
+        faults.set(Spec {
+            direct_io_einval_at: Some(at),
+            ..Spec::default()
+        });
+        let st = load_check(config(), &path, size);
         // Every range's block-aligned part is read direct, except the part of
         // the first range from `at` on, which is read buffered.
         let ranges = split(
@@ -275,14 +272,14 @@ mod injected {
         let sc = Scratch::new("direct-refused");
         let size = 3 * 4096 + 5;
         let path = sc.file("c.bin", size);
+        let _faults = fault::inject(Spec {
+            direct_io_refused: true,
+            ..Spec::default()
+        });
         let st = load_check(
             Config {
                 strategy: Choice::Read,
                 direct_io: true,
-                faults: Faults::new(Spec {
-                    direct_io_refused: true,
-                    ..Spec::default()
-                }),
                 ..quiet()
             },
             &path,
@@ -295,23 +292,15 @@ mod injected {
     fn auto_falls_back_to_read_when_mapping_fails() {
         let sc = Scratch::new("mmap-fails");
         let path = sc.file("c.bin", 10_000);
-        let faults = Faults::new(Spec {
+        let _faults = fault::inject(Spec {
             mmap_fails: true,
             ..Spec::default()
         });
-        let st = load_check(
-            Config {
-                faults: faults.clone(),
-                ..quiet()
-            },
-            &path,
-            10_000,
-        );
+        let st = load_check(quiet(), &path, 10_000);
         assert_eq!((st.fallbacks, st.read.loads, st.mmap.loads), (1, 1, 0));
         // An explicit mmap does not fall back: it fails with the reason.
         let reg = Registry::new(Config {
             strategy: Choice::Mmap,
-            faults,
             ..quiet()
         });
         let e = reg.acquire(&slot(), &req(&path, 10_000)).unwrap_err();
@@ -323,15 +312,15 @@ mod injected {
         let sc = Scratch::new("mlock");
         let size = 1 << 20;
         let path = sc.file("c.bin", size);
-        let refused = Faults::new(Spec {
+        let refused = Spec {
             mlock_fails: true,
             ..Spec::default()
-        });
+        };
+        let faults = fault::inject(refused);
         for strategy in [Choice::Mmap, Choice::Read] {
             let reg = Registry::new(Config {
                 strategy,
                 mlock: Mlock::On,
-                faults: refused.clone(),
                 ..quiet()
             });
             let s = slot();
@@ -347,16 +336,9 @@ mod injected {
         }
         // `try` goes on unlocked; `1` without the fault locks (root or within
         // RLIMIT_MEMLOCK: 1 MiB is below the usual 8 MiB).
-        for (mlock, faults) in [(Mlock::Try, refused), (Mlock::On, Faults::default())] {
-            load_check(
-                Config {
-                    mlock,
-                    faults,
-                    ..quiet()
-                },
-                &path,
-                size,
-            );
+        for (mlock, spec) in [(Mlock::Try, refused), (Mlock::On, Spec::default())] {
+            faults.set(spec);
+            load_check(Config { mlock, ..quiet() }, &path, size);
         }
     }
 }

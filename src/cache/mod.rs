@@ -22,18 +22,17 @@ pub mod format;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use memmap2::{Mmap, MmapOptions, MmapRaw};
+use memmap2::{Mmap, MmapRaw};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fault::Faults;
 use crate::log::{self, Level};
 use crate::strategy::{page_size, HeapBuf};
+use crate::sys;
 use format::Record;
 
 /// An open cache (C: `struct om_cache`, opaque).
@@ -41,7 +40,6 @@ pub struct Cache {
     path: PathBuf,
     identity: Vec<u8>,
     log: Level,
-    faults: Faults,
     inner: Mutex<Inner>,
 }
 
@@ -101,15 +99,7 @@ impl Region {
         let Memory::File(m) = &self.memory else {
             return Ok(());
         };
-        // SAFETY: [ptr, ptr+len) is our own live mapping (MmapRaw makes no
-        // claim about its protection); mprotect only changes the access the
-        // pages allow.
-        let rc = unsafe { libc::mprotect(m.as_mut_ptr().cast(), m.len(), libc::PROT_READ) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        sys::protect_read_only(m)
     }
 
     /// The bytes of a region that [`freeze`](Self::freeze) made read-only.
@@ -140,7 +130,7 @@ fn err(kind: ErrorKind, msg: String) -> Error {
 impl Cache {
     /// Opens the cache at `path` for `identity`: a valid file is mapped and
     /// served; anything else is ignored and a new one starts being built.
-    /// From `config`: the log level, and (test builds) injected faults.
+    /// From `config`: the log level.
     pub fn open(path: &Path, identity: &[u8], config: &Config) -> Result<Cache> {
         if identity.len() > format::MAX_IDENTITY {
             return Err(err(
@@ -164,7 +154,6 @@ impl Cache {
             path: path.to_path_buf(),
             identity: identity.to_vec(),
             log: config.log,
-            faults: config.faults.clone(),
             inner: Mutex::new(Inner::Building(Builder::empty())),
         };
         match cache.load_existing() {
@@ -192,11 +181,7 @@ impl Cache {
     fn load_existing(&self) -> std::result::Result<Option<Inner>, String> {
         // O_NONBLOCK: a FIFO put there since the check above is refused
         // below instead of blocking this open forever.
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&self.path)
-        {
+        let file = match sys::open_read_nonblocking(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.to_string()),
@@ -209,10 +194,9 @@ impl Cache {
         if len == 0 {
             return Err("empty file".into());
         }
-        // SAFETY: read-only mapping of a file we never write in place; the
-        // cache's writers replace it by rename, which leaves this mapping
-        // on the old, intact file.
-        let map = unsafe { MmapOptions::new().map(&file) }.map_err(|e| e.to_string())?;
+        // The cache's writers replace the file by rename, which leaves this
+        // mapping on the old, intact file.
+        let map = sys::map_whole_file(&file).map_err(|e| e.to_string())?;
         let entries = format::validate(&map, &self.identity, page_size())?;
         Ok(Some(Inner::Loaded { map, entries }))
     }
@@ -348,12 +332,7 @@ impl Cache {
         }
         let size = size as usize;
         let offset = b.next.div_ceil(page as u64) * page as u64;
-        let faults = &self.faults;
-        let memory = match b
-            .tmp
-            .as_ref()
-            .map(|t| map_region(&t.file, offset, size, faults))
-        {
+        let memory = match b.tmp.as_ref().map(|t| map_region(&t.file, offset, size)) {
             Some(Ok(m)) => Some(Memory::File(m)),
             Some(Err(e)) => {
                 *note = self.fall_back_to_heap(b, &e);
@@ -452,13 +431,10 @@ impl Cache {
             records.len() as u64,
             file_len,
         );
-        if let Some(e) = self.faults.disk_error() {
-            return Err(fail("writing", &e));
-        }
         t.file
             .set_len(file_len)
-            .and_then(|_| t.file.write_all_at(&index, index_offset))
-            .and_then(|_| t.file.write_all_at(&header, 0))
+            .and_then(|_| sys::write_all_at(&t.file, &index, index_offset))
+            .and_then(|_| sys::write_all_at(&t.file, &header, 0))
             .and_then(|_| t.file.sync_all())
             .map_err(|e| fail("writing", &e))?;
         std::fs::rename(&t.path, &self.path).map_err(|e| fail("renaming", &e))?;
@@ -508,33 +484,11 @@ fn create_temporary(path: &Path) -> io::Result<Tmp> {
 
 /// Extends the temporary file to hold `[offset, offset+size)` with blocks
 /// allocated (so a full disk is an error now, not a SIGBUS while packing)
-/// and maps that range read-write.
-fn map_region(file: &File, offset: u64, size: usize, faults: &Faults) -> io::Result<MmapRaw> {
-    let rc = match faults.disk_error() {
-        Some(_) => -1,
-        // SAFETY: fallocate only allocates blocks of our own open file.
-        None => unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                0,
-                offset as libc::off_t,
-                size as libc::off_t,
-            )
-        },
-    };
-    if rc != 0 {
-        let e = faults.disk_error().unwrap_or_else(io::Error::last_os_error);
-        if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            return Err(e);
-        }
-        // No fallocate here: a sparse extension (a full disk then shows
-        // as SIGBUS while packing; such file systems are rare for caches).
-        file.set_len(offset + size as u64)?;
-    }
-    // SAFETY: a shared read-write mapping of a range of our own temporary
-    // file, which nobody else opens (its name is unique); we never shrink
-    // it while mapped.
-    MmapOptions::new().offset(offset).len(size).map_raw(file)
+/// and maps that range read-write. The temporary file's name is unique and
+/// nobody else opens it, and it is never shrunk while mapped.
+fn map_region(file: &File, offset: u64, size: usize) -> io::Result<MmapRaw> {
+    sys::allocate(file, offset, size as u64)?;
+    sys::map_shared_writable(file, offset, size)
 }
 
 /// An error if `path` exists and is not a regular file (a FIFO, a device,
@@ -579,10 +533,7 @@ fn remove_stale_temporaries(path: &Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        // SAFETY: kill with signal 0 only checks whether the pid exists.
-        let dead = unsafe { libc::kill(pid, 0) } != 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if dead {
+        if !sys::process_exists(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

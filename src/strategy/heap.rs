@@ -6,21 +6,17 @@
 //! faults while loading, a faster free). Allocation failure is an error,
 //! never an abort.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::Layout;
 use std::ptr::NonNull;
+
+use crate::sys;
 
 /// Size and alignment of a huge page on the platforms that have them.
 pub const HUGE_PAGE: usize = 2 << 20;
 
 /// The system's page size.
 pub fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
+    sys::page_size()
 }
 
 /// An owned, aligned, uninitialised heap allocation of `len` bytes.
@@ -44,10 +40,9 @@ impl HeapBuf {
         let huge = huge && len >= HUGE_PAGE;
         let align = if huge { HUGE_PAGE } else { page_size() };
         let layout = Layout::from_size_align(len.max(1), align).ok()?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = NonNull::new(unsafe { System.alloc(layout) })?;
+        let ptr = sys::alloc(layout)?;
         if huge {
-            advise_huge(ptr.as_ptr(), len);
+            sys::advise_huge_pages(ptr.as_ptr(), len);
         }
         Some(HeapBuf { ptr, layout })
     }
@@ -70,24 +65,11 @@ impl HeapBuf {
 
 impl Drop for HeapBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr was returned by System.alloc with exactly this layout
+        // SAFETY: ptr was returned by sys::alloc with exactly this layout
         // and is freed only here, once.
-        unsafe { System.dealloc(self.ptr.as_ptr(), self.layout) }
+        unsafe { sys::dealloc(self.ptr, self.layout) }
     }
 }
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn advise_huge(ptr: *mut u8, len: usize) {
-    // SAFETY: [ptr, ptr+len) is our own live allocation and ptr is 2 MiB
-    // (so page) aligned; madvise only changes paging hints. Failure (THP off)
-    // is harmless, so the result is ignored.
-    unsafe {
-        libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE);
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn advise_huge(_ptr: *mut u8, _len: usize) {}
 
 #[cfg(test)]
 mod tests {

@@ -5,27 +5,15 @@
 //! the README states: truncating the file in place while it is mapped makes
 //! reads past the new end raise SIGBUS; replace files by rename instead.
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::fault::Faults;
 use crate::source::Source;
+use crate::sys;
 
 /// Maps the first `len` bytes of `source` read-only; with `populate`, the
 /// kernel maps every page before returning (`MAP_POPULATE`).
-pub fn map(source: &Source, len: usize, populate: bool, faults: &Faults) -> Result<Mmap> {
-    if let Some(e) = faults.mmap_error(1) {
-        return Err(Error::io("map (mmap)", &source.fname, &source.path, &e));
-    }
-    let mut options = MmapOptions::new();
-    options.len(len);
-    if populate {
-        options.populate();
-    }
-    // SAFETY: memmap2 marks mapping unsafe because the file can change
-    // under the mapping. We map read-only, `len` is within the file's checked
-    // length, and the remaining hazard (in-place truncation) is the caller's
-    // duty, documented in the README; the mapping outlives the `File`.
-    unsafe { options.map(&source.file) }
+pub fn map(source: &Source, len: usize, populate: bool) -> Result<Mmap> {
+    sys::map_file(&source.file, len, populate)
         .map_err(|e| Error::io("map (mmap)", &source.fname, &source.path, &e))
 }

@@ -169,7 +169,6 @@ pub struct Loaded {
 
 /// Loads the first `size` bytes of `source` as `config` says.
 pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
-    config.faults.delay();
     let start = Instant::now();
     let len = usize::try_from(size).map_err(|_| {
         Error::new(
@@ -183,14 +182,13 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
     let populate = config.prefetch == Prefetch::Populate;
     let mapped = match resolve(config.strategy, size, config.mmap_limit) {
         Strategy::Read => None,
-        Strategy::Mmap => Some(
-            mmap::map(source, len, populate, &config.faults)
-                .map(|m| (Memory::Mapped(m), Strategy::Mmap)),
-        ),
+        Strategy::Mmap => {
+            Some(mmap::map(source, len, populate).map(|m| (Memory::Mapped(m), Strategy::Mmap)))
+        }
         Strategy::ChunkedMmap => {
             let piece = config.mmap_limit.unwrap_or(DEFAULT_PIECE);
             Some(
-                chunked::map(source, len, piece, populate, &config.faults)
+                chunked::map(source, len, piece, populate)
                     .map(|c| (Memory::Chunked(c), Strategy::ChunkedMmap)),
             )
         }

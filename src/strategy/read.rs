@@ -14,17 +14,15 @@
 //! files larger than spare RAM); where the file system refuses, the load
 //! falls back to buffered reads and says so in the stats and the log.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::{AsRawFd, RawFd};
 
 use super::heap::{HeapBuf, HUGE_PAGE};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fault::Faults;
 use crate::source::Source;
+use crate::sys::{self, Access};
 
 /// The largest single `pread`.
 pub const CHUNK: usize = 1 << 30;
@@ -49,27 +47,22 @@ pub struct Report {
 
 /// Allocates `len` bytes and fills them from the start of `source`.
 pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, Report)> {
-    let faults = &config.faults;
-    let buf = (!faults.alloc_fails())
-        .then(|| HeapBuf::alloc(len, config.huge_pages))
-        .flatten()
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::OutOfMemory,
-                format!(
-                    "cannot allocate {len} bytes for constants file '{}' ({}); free memory, \
+    let buf = HeapBuf::alloc(len, config.huge_pages).ok_or_else(|| {
+        Error::new(
+            ErrorKind::OutOfMemory,
+            format!(
+                "cannot allocate {len} bytes for constants file '{}' ({}); free memory, \
                      or use OM_CONSTANT_LOAD=mmap so the file is mapped instead of copied",
-                    source.fname,
-                    source.path.display()
-                ),
-            )
-        })?;
-    let fd = source.file.as_raw_fd();
-    advise(fd, 0, len, libc::POSIX_FADV_SEQUENTIAL);
+                source.fname,
+                source.path.display()
+            ),
+        )
+    })?;
+    sys::advise_file(&source.file, 0, len, Access::Sequential);
 
     let mut report = Report::default();
     let direct = if config.direct_io {
-        match open_direct(source, faults) {
+        match open_direct(source) {
             Ok(f) => Some(f),
             Err(_) => {
                 report.direct_fallback = true;
@@ -79,7 +72,7 @@ pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, Re
     } else {
         None
     };
-    let direct_fd = direct.as_ref().map(AsRawFd::as_raw_fd);
+    let direct = direct.as_ref();
 
     let ranges = split(len, thread_count(len, config.read_threads), HUGE_PAGE);
     report.threads = ranges.len();
@@ -88,7 +81,7 @@ pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, Re
         .iter()
         .cloned()
         .map(|r| {
-            Box::new(move || fill_range(source, direct_fd, dst, r, faults))
+            Box::new(move || fill_range(source, direct, dst, r))
                 as Box<dyn FnOnce() -> Result<RangeReport> + Send + '_>
         })
         .collect();
@@ -132,19 +125,16 @@ struct RangeReport {
 /// Fills `range` of the buffer at `dst` from the same range of the file.
 fn fill_range(
     source: &Source,
-    direct_fd: Option<RawFd>,
+    direct: Option<&File>,
     dst: usize,
     range: Range<usize>,
-    faults: &Faults,
 ) -> Result<RangeReport> {
     let mut report = RangeReport::default();
-    let fd = source.file.as_raw_fd();
-    advise(fd, range.start, range.len(), libc::POSIX_FADV_WILLNEED);
-    let mut reader = faults.reader();
+    sys::advise_file(&source.file, range.start, range.len(), Access::WillNeed);
     let mut at = range.start;
-    if let Some(dfd) = direct_fd {
+    if let Some(direct) = direct {
         let aligned_end = range.start + (range.len() / DIRECT_ALIGN) * DIRECT_ALIGN;
-        match fill(&mut faults.direct_reader(), dfd, dst, at..aligned_end) {
+        match fill(direct, dst, at..aligned_end) {
             Ok(()) => {
                 report.direct_bytes = (aligned_end - at) as u64;
                 at = aligned_end;
@@ -159,7 +149,7 @@ fn fill_range(
             Err((done, e)) => return Err(read_error(source, done, range.end, &e)),
         }
     }
-    fill(&mut reader, fd, dst, at..range.end)
+    fill(&source.file, dst, at..range.end)
         .map_err(|(done, e)| read_error(source, done, range.end, &e))?;
     Ok(report)
 }
@@ -167,8 +157,7 @@ fn fill_range(
 /// Reads file bytes `range` into the same offsets of the buffer at `dst`;
 /// on failure, how far it got and why.
 fn fill(
-    reader: &mut crate::fault::Reader,
-    fd: RawFd,
+    file: &File,
     dst: usize,
     range: Range<usize>,
 ) -> std::result::Result<(), (usize, io::Error)> {
@@ -177,8 +166,11 @@ fn fill(
         let want = (range.end - at).min(CHUNK);
         // SAFETY: dst+at .. dst+at+want lies inside the caller's buffer
         // (at + want <= range.end <= its length), and this thread is the
-        // only one writing this range; fd stays open for the whole load.
-        match unsafe { reader.pread(fd, (dst + at) as *mut u8, want, at as u64) } {
+        // only one touching this range while the slice lives (the ranges
+        // of the threads are disjoint, and the buffer is not shared until
+        // the load completes).
+        let buf = unsafe { std::slice::from_raw_parts_mut((dst + at) as *mut u8, want) };
+        match sys::pread(file, buf, at as u64) {
             Ok(0) => return Err((at, io::Error::from(io::ErrorKind::UnexpectedEof))),
             Ok(n) => at += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -213,26 +205,12 @@ fn read_error(source: &Source, at: usize, end: usize, e: &io::Error) -> Error {
 /// replaced by rename since it was opened, direct reads would fill the
 /// buffer with another file's bytes, so direct I/O is refused instead and
 /// everything is read from the original descriptor.
-fn open_direct(source: &Source, faults: &Faults) -> io::Result<File> {
-    if faults.direct_io_refused() {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
-        .open(&source.path)?;
+fn open_direct(source: &Source) -> io::Result<File> {
+    let f = sys::open_direct(&source.path)?;
     if !source.key.same_inode(&f.metadata()?) {
         return Err(io::Error::other("the file was replaced while loading"));
     }
     Ok(f)
-}
-
-/// `posix_fadvise`, a hint whose failure changes nothing.
-fn advise(fd: RawFd, offset: usize, len: usize, advice: libc::c_int) {
-    // SAFETY: posix_fadvise only records a hint for our open descriptor.
-    unsafe {
-        libc::posix_fadvise(fd, offset as libc::off_t, len as libc::off_t, advice);
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::heap::page_size;
 use crate::config::{Config, Mlock, Prefetch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
+use crate::sys;
 
 /// A background thread touching a buffer's pages (a raw thread: see
 /// `threads` for why), stopped and joined on drop.
@@ -36,11 +37,7 @@ pub fn prefetch(ptr: *mut u8, len: usize, config: &Config) -> Option<Prefetcher>
     match config.prefetch {
         Prefetch::None | Prefetch::Populate => None,
         Prefetch::WillNeed => {
-            // SAFETY: [ptr, ptr+len) is a live mapping we own; MADV_WILLNEED
-            // is only a read-ahead hint and its failure changes nothing.
-            unsafe {
-                libc::madvise(ptr.cast(), len, libc::MADV_WILLNEED);
-            }
+            sys::advise_will_need(ptr, len);
             None
         }
         Prefetch::Background => {
@@ -76,13 +73,8 @@ pub fn lock(ptr: *mut u8, len: usize, config: &Config, what: &str) -> Result<boo
     if config.mlock == Mlock::Off {
         return Ok(false);
     }
-    let e = if config.faults.mlock_fails() {
-        std::io::Error::from_raw_os_error(libc::EPERM)
-    // SAFETY: [ptr, ptr+len) is a live buffer we own; mlock only pins it.
-    } else if unsafe { libc::mlock(ptr.cast(), len) } == 0 {
+    let Err(e) = sys::lock_memory(ptr, len) else {
         return Ok(true);
-    } else {
-        std::io::Error::last_os_error()
     };
     let msg = format!(
         "cannot lock {len} bytes of {what} in memory (mlock): {e}; raise the \
@@ -101,8 +93,5 @@ pub fn lock(ptr: *mut u8, len: usize, config: &Config, what: &str) -> Result<boo
 
 /// Undoes [`lock`].
 pub fn unlock(ptr: *mut u8, len: usize) {
-    // SAFETY: [ptr, ptr+len) is the live buffer we locked.
-    unsafe {
-        libc::munlock(ptr.cast(), len);
-    }
+    sys::unlock_memory(ptr, len);
 }

@@ -80,7 +80,7 @@ impl Rng {
 pub fn loads_again(
     reg: &om_constants::Registry,
     slot: &std::sync::atomic::AtomicPtr<std::os::raw::c_void>,
-    faults: &om_constants::fault::Faults,
+    faults: &om_constants::fault::Injected,
     path: &Path,
     size: usize,
 ) {

@@ -1,0 +1,141 @@
+//! The fault-injection build's decorator of the OS layer: the calls of
+//! `unix.rs` that fail in ways worth testing, each of which first consults
+//! the faults in force (`crate::fault`), then calls through. Compiled only
+//! with the `fault-injection` feature.
+
+use std::alloc::Layout;
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use memmap2::Mmap;
+
+use super::unix::{self, Reservation};
+use crate::fault::get;
+
+/// `pread` calls so far (for `eintr`: every other one fails).
+static PREADS: AtomicU64 = AtomicU64::new(0);
+/// File mappings since the last reservation (a plain mapping is piece 1).
+static PIECES: AtomicU64 = AtomicU64::new(0);
+/// The descriptor last opened with `O_DIRECT` (for `direct_io_einval_at`).
+static DIRECT_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn os(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
+    let spec = get();
+    if spec.delay_ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(spec.delay_ms));
+    }
+    if spec.panic {
+        // resume_unwind: a panic without the hook's message and backtrace,
+        // which would only be noise in a test log.
+        std::panic::resume_unwind(Box::new("injected panic in the loader"));
+    }
+    unix::open_read_nonblocking(path)
+}
+
+pub fn open_direct(path: &Path) -> io::Result<File> {
+    if get().direct_io_refused {
+        return Err(os(libc::EINVAL));
+    }
+    let f = unix::open_direct(path)?;
+    DIRECT_FD.store(f.as_raw_fd(), Ordering::Relaxed);
+    Ok(f)
+}
+
+pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let s = get();
+    let mut len = buf.len();
+    let calls = PREADS.fetch_add(1, Ordering::Relaxed);
+    if s.eintr && calls % 2 == 0 {
+        return Err(os(libc::EINTR));
+    }
+    let covers = |at: u64| (offset..offset + len as u64).contains(&at);
+    if s.eio_at.is_some_and(covers) {
+        return Err(os(libc::EIO));
+    }
+    let direct = file.as_raw_fd() == DIRECT_FD.load(Ordering::Relaxed);
+    if let Some(at) = s.direct_io_einval_at.filter(|_| direct) {
+        if offset == at {
+            return Err(os(libc::EINVAL));
+        }
+        if covers(at) {
+            len = (at - offset) as usize;
+        }
+    }
+    if let Some(at) = s.eof_at {
+        if offset >= at {
+            return Ok(0);
+        }
+        len = len.min((at - offset) as usize);
+    }
+    if s.one_byte_reads {
+        len = len.min(1);
+    }
+    unix::pread(file, &mut buf[..len], offset)
+}
+
+pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    if get().alloc_fails {
+        return None;
+    }
+    unix::alloc(layout)
+}
+
+/// An error if mapping piece `n` (counted from 1) must fail.
+fn piece_fails(n: u64) -> Option<io::Error> {
+    let s = get();
+    (s.mmap_fails || s.mmap_piece_fails == Some(n)).then(|| os(libc::ENOMEM))
+}
+
+pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
+    if let Some(e) = piece_fails(1) {
+        return Err(e);
+    }
+    unix::map_file(file, len, populate)
+}
+
+pub fn map_piece(
+    res: &Reservation,
+    file: &File,
+    offset: usize,
+    len: usize,
+    populate: bool,
+) -> io::Result<()> {
+    // Pieces are mapped in order from offset 0 by one thread per load.
+    if offset == 0 {
+        PIECES.store(0, Ordering::Relaxed);
+    }
+    let n = PIECES.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(e) = piece_fails(n) {
+        return Err(e);
+    }
+    unix::map_piece(res, file, offset, len, populate)
+}
+
+pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
+    if get().mlock_fails {
+        return Err(os(libc::EPERM));
+    }
+    unix::lock_memory(ptr, len)
+}
+
+pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if get().disk_full {
+        return Err(os(libc::ENOSPC));
+    }
+    unix::allocate(file, offset, len)
+}
+
+pub fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    if get().disk_full {
+        return Err(os(libc::ENOSPC));
+    }
+    unix::write_all_at(file, bytes, offset)
+}

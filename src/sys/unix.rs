@@ -1,0 +1,475 @@
+//! The system calls of POSIX systems, each behind a safe function whose
+//! `SAFETY` note says why the call holds. Linux-only calls are marked
+//! `cfg(target_os = "linux")`, with a portable fallback beside them, so
+//! that macOS and the BSDs have a chance (they are not tested here).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::{CStr, OsStr};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::raw::c_void;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use memmap2::{Mmap, MmapOptions, MmapRaw};
+
+/// The longest path the system accepts.
+pub const PATH_MAX: usize = libc::PATH_MAX as usize;
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+// ---- memory ----------------------------------------------------------
+
+/// The system's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
+}
+
+/// `layout.size()` (> 0) bytes aligned to `layout.align()`, uninitialised;
+/// `None` if the allocator refuses. Free with [`dealloc`].
+pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    if layout.size() == 0 {
+        return None;
+    }
+    // SAFETY: the layout has a non-zero size (checked above).
+    NonNull::new(unsafe { System.alloc(layout) })
+}
+
+/// Frees what [`alloc`] returned.
+///
+/// # Safety
+/// `ptr` came from [`alloc`] with this `layout` and is freed once.
+pub unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's contract is exactly System.dealloc's.
+    unsafe { System.dealloc(ptr.as_ptr(), layout) }
+}
+
+/// Asks for transparent huge pages for `[ptr, ptr+len)`; a hint, whose
+/// refusal (THP off, another OS) changes nothing.
+pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: MADV_HUGEPAGE only changes how the kernel backs the range; it
+    // never changes its contents, and a range that is not mapped is an
+    // error (ENOMEM), not undefined behaviour.
+    unsafe {
+        libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (ptr, len);
+}
+
+/// Asks the kernel to read `[ptr, ptr+len)` ahead; a hint.
+pub fn advise_will_need(ptr: *mut u8, len: usize) {
+    // SAFETY: MADV_WILLNEED only starts read-ahead; it never changes the
+    // range's contents, and an unmapped range is an error, not UB.
+    unsafe {
+        libc::madvise(ptr.cast(), len, libc::MADV_WILLNEED);
+    }
+}
+
+/// Pins `[ptr, ptr+len)` in RAM (`mlock`).
+pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: mlock only pins pages; it reads and writes no memory, and an
+    // unmapped range is an error (ENOMEM), not UB.
+    check(unsafe { libc::mlock(ptr.cast(), len) })
+}
+
+/// Undoes [`lock_memory`].
+pub fn unlock_memory(ptr: *mut u8, len: usize) {
+    // SAFETY: as for mlock.
+    unsafe {
+        libc::munlock(ptr.cast(), len);
+    }
+}
+
+// ---- files -----------------------------------------------------------
+
+/// Opens `path` read-only and without blocking: a FIFO or a device given by
+/// mistake is opened at once (and then refused by its caller) instead of
+/// blocking until a writer appears. For regular files the flag has no
+/// effect on Linux.
+pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Opens `path` read-only with `O_DIRECT` (reads bypass the page cache);
+/// `EINVAL` where the file system refuses it or the platform has none.
+pub fn open_direct(path: &Path) -> io::Result<File> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
+        .open(path);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = path;
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    }
+}
+
+/// Reads up to `buf.len()` bytes at `offset`: the number read (0 at the
+/// end of the file), or the OS error (`Interrupted` included).
+pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    file.read_at(buf, offset)
+}
+
+/// Writes all of `bytes` at `offset`.
+pub fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    file.write_all_at(bytes, offset)
+}
+
+/// How a file will be read, for [`advise_file`].
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// From start to end.
+    Sequential,
+    /// Soon: start reading it ahead.
+    WillNeed,
+}
+
+/// `posix_fadvise` for `[offset, offset+len)` of `file`: a hint whose
+/// failure (or absence, on macOS) changes nothing.
+pub fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        let advice = match access {
+            Access::Sequential => libc::POSIX_FADV_SEQUENTIAL,
+            Access::WillNeed => libc::POSIX_FADV_WILLNEED,
+        };
+        // SAFETY: posix_fadvise only records a hint for an open descriptor
+        // that `file` keeps open for the call.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                advice,
+            );
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = (file, offset, len, access);
+}
+
+/// Gives `[offset, offset+len)` of `file` real blocks, so that a full disk
+/// is an error now and not a SIGBUS when the range is written through a
+/// mapping. Where the file system (or the platform) cannot, the file is
+/// extended sparsely instead.
+pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: fallocate only allocates blocks of an open file that
+        // `file` keeps open for the call; it touches no memory of ours.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                0,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        match check(rc) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            other => return other,
+        }
+    }
+    let end = offset + len;
+    if file.metadata()?.len() < end {
+        file.set_len(end)?;
+    }
+    Ok(())
+}
+
+// ---- mappings --------------------------------------------------------
+
+/// Maps the first `len` bytes of `file` read-only and private; with
+/// `populate`, every page is mapped before returning (Linux).
+///
+/// The mapping reflects the file: if someone truncates the file in place
+/// while it is mapped, reads past the new end raise SIGBUS. Callers map
+/// only files they checked are at least `len` long, and the README tells
+/// users to replace files by rename, never in place.
+pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
+    let mut options = MmapOptions::new();
+    options.len(len);
+    if populate {
+        options.populate();
+    }
+    // SAFETY: memmap2 marks mapping unsafe because the file can change
+    // under the mapping. It is mapped read-only, `len` is within the
+    // file's checked length, and the remaining hazard (in-place
+    // truncation) is the user's documented duty (see above).
+    unsafe { options.map(file) }
+}
+
+/// Maps all of `file` read-only, as [`map_file`] does.
+pub fn map_whole_file(file: &File) -> io::Result<Mmap> {
+    // SAFETY: as in map_file: read-only, and files mapped this way (the
+    // packed-weights cache) are only ever replaced by rename.
+    unsafe { MmapOptions::new().map(file) }
+}
+
+/// Maps `[offset, offset+len)` of `file` shared and writable. A raw
+/// mapping: no Rust reference to its bytes exists, since C code writes
+/// them (see [`protect_read_only`]).
+pub fn map_shared_writable(file: &File, offset: u64, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().offset(offset).len(len).map_raw(file)
+}
+
+/// Makes a raw mapping read-only: a later write to it faults.
+pub fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
+    // SAFETY: [ptr, ptr+len) is exactly the live mapping `map` owns;
+    // MmapRaw makes no claim about its protection, and mprotect changes
+    // only the access the pages allow.
+    check(unsafe { libc::mprotect(map.as_mut_ptr().cast(), map.len(), libc::PROT_READ) })
+}
+
+/// A range of address space reserved (`PROT_NONE`, no memory), into which
+/// pieces of a file are then mapped at fixed places; unmapped on drop.
+///
+/// `MAP_FIXED`, not `MAP_FIXED_NOREPLACE`: NOREPLACE refuses to map over
+/// any existing mapping, including this reservation, so it would need the
+/// reservation unmapped first, and another thread's `mmap` could take the
+/// hole in between. `MAP_FIXED` over a range we reserved replaces only our
+/// own pages and can never clobber anyone else's mapping.
+pub struct Reservation {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the reservation owns its range exclusively; the address has no
+// thread affinity and the pieces mapped into it are read-only.
+unsafe impl Send for Reservation {}
+// SAFETY: shared access only reads the read-only pieces.
+unsafe impl Sync for Reservation {}
+
+impl Reservation {
+    /// Reserves `len` bytes (rounded up to whole pages) of address space.
+    pub fn new(len: usize) -> io::Result<Reservation> {
+        let page = page_size();
+        let len = len.div_ceil(page) * page;
+        // SAFETY: an anonymous PROT_NONE reservation at an address the
+        // kernel chooses; it touches no existing mapping.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        Ok(Reservation { ptr, len })
+    }
+
+    /// The start of the range.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+/// Maps `[offset, offset+len)` of `file`, read-only, at the same offset of
+/// `res`. `offset` must be a multiple of the page size and the piece must
+/// lie inside the reservation and inside the file.
+pub fn map_piece(
+    res: &Reservation,
+    file: &File,
+    offset: usize,
+    len: usize,
+    populate: bool,
+) -> io::Result<()> {
+    let inside = offset
+        .checked_add(len)
+        .is_some_and(|end| end <= res.len && offset % page_size() == 0);
+    if !inside {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    #[allow(unused_mut)]
+    let mut flags = libc::MAP_PRIVATE | libc::MAP_FIXED;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if populate {
+        flags |= libc::MAP_POPULATE;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = populate;
+    // SAFETY: [ptr+offset, ptr+offset+len) lies inside the reservation
+    // (checked above), so MAP_FIXED replaces only pages it owns; offset is
+    // page-aligned as mmap requires; `file` stays open for the call.
+    let at = unsafe {
+        libc::mmap(
+            res.ptr.as_ptr().add(offset).cast(),
+            len,
+            libc::PROT_READ,
+            flags,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if at == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: [ptr, ptr+len) is the range we reserved; one munmap
+        // removes the reservation and every piece mapped into it.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+// ---- threads ---------------------------------------------------------
+
+/// A job for a raw thread.
+pub type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+/// A thread started by [`spawn`].
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadId(libc::pthread_t);
+
+extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `arg` is the Box<Job> leaked by `spawn` for this thread only.
+    let job: Box<Job<'static>> = unsafe { Box::from_raw(arg.cast()) };
+    // A panic must not unwind into C; the caller sees the job's missing
+    // result instead.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    std::ptr::null_mut()
+}
+
+/// Starts `job` on a new pthread that touches no Rust thread-local state
+/// (see `threads.rs` for why); gives the job back if no thread can be had.
+///
+/// # Safety
+/// Everything `job` borrows must outlive the thread: the caller must
+/// [`join`] it before any borrow ends.
+pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
+    let raw = Box::into_raw(Box::new(job));
+    // SAFETY: zeroed is a valid "not yet written" pthread_t.
+    let mut id: libc::pthread_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the trampoline takes ownership of `raw` only if the thread
+    // starts; default attributes; `id` is written on success.
+    let rc = unsafe { libc::pthread_create(&mut id, std::ptr::null(), trampoline, raw.cast()) };
+    if rc == 0 {
+        Ok(ThreadId(id))
+    } else {
+        // SAFETY: the thread did not start, so `raw` is still ours.
+        Err(*unsafe { Box::from_raw(raw) })
+    }
+}
+
+/// Waits for a thread started by [`spawn`]; call it once per thread.
+pub fn join(id: ThreadId) {
+    // SAFETY: `id` names a joinable thread started by spawn; ThreadId is
+    // only made there, and callers join each once.
+    unsafe {
+        libc::pthread_join(id.0, std::ptr::null_mut());
+    }
+}
+
+/// Registers `fork` handlers for the whole process.
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: the handlers are plain functions of this library, which is
+    // never unloaded (docs/ARCHITECTURE.md, "Unload"), and never unwind.
+    // The only failure is ENOMEM, after which only a child forked at a bad
+    // moment is unprotected: nothing to do.
+    let _ = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// True if a process with this id exists (it may be another's after reuse;
+/// the answer is for cleaning up after dead processes, never for safety).
+pub fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+// ---- the dynamic loader ----------------------------------------------
+
+/// The loaded object (shared library or executable) whose image contains
+/// `addr`: its load address, and its name as the loader knows it (which may
+/// be relative), or `None` if no object contains `addr`.
+pub fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
+    // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only looks the address up in the loader's tables; it
+    // never dereferences `addr`, and writes only `info`.
+    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 {
+        return None;
+    }
+    let name = (!info.dli_fname.is_null()).then(|| {
+        // SAFETY: on success dli_fname is a NUL-terminated string owned by
+        // the loader, alive while the object is loaded, which it is during
+        // this call (it holds `addr`, which the caller is using).
+        let bytes = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
+        PathBuf::from(OsStr::from_bytes(bytes))
+    });
+    Some((
+        info.dli_fbase as usize,
+        name.filter(|p| !p.as_os_str().is_empty()),
+    ))
+}
+
+/// Marks the object holding `addr` as never to be unloaded (`dlopen` of it
+/// by the name the loader knows, with `RTLD_NOLOAD | RTLD_NODELETE`). For
+/// the main program this may find nothing, which is harmless.
+pub fn pin_object_at(addr: usize) {
+    // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as in object_at.
+    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+        return;
+    }
+    // SAFETY: dli_fname is the loader's name of a loaded object;
+    // RTLD_NOLOAD only finds that object again (by the same name) and adds
+    // NODELETE; the handle is deliberately never closed.
+    unsafe {
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        );
+    }
+}
+
+// ---- stderr ----------------------------------------------------------
+
+/// Writes `bytes` to file descriptor 2 with plain `write` calls: no lock
+/// (a thread blocked on a full stderr pipe must hold nothing another
+/// thread or a forked child would wait for), one call for a short line, so
+/// that concurrent lines do not interleave. A closed or failing stderr is
+/// not the library's to report.
+pub fn write_stderr(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a live slice; write reads at most its length.
+        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
