@@ -2,9 +2,10 @@
 //! `fault-injection`, never in the library that ships): what to inject,
 //! process-wide. The OS layer's decorator (`sys/faulty.rs`) consults it.
 //!
-//! A Rust test takes [`inject`]: the faults hold until its guard is
-//! dropped, and guards exclude each other, so fault tests of one process
-//! run one at a time. A C host sets `OM_CONSTANT_FAULTS`, read when the
+//! A Rust test takes [`inject`] before anything else: the faults hold until
+//! its guard is dropped, and guards exclude each other, so fault tests of
+//! one process run one at a time (and none sees another's faults in its
+//! set-up). A C host sets `OM_CONSTANT_FAULTS`, read when the
 //! process-wide registry is made, e.g. `one_byte_reads,eintr,eio_at=4096,
 //! eof_at=8192,direct_io_refused,direct_io_einval_at=8192,alloc_fails,
 //! mmap_fails,mmap_piece_fails=3,mlock_fails,delay_ms=200,panic,disk_full`.

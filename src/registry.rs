@@ -30,18 +30,20 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::loader;
 use crate::log::{self, Level};
 use crate::request::Request;
-use crate::slot::{Pending, Slot, State, LOADING};
+use crate::slot::{Flight, Flights, Pending, Slot, State, LOADING};
 use crate::source::FileKey;
 use crate::stats::{Counters, Stats};
 use crate::strategy::Buffer;
-use crate::sync::{Arc, AtomicPtr, Mutex, MutexGuard};
+use crate::sync::{AtomicPtr, Mutex, MutexGuard};
 
 /// A buffer is shared by slots that load the same file with the same size.
 type BufKey = (FileKey, u64);
 
+/// A slot that holds a buffer: the one owner of the slot's reference count.
 struct SlotEntry {
     buf: BufKey,
     ptr: usize,
+    /// References held on this slot (acquires, plus ensure-loaded's one).
     refs: u64,
     /// The file name and size the slot was loaded with: a later call on the
     /// loaded slot must ask for the same.
@@ -68,9 +70,12 @@ impl SlotEntry {
     }
 }
 
+/// A buffer in memory: the one owner of the count of slots using it.
 struct Held {
     buffer: Buffer,
-    refs: u64,
+    /// Slots that hold this buffer, or are about to (a load that found it
+    /// shared); 0 for a buffer kept by `OM_CONSTANT_KEEP`.
+    users: u64,
     /// The open file the buffer came from, kept open while the buffer
     /// lives (see the module docs).
     _file: loader::Opened,
@@ -80,17 +85,20 @@ struct Held {
 struct Tables {
     slots: HashMap<usize, SlotEntry>,
     buffers: HashMap<BufKey, Held>,
-    loading_slots: HashMap<usize, Arc<Pending>>,
-    loading_files: HashMap<BufKey, Arc<Pending>>,
+    loading_slots: Flights<usize>,
+    loading_files: Flights<BufKey>,
 }
 
 impl Tables {
-    /// Drops `n` references on `key`; returns the buffer if it must be freed
-    /// (the caller drops it after unlocking).
-    fn unref(&mut self, key: BufKey, n: u64, keep: bool) -> Option<Buffer> {
+    /// A slot stopped using the buffer `key`; returns the buffer if it must
+    /// be freed (the caller drops it after unlocking).
+    fn unuse(&mut self, key: BufKey, keep: bool) -> Option<Buffer> {
         let held = self.buffers.get_mut(&key)?;
-        held.refs = held.refs.saturating_sub(n);
-        if held.refs == 0 && !keep {
+        // Each use belongs to one slot entry (or one load adopting the
+        // buffer), so this never goes below zero.
+        debug_assert!(held.users > 0, "a buffer lost more users than it had");
+        held.users -= 1;
+        if held.users == 0 && !keep {
             return self.buffers.remove(&key).map(|h| h.buffer);
         }
         None
@@ -178,10 +186,6 @@ impl Registry {
                         e.check(addr, req)?;
                         if mode == Mode::Acquire {
                             e.refs += 1;
-                            let key = e.buf;
-                            if let Some(h) = t.buffers.get_mut(&key) {
-                                h.refs += 1;
-                            }
                         }
                         return Ok(p);
                     }
@@ -196,7 +200,7 @@ impl Registry {
                     // A load's claim and its pending are made, and its end
                     // is published and the pending removed, under this lock:
                     // LOADING with no pending is no load of ours.
-                    let Some(pending) = t.loading_slots.get(&addr).cloned() else {
+                    let Some(pending) = t.loading_slots.get(&addr) else {
                         return Err(not_our_load(addr));
                     };
                     drop(t);
@@ -218,9 +222,8 @@ impl Registry {
             // it: whatever the registry had for this address belongs to a
             // model that is gone (README "For compiler authors"), so its references go too.
             let stale = t.slots.remove(&addr);
-            let freed = stale.and_then(|e| t.unref(e.buf, e.refs, self.config.keep));
-            let pending = Arc::new(Pending::new());
-            t.loading_slots.insert(addr, pending.clone());
+            let freed = stale.and_then(|e| t.unuse(e.buf, self.config.keep));
+            let pending = t.loading_slots.start(addr);
             drop(t);
             if freed.is_some() {
                 self.counters.freed(1);
@@ -243,15 +246,21 @@ impl Registry {
     }
 
     /// This thread owns the slot's load: do it, publish, wake the waiters.
-    fn load_into(&self, slot: Slot, req: &Request, pending: Arc<Pending>) -> Result<*mut c_void> {
-        let mut claim = Claim {
-            registry: self,
-            slot: Some(slot),
-            file: None,
-            pending: pending.clone(),
-            done: false,
-        };
-        let result = self.load_buffer(slot.addr(), req);
+    fn load_into(
+        &self,
+        slot: Slot,
+        req: &Request,
+        pending: crate::sync::Arc<Pending>,
+    ) -> Result<*mut c_void> {
+        let addr = slot.addr();
+        let flight = Flight::new(pending, move || {
+            let mut t = self.lock();
+            t.loading_slots.end(&addr);
+            slot.publish(std::ptr::null_mut());
+            drop(t);
+            self.counters.failed();
+        });
+        let result = self.load_buffer(addr, req);
         let mut t = self.lock();
         let out = match result {
             Ok((key, ptr)) => {
@@ -274,10 +283,9 @@ impl Registry {
                 Err(e)
             }
         };
-        t.loading_slots.remove(&slot.addr());
+        t.loading_slots.end(&addr);
         drop(t);
-        claim.done = true;
-        pending.complete(out.as_ref().map(|_| ()).map_err(Clone::clone));
+        flight.settle(out.as_ref().map(|_| ()).map_err(Clone::clone));
         out
     }
 
@@ -290,7 +298,7 @@ impl Registry {
         let pending = loop {
             let mut t = self.lock();
             if let Some(h) = t.buffers.get_mut(&key) {
-                h.refs += 1;
+                h.users += 1;
                 let ptr = h.buffer.as_ptr().cast::<c_void>();
                 drop(t);
                 self.counters.shared();
@@ -299,23 +307,16 @@ impl Registry {
                 });
                 return Ok((key, ptr));
             }
-            if let Some(p) = t.loading_files.get(&key).cloned() {
+            if let Some(p) = t.loading_files.get(&key) {
                 drop(t);
                 self.counters.waited();
                 self.wait(&p, req)?;
                 continue;
             }
-            let p = Arc::new(Pending::new());
-            t.loading_files.insert(key, p.clone());
-            break p;
+            break t.loading_files.start(key);
         };
-        let mut claim = Claim {
-            registry: self,
-            slot: None,
-            file: Some(key),
-            pending: pending.clone(),
-            done: false,
-        };
+        // A failure of the file's load is counted once, by the slot's flight.
+        let flight = Flight::new(pending, move || self.lock().loading_files.end(&key));
         let loaded = loader::load(&opened, req.size(), &self.config);
         // The log line is made now and written after the lock is released.
         let note = loaded.as_ref().ok().map(|l| {
@@ -333,22 +334,21 @@ impl Registry {
             )
         });
         let mut t = self.lock();
-        t.loading_files.remove(&key);
+        t.loading_files.end(&key);
         let out = loaded.map(|l| {
             let ptr = l.buffer.as_ptr().cast::<c_void>();
             t.buffers.insert(
                 key,
                 Held {
                     buffer: l.buffer,
-                    refs: 1,
+                    users: 1,
                     _file: opened,
                 },
             );
             (key, ptr)
         });
         drop(t);
-        claim.done = true;
-        pending.complete(out.as_ref().map(|_| ()).map_err(Clone::clone));
+        flight.settle(out.as_ref().map(|_| ()).map_err(Clone::clone));
         if let Some(note) = note {
             self.log(Level::Info, || note);
         }
@@ -383,12 +383,14 @@ impl Registry {
             ));
         };
         e.refs -= 1;
-        let key = e.buf;
-        if e.refs == 0 {
+        let (key, last) = (e.buf, e.refs == 0);
+        let freed = if last {
             t.slots.remove(&addr);
             slot.publish(std::ptr::null_mut());
-        }
-        let freed = t.unref(key, 1, self.config.keep);
+            t.unuse(key, self.config.keep)
+        } else {
+            None
+        };
         drop(t);
         if let Some(b) = freed {
             self.counters.freed(1);
@@ -403,7 +405,7 @@ impl Registry {
         let idle: Vec<BufKey> = t
             .buffers
             .iter()
-            .filter(|(_, h)| h.refs == 0)
+            .filter(|(_, h)| h.users == 0)
             .map(|(k, _)| *k)
             .collect();
         let freed: Vec<Held> = idle.iter().filter_map(|k| t.buffers.remove(k)).collect();
@@ -486,51 +488,13 @@ impl Registry {
         {
             let t = self.lock();
             s.live_buffers = t.buffers.len() as u64;
-            s.kept_buffers = t.buffers.values().filter(|h| h.refs == 0).count() as u64;
+            s.kept_buffers = t.buffers.values().filter(|h| h.users == 0).count() as u64;
             s.references = t.slots.values().map(|e| e.refs).sum();
             s.live_slots = t.slots.len() as u64;
             s.live_bytes = t.buffers.values().map(|h| h.buffer.len() as u64).sum();
         }
         self.counters.fill(&mut s);
         s
-    }
-}
-
-/// Makes sure a load that unwinds (a panic, caught at the ABI) still leaves
-/// its slot empty and wakes its waiters with an error, instead of leaving
-/// them `LOADING` until their timeout.
-struct Claim<'r, 's> {
-    registry: &'r Registry,
-    slot: Option<Slot<'s>>,
-    file: Option<BufKey>,
-    pending: Arc<Pending>,
-    done: bool,
-}
-
-impl Drop for Claim<'_, '_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut t = self.registry.lock();
-        if let Some(slot) = self.slot {
-            t.loading_slots.remove(&slot.addr());
-            slot.publish(std::ptr::null_mut());
-        }
-        if let Some(key) = self.file {
-            t.loading_files.remove(&key);
-        }
-        drop(t);
-        // One failed load, counted once: by the slot's claim, as on the
-        // normal path (load_into), not again by the file's.
-        if self.slot.is_some() {
-            self.registry.counters.failed();
-        }
-        self.pending.complete(Err(Error::new(
-            ErrorKind::Internal,
-            "the thread loading the constants failed unexpectedly (a bug in om-constants; \
-             please report it); the slot was reset and the load may be retried",
-        )));
     }
 }
 
@@ -557,7 +521,7 @@ impl ForkGuard<'_> {
     /// their waits are forgotten; the next call loads afresh.
     pub(crate) fn forget_loads_in_flight(&mut self) {
         let t = &mut *self.0;
-        for (addr, _) in t.loading_slots.drain() {
+        for addr in t.loading_slots.forget() {
             // SAFETY: `addr` is the slot of a call that was in flight when
             // the process forked: valid memory for that call, copied into
             // the child, whose copy nothing else uses (the calling thread
@@ -567,7 +531,7 @@ impl ForkGuard<'_> {
                 (*(addr as *const AtomicPtr<c_void>)).store(std::ptr::null_mut(), Ordering::Release)
             };
         }
-        t.loading_files.clear();
+        t.loading_files.forget().for_each(drop);
     }
 }
 

@@ -1,4 +1,6 @@
-//! The model's slot (its global `void *`) as a state machine, and waiting.
+//! The run-once protocol of a load, in the manner of once_cell's
+//! `imp_std.rs`: the state encoding of the model's slot, the loads in flight
+//! and the guard that ends one.
 //!
 //! A slot holds NULL (empty), [`LOADING`] (a thread claimed the load), or the
 //! buffer's address. `NULL → LOADING` by compare-and-swap elects exactly one
@@ -7,14 +9,24 @@
 //! finds `LOADING` spins briefly (most loads of a cached file are quick),
 //! then blocks on the load's [`Pending`] until it completes or the wait
 //! timeout passes: never a hang, never a burnt core.
+//!
+//! The same protocol runs twice per load, once per slot and once per file
+//! (two slots that load one file read it once): [`Flights`] holds the loads
+//! in flight by key, in the registry's tables (so only under its lock), and
+//! a [`Flight`] is the loader's right to finish one. Settling it wakes the
+//! waiters with the outcome; dropping it unsettled (a panic, caught at the C
+//! ABI) runs its cleanup and wakes them with an error, so no waiter is left
+//! until its timeout and no slot is left LOADING.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::os::raw::c_void;
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::sync::{AtomicPtr, Condvar, Mutex, Spin};
+use crate::sync::{Arc, AtomicPtr, Condvar, Mutex, Spin};
 
 /// The LOADING sentinel: address 1 is odd and in the never-mapped first page,
 /// so no buffer can ever have it.
@@ -147,6 +159,80 @@ impl Pending {
     }
 }
 
+/// The loads in flight, at most one per key; kept in the registry's tables
+/// and touched only under its lock.
+pub struct Flights<K>(HashMap<K, Arc<Pending>>);
+
+impl<K> Default for Flights<K> {
+    fn default() -> Self {
+        Flights(HashMap::new())
+    }
+}
+
+impl<K: Eq + Hash + Copy> Flights<K> {
+    /// The load in flight for `key`, to wait for.
+    pub fn get(&self, key: &K) -> Option<Arc<Pending>> {
+        self.0.get(key).cloned()
+    }
+
+    /// Starts the load for `key`, which has none in flight.
+    pub fn start(&mut self, key: K) -> Arc<Pending> {
+        let pending = Arc::new(Pending::new());
+        self.0.insert(key, pending.clone());
+        pending
+    }
+
+    /// Ends the load for `key`; its [`Flight`] wakes the waiters.
+    pub fn end(&mut self, key: &K) {
+        self.0.remove(key);
+    }
+
+    /// Forgets every load in flight (a forked child: their threads are not
+    /// in this process); yields their keys.
+    pub fn forget(&mut self) -> impl Iterator<Item = K> + '_ {
+        self.0.drain().map(|(k, _)| k)
+    }
+}
+
+/// The right to finish one load, held by the thread that started it.
+pub struct Flight<'a> {
+    pending: Arc<Pending>,
+    /// Undoes the start when the flight is dropped unsettled.
+    cleanup: Option<Box<dyn FnOnce() + 'a>>,
+}
+
+impl<'a> Flight<'a> {
+    /// A flight for `pending`; `cleanup` (take the lock, end the flight,
+    /// reset what it claimed) runs only if it is dropped unsettled.
+    pub fn new(pending: Arc<Pending>, cleanup: impl FnOnce() + 'a) -> Flight<'a> {
+        Flight {
+            pending,
+            cleanup: Some(Box::new(cleanup)),
+        }
+    }
+
+    /// The load is over and the caller has ended it in the tables: wake
+    /// every waiter with `outcome`.
+    pub fn settle(mut self, outcome: Result<()>) {
+        self.cleanup = None;
+        self.pending.complete(outcome);
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let Some(cleanup) = self.cleanup.take() else {
+            return;
+        };
+        cleanup();
+        self.pending.complete(Err(Error::new(
+            ErrorKind::Internal,
+            "the thread loading the constants failed unexpectedly (a bug in om-constants; \
+             please report it); the slot was reset and the load may be retried",
+        )));
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -181,6 +267,29 @@ mod tests {
             let e = w.join().unwrap().unwrap_err();
             assert_eq!(e.message(), "disk on fire");
         }
+    }
+
+    #[test]
+    fn a_flight_dropped_unsettled_cleans_up_and_wakes_waiters_with_an_error() {
+        let mut flights = Flights::default();
+        let pending = flights.start(7u32);
+        let waiter = {
+            let p = flights.get(&7).expect("in flight");
+            std::thread::spawn(move || p.wait(Duration::from_secs(30), "x"))
+        };
+        let cleaned = std::cell::Cell::new(false);
+        drop(Flight::new(pending, || cleaned.set(true)));
+        assert!(cleaned.get(), "the cleanup ran");
+        let e = waiter.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+
+        let pending = flights.start(8);
+        let cleaned = std::cell::Cell::new(false);
+        flights.end(&8);
+        Flight::new(pending.clone(), || cleaned.set(true)).settle(Ok(()));
+        assert!(!cleaned.get(), "a settled flight needs no cleanup");
+        assert_eq!(pending.wait(Duration::from_millis(1), "x"), Ok(()));
+        assert!(flights.get(&8).is_none());
     }
 
     #[test]

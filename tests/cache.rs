@@ -261,9 +261,9 @@ mod injected {
 
     #[test]
     fn a_full_disk_falls_back_to_the_heap_and_persists_nothing() {
+        let faults = fault::inject(Spec::default());
         let s = Scratch::new("cache-full");
         let path = s.path("w.cache");
-        let faults = fault::inject(Spec::default());
         let c = Cache::open(&path, b"id", &quiet()).unwrap();
         let a = c.reserve("w0", 5000, 8).unwrap();
         faults.set(Spec {
@@ -285,10 +285,12 @@ mod injected {
 
     #[test]
     fn a_failed_commit_keeps_the_old_cache_and_the_entries_in_memory() {
+        // First: faults are process-wide, and another test's must not
+        // reach this one's set-up.
+        let faults = fault::inject(Spec::default());
         let s = Scratch::new("cache-commit-fails");
         let path = s.path("w.cache");
         ensure(&path, "old", 2, 5000);
-        let faults = fault::inject(Spec::default());
         let c = Cache::open(&path, b"new", &quiet()).unwrap();
         for i in 0..2 {
             let p = c.reserve(&format!("w{i}"), 5000, 8).unwrap();
