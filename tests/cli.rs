@@ -149,7 +149,10 @@ fn bench_runs_every_method_and_prints_json() {
     assert_eq!(v["targets_met"], met, "{out}");
     let races = v["races"].as_array().expect("races");
     assert_eq!(races.len(), 3, "{out}");
-    assert!(races.iter().all(|r| r["loads"] == 1), "one load per race: {out}");
+    assert!(
+        races.iter().all(|r| r["loads"] == 1),
+        "one load per race: {out}"
+    );
     assert!(
         std::fs::read_dir(&s.dir).unwrap().next().is_none(),
         "bench file removed"
