@@ -14,10 +14,13 @@ mod unix;
 mod faulty;
 
 pub(crate) use unix::{
-    advise_file, advise_huge_pages, advise_will_need, at_fork, dealloc, join, map_shared_writable,
+    advise_file, advise_huge_pages, advise_will_need, dealloc, join, map_shared_writable,
     map_whole_file, object_at, page_size, pin_object_at, process_exists, protect_read_only, spawn,
     unlock_memory, write_stderr, Access, Job, Reservation, ThreadId, PATH_MAX,
 };
+
+#[cfg(not(loom))]
+pub(crate) use unix::at_fork;
 
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use unix::{

@@ -390,6 +390,7 @@ pub fn join(id: ThreadId) {
 }
 
 /// Registers `fork` handlers for the whole process.
+#[cfg(not(loom))]
 pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     // SAFETY: the handlers are plain functions of this library, which is
     // never unloaded (docs/ARCHITECTURE.md, "Unload"), and never unwind.

@@ -1,0 +1,241 @@
+//! Which slot holds which buffer, how many references each has, and the
+//! acquire / ensure-loaded / release / trim operations (README "Semantics").
+//!
+//! Every slot transition except the loaded fast path happens under the
+//! registry's lock, including the `NULL → LOADING` claim and the insertion of
+//! that load's [`Pending`]; so a thread that sees `LOADING` always finds the
+//! load to wait for, and an acquire racing the last release either sees the
+//! live buffer (and its count goes up under the same lock) or an empty slot.
+//! The lock is never held during I/O, logging included: the loader works
+//! outside it, and messages are written after it is released.
+//!
+//! A buffer keeps its file open for as long as it lives, so the file's
+//! inode cannot be freed and reused while the buffer is shared under that
+//! file's identity: a file replaced by rename is a new inode, never served
+//! from the old file's buffer (docs/ARCHITECTURE.md, "Replaced files").
+//!
+//! Buffers are keyed by file identity and size, so two slots that load the
+//! same file share one buffer, and a file-level [`Pending`] makes sure two
+//! slots racing on the same file read it once.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `tables.rs` | the tables: slot entries, buffers, loads in flight; who owns which count |
+//! | `load.rs` | acquire and ensure-loaded: the driver over the slot's states, and the loads |
+//! | `address.rs` | the offset rules of `om_get_external_constant_addr` |
+
+mod address;
+mod load;
+mod tables;
+
+use std::os::raw::c_void;
+use std::sync::PoisonError;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::log::{self, Level};
+use crate::request::Request;
+use crate::slot::{Slot, State, LOADING};
+use crate::stats::{Counters, Stats};
+use crate::sync::{AtomicPtr, Mutex, MutexGuard};
+
+use tables::{BufKey, Held, Tables};
+
+/// What a call on a slot does with a reference.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Acquire,
+    Ensure,
+}
+
+/// The slots, buffers and counters of one process (see [`global`]), or of
+/// one test.
+pub struct Registry {
+    config: Config,
+    tables: Mutex<Tables>,
+    counters: Counters,
+}
+
+impl Registry {
+    /// An empty registry with these options.
+    pub fn new(config: Config) -> Registry {
+        Registry {
+            config,
+            tables: Mutex::new(Tables::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Its options.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Locks the tables until the guard is dropped (`fork.rs`).
+    #[cfg(not(loom))]
+    pub(crate) fn lock_for_fork(&self) -> ForkGuard<'_> {
+        ForkGuard(self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic while locked is caught at the ABI; the tables are updated
+        // in single statements, so they are consistent and still usable.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn log(&self, level: Level, msg: impl FnOnce() -> String) {
+        if level <= self.config.log {
+            log::emit(self.config.log, level, &msg());
+        }
+    }
+
+    /// **Ensure loaded**: if the slot holds a buffer, returns it at once
+    /// (one acquire load, no shared write); otherwise loads it as
+    /// [`acquire`](Self::acquire) does, the slot holding that reference.
+    ///
+    /// `req` builds (and checks) the request; it runs only when a load is
+    /// needed, so the fast path never looks at the arguments.
+    pub fn ensure_loaded<'a>(
+        &self,
+        cell: &AtomicPtr<c_void>,
+        req: impl FnOnce() -> Result<Request<'a>>,
+    ) -> Result<*mut c_void> {
+        if let Some(p) = loaded(cell) {
+            return Ok(p);
+        }
+        self.get(cell, &req()?, Mode::Ensure)
+    }
+
+    /// **Acquire**: one more reference on the slot's buffer, loading it first
+    /// if the slot is empty. Returns the buffer's address.
+    pub fn acquire(&self, cell: &AtomicPtr<c_void>, req: &Request) -> Result<*mut c_void> {
+        self.get(cell, req, Mode::Acquire)
+    }
+
+    /// **Release**: one reference less. The last one frees the buffer (unless
+    /// `keep`) and sets the slot to NULL. A slot holding no reference is an
+    /// error and nothing is freed.
+    pub fn release(&self, cell: &AtomicPtr<c_void>) -> Result<()> {
+        let slot = Slot::new(cell);
+        let addr = slot.addr();
+        let mut t = self.lock();
+        let state = slot.state();
+        let Some(e) = t
+            .slots
+            .get_mut(&addr)
+            .filter(|e| state == State::Loaded(e.ptr as *mut c_void))
+        else {
+            let what = match state {
+                State::Empty => "is empty (NULL)".to_string(),
+                State::Loading => "is being loaded by another thread".to_string(),
+                State::Loaded(p) => format!("holds {p:p}, which this library did not give it"),
+            };
+            return Err(Error::new(
+                ErrorKind::NotHeld,
+                format!(
+                    "release of slot {addr:#x} that holds no reference: the slot {what}; \
+                     every release must match one acquire (or ensure-loaded) on the same \
+                     slot. Nothing was freed"
+                ),
+            ));
+        };
+        e.refs -= 1;
+        let (key, last) = (e.buf, e.refs == 0);
+        let freed = if last {
+            t.slots.remove(&addr);
+            slot.publish(std::ptr::null_mut());
+            t.unuse(key, self.config.keep)
+        } else {
+            None
+        };
+        drop(t);
+        if let Some(b) = freed {
+            self.counters.freed(1);
+            self.log(Level::Debug, || format!("freed {} bytes", b.len()));
+        }
+        Ok(())
+    }
+
+    /// Frees every kept buffer that no slot references; returns how many.
+    pub fn trim(&self) -> u64 {
+        let mut t = self.lock();
+        let idle: Vec<BufKey> = t
+            .buffers
+            .iter()
+            .filter(|(_, h)| h.users == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        let freed: Vec<Held> = idle.iter().filter_map(|k| t.buffers.remove(k)).collect();
+        drop(t);
+        let n = freed.len() as u64;
+        self.counters.freed(n);
+        n
+    }
+
+    /// A snapshot of what is alive now and what happened so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        {
+            let t = self.lock();
+            s.live_buffers = t.buffers.len() as u64;
+            s.kept_buffers = t.buffers.values().filter(|h| h.users == 0).count() as u64;
+            s.references = t.slots.values().map(|e| e.refs).sum();
+            s.live_slots = t.slots.len() as u64;
+            s.live_bytes = t.buffers.values().map(|h| h.buffer.len() as u64).sum();
+        }
+        self.counters.fill(&mut s);
+        s
+    }
+}
+
+/// The error for a slot that holds the LOADING marker while no load of this
+/// registry is in flight: something else wrote it.
+fn not_our_load(addr: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!(
+            "slot {addr:#x} holds the value {LOADING:p}, the marker of a load in flight, but \
+             no load of this slot is in flight in this process; only om-constants may write \
+             the slot: start it at NULL and do not copy it between processes or models"
+        ),
+    )
+}
+
+/// The registry's tables, locked across `fork` (see `fork.rs`): no thread
+/// of the parent can hold them when the child is made.
+#[cfg(not(loom))]
+pub(crate) struct ForkGuard<'a>(MutexGuard<'a, Tables>);
+
+#[cfg(not(loom))]
+impl ForkGuard<'_> {
+    /// In the child: loads in flight in the parent are not in flight here
+    /// (their threads were not copied), so their slots go back to NULL and
+    /// their waits are forgotten; the next call loads afresh.
+    pub(crate) fn forget_loads_in_flight(&mut self) {
+        let t = &mut *self.0;
+        for addr in t.loading_slots.forget() {
+            // SAFETY: `addr` is the slot of a call that was in flight when
+            // the process forked: valid memory for that call, copied into
+            // the child, whose copy nothing else uses (the calling thread
+            // does not exist here). The slot is only ever written through
+            // atomics, so writing it as one is sound.
+            unsafe {
+                (*(addr as *const AtomicPtr<c_void>))
+                    .store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release)
+            };
+        }
+        t.loading_files.forget().for_each(drop);
+    }
+}
+
+/// The slot's buffer if it holds one: one acquire load, no lock, no shared
+/// write. Ensure-loaded checks this first. (The C entry points do the same
+/// check before any of this, in `ffi::peek`, so that a loaded slot never
+/// reaches the registry.)
+#[inline]
+pub fn loaded(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
+    match Slot::new(cell).state() {
+        State::Loaded(p) => Some(p),
+        _ => None,
+    }
+}

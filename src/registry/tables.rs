@@ -1,0 +1,84 @@
+//! The registry's tables, only ever touched under its lock: which slot
+//! holds which buffer, the buffers in memory, and the loads in flight. Each
+//! count has one owner: a slot's references are in its [`SlotEntry`]; a
+//! buffer's users (the slot entries holding it) in its [`Held`].
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::loader;
+use crate::request::Request;
+use crate::slot::Flights;
+use crate::source::FileKey;
+use crate::strategy::Buffer;
+
+/// A buffer is shared by slots that load the same file with the same size.
+pub(super) type BufKey = (FileKey, u64);
+
+/// A slot that holds a buffer: the one owner of the slot's reference count.
+pub(super) struct SlotEntry {
+    pub(super) buf: BufKey,
+    pub(super) ptr: usize,
+    /// References held on this slot (acquires, plus ensure-loaded's one).
+    pub(super) refs: u64,
+    /// The file name and size the slot was loaded with: a later call on the
+    /// loaded slot must ask for the same.
+    pub(super) fname: OsString,
+    pub(super) size: u64,
+}
+
+impl SlotEntry {
+    /// An error unless `req` asks for what this slot holds.
+    pub(super) fn check(&self, addr: usize, req: &Request) -> Result<()> {
+        if self.fname.as_os_str() == req.fname && self.size == req.size {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Mismatch,
+            format!(
+                "slot {addr:#x} already holds constants file '{}' ({} bytes), but this call                  asks for '{}' ({} bytes); a slot holds one file of one size: the model and                  its constants do not match, or two models share one slot. Nothing was                  changed",
+                Path::new(&self.fname).display(),
+                self.size,
+                req.fname().display(),
+                req.size
+            ),
+        ))
+    }
+}
+
+/// A buffer in memory: the one owner of the count of slots using it.
+pub(super) struct Held {
+    pub(super) buffer: Buffer,
+    /// Slots that hold this buffer, or are about to (a load that found it
+    /// shared); 0 for a buffer kept by `OM_CONSTANT_KEEP`.
+    pub(super) users: u64,
+    /// The open file the buffer came from, kept open while the buffer
+    /// lives (see the module docs).
+    pub(super) _file: loader::Opened,
+}
+
+#[derive(Default)]
+pub(super) struct Tables {
+    pub(super) slots: HashMap<usize, SlotEntry>,
+    pub(super) buffers: HashMap<BufKey, Held>,
+    pub(super) loading_slots: Flights<usize>,
+    pub(super) loading_files: Flights<BufKey>,
+}
+
+impl Tables {
+    /// A slot stopped using the buffer `key`; returns the buffer if it must
+    /// be freed (the caller drops it after unlocking).
+    pub(super) fn unuse(&mut self, key: BufKey, keep: bool) -> Option<Buffer> {
+        let held = self.buffers.get_mut(&key)?;
+        // Each use belongs to one slot entry (or one load adopting the
+        // buffer), so this never goes below zero.
+        debug_assert!(held.users > 0, "a buffer lost more users than it had");
+        held.users -= 1;
+        if held.users == 0 && !keep {
+            return self.buffers.remove(&key).map(|h| h.buffer);
+        }
+        None
+    }
+}
