@@ -9,28 +9,31 @@
 //!
 //! ## Module map
 //!
+//! docs/ARCHITECTURE.md has the whole map: the modules, a call's way from C
+//! to memory and back, and each invariant with the place that enforces it.
+//!
 //! | module | concern |
 //! |---|---|
-//! | [`ffi`] | every `extern "C"` function: checks, `catch_unwind`, error → false |
-//! | [`registry`] | slots ↔ buffers, reference counts, acquire / release / trim |
-//! | [`slot`] | the slot state machine (NULL → LOADING → address) and waiting |
+//! | [`ffi`] | every `extern "C"` function: argument checks, `catch_unwind`, error → false |
+//! | `registry` | slots ↔ buffers, one owner per count, acquire / release / trim |
+//! | `slot` | the run-once protocol: slot states, loads in flight, waiting |
 //! | [`strategy`] | turning a file into memory: `mmap`, `read`, `chunked-mmap`; prefetch, `mlock` |
-//! | [`threads`] | worker threads that are safe to start inside `dlopen` |
-//! | `fault` | faults to inject, in the fault-injection build only (`sys/faulty.rs` injects them) |
+//! | `threads` | worker threads that are safe to start inside `dlopen` |
 //! | `sys` | every system call, behind safe functions (`unix.rs`) |
-//! | `fork` | `pthread_atfork` handlers: a forked child never hangs |
-//! | [`loader`] | the I/O behind a load: open, then a strategy (an in-memory stand-in under loom) |
-//! | [`sync`] | std's locks and atomics, or loom's when model-checking |
+//! | `fault` | faults to inject, in the fault-injection build only (`sys/faulty.rs` injects them) |
+//! | `fork`, `global` | `pthread_atfork` handlers; the process-wide registry |
+//! | `loader` | the I/O behind a load: open, then a strategy (an in-memory stand-in under loom) |
+//! | `sync` | std's locks and atomics, or loom's when model-checking |
 //! | [`source`] | opening and checking the file, its identity for sharing |
 //! | [`locate`] | finding the file the model names |
 //! | [`cache`] | the packed-weights cache: file-backed, persisted, crash-safe |
 //! | [`config`] | `OM_CONSTANT_*` options |
-//! | [`stats`] | counters behind `om_constants_stats` |
+//! | `stats` | counters behind `om_constants_stats` ([`Stats`]) |
 //! | [`error`] | errors and the thread-local last error |
 //! | [`log`] | one-line diagnostics on stderr |
 //!
 //! Rust code can use [`Registry`] directly (one per test, with its own
-//! options and counters); the C ABI uses the process-wide [`global()`].
+//! options and counters); the C ABI uses the process-wide [`global()`](fn@crate::global).
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -44,23 +47,24 @@ pub mod ffi;
 #[cfg(not(loom))]
 mod fork;
 mod global;
-pub mod loader;
+pub(crate) mod loader;
 pub mod locate;
 pub mod log;
-pub mod registry;
-pub mod request;
-pub mod slot;
+pub(crate) mod registry;
+pub(crate) mod request;
+pub(crate) mod slot;
 pub mod source;
-pub mod stats;
+pub(crate) mod stats;
 pub mod strategy;
-pub mod sync;
+pub(crate) mod sync;
 mod sys;
-pub mod threads;
+pub(crate) mod threads;
 
 pub use config::{Choice, Config};
 pub use error::{Error, ErrorKind};
 pub use global::global;
 pub use registry::Registry;
 pub use request::Request;
-pub use stats::Stats;
+pub use slot::LOADING;
+pub use stats::{Stats, StrategyStats};
 pub use strategy::Strategy;

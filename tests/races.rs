@@ -127,8 +127,8 @@ mod injected {
     use super::*;
     use common::loads_again;
     use om_constants::fault::{self, Spec};
-    use om_constants::slot::LOADING;
     use om_constants::ErrorKind;
+    use om_constants::LOADING;
     use std::time::{Duration, Instant};
 
     fn wait_until_loading(s: &AtomicPtr<c_void>) {

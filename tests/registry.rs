@@ -434,7 +434,7 @@ fn a_slot_holding_the_loading_marker_with_no_load_is_an_error_not_a_hang() {
     let a = sc.file("a.bin", 4096);
     let reg = registry(Choice::Read);
     let slot = new_slot();
-    slot.store(om_constants::slot::LOADING, Ordering::Release);
+    slot.store(om_constants::LOADING, Ordering::Release);
     let (tx, rx) = std::sync::mpsc::channel();
     {
         let (reg, a) = (reg.clone(), a.clone());
@@ -452,7 +452,7 @@ fn a_slot_holding_the_loading_marker_with_no_load_is_an_error_not_a_hang() {
         e.message().contains("no load of this slot is in flight"),
         "{e}"
     );
-    assert_eq!(slot.load(Ordering::Acquire), om_constants::slot::LOADING);
+    assert_eq!(slot.load(Ordering::Acquire), om_constants::LOADING);
 }
 
 #[test]

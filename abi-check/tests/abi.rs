@@ -18,7 +18,7 @@ fn same_layout_as_library() {
     assert_eq!(align_of::<Stats>(), align_of::<om_constants::Stats>());
     assert_eq!(
         size_of::<StrategyStats>(),
-        size_of::<om_constants::stats::StrategyStats>()
+        size_of::<om_constants::StrategyStats>()
     );
     println!("layout of Stats matches om_constants::Stats");
 }

@@ -1,9 +1,9 @@
 //! The C ABI: every `extern "C"` function of the library, and nothing else.
 //!
 //! A thin boundary: each function checks its pointers with the helpers of
-//! [`args`] (one family of checks, one shape of message), turns them into
+//! `args` (one family of checks, one shape of message), turns them into
 //! Rust references and values, calls the registry (or the cache) inside
-//! [`call`], and turns an error into `false` plus the thread's last error.
+//! `call`, and turns an error into `false` plus the thread's last error.
 //! The semantics live in `registry` and `cache`, never here.
 //!
 //! | file | functions |
