@@ -33,7 +33,7 @@
 //! | [`log`] | one-line diagnostics on stderr |
 //!
 //! Rust code can use [`Registry`] directly (one per test, with its own
-//! options and counters); the C ABI uses the process-wide [`global()`](fn@crate::global).
+//! options and counters); the C ABI uses the process-wide `global()`.
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
