@@ -48,7 +48,7 @@ enum Mode {
     Ensure,
 }
 
-/// The slots, buffers and counters of one process (see [`global`]), or of
+/// The slots, buffers and counters of one process (see [`crate::global()`]), or of
 /// one test.
 pub struct Registry {
     config: Config,
