@@ -66,8 +66,6 @@ pub struct Source {
     pub fname: String,
     /// Its identity for sharing.
     pub key: FileKey,
-    /// Its length in bytes when opened.
-    pub len: u64,
 }
 
 impl Source {
@@ -107,7 +105,6 @@ impl Source {
             path: path.to_path_buf(),
             fname: fname.to_string(),
             key: FileKey::of(&meta),
-            len: meta.len(),
         })
     }
 }
@@ -144,7 +141,7 @@ mod tests {
         let p = dir.join("c.bin");
         std::fs::write(&p, [1u8; 100]).unwrap();
         let s = Source::open(&p, "c.bin", 100).unwrap();
-        assert_eq!(s.len, 100);
+        assert_eq!(s.file.metadata().unwrap().len(), 100);
         let again = Source::open(&p, "c.bin", 10).unwrap();
         assert_eq!(s.key, again.key, "same file, same key");
         std::fs::remove_dir_all(dir).unwrap();

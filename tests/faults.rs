@@ -18,7 +18,8 @@ mod injected {
 
     use super::common::{assert_pattern, name, Scratch};
     use om_constants::fault::{self, Spec};
-    use om_constants::strategy::PARALLEL_MIN;
+    /// Files from this size up are read by several threads (README, Options).
+    const PARALLEL_MIN: usize = 16 << 20;
     use om_constants::{Choice, Config, ErrorKind, Registry, Request};
 
     fn open_fds() -> usize {

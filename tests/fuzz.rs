@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use om_constants::config::{parse_seconds, parse_size, Config};
 use om_constants::locate::{candidates, first_existing};
-use om_constants::strategy::split;
 use om_constants::{ErrorKind, Registry, Request};
 
 const VARS: [&str; 12] = [
@@ -198,23 +197,6 @@ fn check_paths(fname: &str, search: Option<&str>, object: Option<&str>, cwd: Opt
     }
 }
 
-fn check_split(len: usize, parts: usize, align: usize) {
-    let r = split(len, parts, align);
-    if len == 0 {
-        assert!(r.is_empty());
-        return;
-    }
-    assert!(
-        !r.is_empty() && r.len() <= parts.max(1),
-        "{len} {parts} {align}: {r:?}"
-    );
-    assert_eq!((r[0].start, r[r.len() - 1].end), (0, len));
-    for w in r.windows(2) {
-        assert_eq!(w[0].end, w[1].start);
-    }
-    assert!(r.iter().all(|x| x.start % align == 0 && !x.is_empty()));
-}
-
 fn check_request(name: &[u8], size: i64, is_le: i64) {
     let r = Request::new(OsStr::from_bytes(name), size, is_le);
     let ok = size > 0
@@ -308,9 +290,6 @@ fn parsers_locating_and_arithmetic_hold_their_properties() {
             let fname = rng.text(&paths).replace('\0', "");
             let (a, b, c) = (pick(&mut rng), pick(&mut rng), pick(&mut rng));
             check_paths(&fname, a.as_deref(), b.as_deref(), c.as_deref());
-            let align = 1usize << rng.below(22);
-            let len_s = (rng.next() >> rng.below(64)) as usize % (1 << 40);
-            check_split(len_s, 1 + rng.below(64) as usize, align);
             let name: Vec<u8> = rng.text(&paths).into_bytes();
             let size = match rng.below(4) {
                 0 => rng.next() as i64,

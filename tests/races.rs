@@ -99,8 +99,11 @@ fn stress_64_threads_random_operations_keep_the_invariants() {
     assert!(
         slots[0].load(Ordering::Acquire).is_null() && slots[1].load(Ordering::Acquire).is_null()
     );
+    // How often both slots of a file are empty at once varies a lot from
+    // run to run (5 to 400 loads seen, before and after the same change):
+    // one reload proves a buffer was freed and loaded again.
     assert!(
-        st.loads > 10 && st.shared > 10,
+        st.loads >= 2 && st.shared > 10,
         "buffers were freed and reloaded, and shared: {st:?}"
     );
     for s in &slots {

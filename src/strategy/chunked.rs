@@ -35,12 +35,8 @@ impl Chunked {
         self.len
     }
 
-    /// Never true (lengths are positive).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// How many pieces were mapped.
+    #[cfg(test)]
     pub fn pieces(&self) -> usize {
         self.pieces
     }

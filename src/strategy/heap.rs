@@ -56,11 +56,6 @@ impl HeapBuf {
     pub fn len(&self) -> usize {
         self.layout.size()
     }
-
-    /// Never true (allocations are at least one byte).
-    pub fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 impl Drop for HeapBuf {

@@ -21,8 +21,7 @@ use crate::log::{self, Level};
 use crate::source::Source;
 
 pub use chunked::{Chunked, DEFAULT_PIECE};
-pub use heap::{page_size, HeapBuf, HUGE_PAGE};
-pub use read::{split, thread_count, PARALLEL_MIN};
+pub use heap::{page_size, HeapBuf};
 
 /// The strategy that actually produced a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,17 +108,13 @@ impl Buffer {
         }
     }
 
-    /// Never true: sizes are checked to be positive before loading.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The strategy that produced it.
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }
 
     /// How many mappings it is made of (1 but for `chunked-mmap`).
+    #[cfg(test)]
     pub fn pieces(&self) -> usize {
         match &self.memory {
             Memory::Chunked(c) => c.pieces(),

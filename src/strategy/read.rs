@@ -214,7 +214,7 @@ fn open_direct(source: &Source) -> io::Result<File> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -237,10 +237,153 @@ mod tests {
         }
     }
 
+    /// The property the read threads rely on, for any length, number of
+    /// parts and alignment: the ranges cover 0..len exactly once, in order,
+    /// each non-empty and starting on the alignment.
+    #[test]
+    fn split_holds_for_any_length_parts_and_alignment() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let align = 1usize << (next() % 22);
+            let len = (next() >> (next() % 64)) as usize % (1 << 40);
+            let parts = 1 + (next() % 64) as usize;
+            let r = split(len, parts, align);
+            if len == 0 {
+                assert!(r.is_empty());
+                continue;
+            }
+            assert!(
+                !r.is_empty() && r.len() <= parts,
+                "{len} {parts} {align}: {r:?}"
+            );
+            assert_eq!((r[0].start, r[r.len() - 1].end), (0, len));
+            for w in r.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+            assert!(r.iter().all(|x| x.start % align == 0 && !x.is_empty()));
+        }
+    }
+
+    /// A file of `len` pattern bytes in a fresh folder (removed on drop).
+    pub(super) struct TestFile {
+        pub dir: std::path::PathBuf,
+        pub path: std::path::PathBuf,
+    }
+
+    impl TestFile {
+        pub fn new(tag: &str, len: usize) -> TestFile {
+            let dir = std::env::temp_dir().join(format!("om-read-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("c.bin");
+            std::fs::write(&path, (0..len).map(pattern).collect::<Vec<_>>()).unwrap();
+            TestFile { dir, path }
+        }
+    }
+
+    impl Drop for TestFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    pub(super) fn pattern(i: usize) -> u8 {
+        ((i * 131 + i / 4099) % 251) as u8
+    }
+
+    pub(super) fn assert_pattern(buf: &HeapBuf, len: usize) {
+        // SAFETY: the buffer holds `len` initialised bytes (read filled them).
+        let got = unsafe { std::slice::from_raw_parts(buf.as_ptr(), len) };
+        let bad = got.iter().enumerate().find(|(i, b)| **b != pattern(*i));
+        assert!(bad.is_none(), "byte mismatch at {bad:?}");
+    }
+
+    #[test]
+    fn direct_io_never_mixes_in_the_bytes_of_a_file_renamed_over_the_opened_one() {
+        let size = 4 * 4096 + 100;
+        let f = TestFile::new("replaced", size);
+        let source = Source::open(&f.path, "c.bin", size as u64).unwrap();
+        // Replaced by rename after the file was opened, before it is read.
+        let tmp = f.dir.join("c.bin.tmp");
+        std::fs::write(&tmp, vec![0xEEu8; size]).unwrap();
+        std::fs::rename(&tmp, &f.path).unwrap();
+        let config = Config {
+            direct_io: true,
+            ..Config::default()
+        };
+        let (buf, report) = read(&source, size, &config).unwrap();
+        // Every byte comes from the file that was opened.
+        assert_pattern(&buf, size);
+        assert!(
+            report.direct_fallback,
+            "direct reads of the new file were refused"
+        );
+    }
+
     #[test]
     fn small_reads_use_one_thread() {
         assert_eq!(thread_count(PARALLEL_MIN - 1, 8), 1);
         assert!(thread_count(PARALLEL_MIN, 8) >= 1);
         assert_eq!(thread_count(PARALLEL_MIN, 1), 1);
+    }
+}
+
+/// Tests that need injected faults: built and run only by the
+/// fault-injection build, never against the library that ships.
+#[cfg(all(test, feature = "fault-injection"))]
+mod injected {
+    use super::tests::{assert_pattern, TestFile};
+    use super::*;
+    use crate::fault::{self, Spec};
+
+    #[test]
+    fn direct_io_refused_mid_range_reads_the_rest_of_that_range_buffered() {
+        let faults = fault::inject(Spec::default());
+        let size = PARALLEL_MIN + 4096 * 3 + 100;
+        let f = TestFile::new("direct-mid", size);
+        // Direct reads are taken up to 3 MiB into the first range, then refused.
+        let at = 3 << 20;
+        let config = Config {
+            direct_io: true,
+            read_threads: 2,
+            ..Config::default()
+        };
+        let load = || {
+            let source = Source::open(&f.path, "c.bin", size as u64).unwrap();
+            let (buf, report) = read(&source, size, &config).unwrap();
+            assert_pattern(&buf, size);
+            report
+        };
+        // Without the fault, this file system must take O_DIRECT, or the case
+        // below would be the refusal at open, which another test covers.
+        let plain = load();
+        assert!(
+            !plain.direct_fallback,
+            "O_DIRECT is refused on {}: run the tests with TMPDIR on a file system \
+             that takes it (ext4, xfs)",
+            f.path.display()
+        );
+        faults.set(Spec {
+            direct_io_einval_at: Some(at),
+            ..Spec::default()
+        });
+        let st = load();
+        // Every range's block-aligned part is read direct, except the part of
+        // the first range from `at` on, which is read buffered.
+        let ranges = split(size, thread_count(size, 2), HUGE_PAGE);
+        assert!(ranges[0].end as u64 > at, "{ranges:?}");
+        let aligned: u64 = ranges.iter().map(|r| (r.len() / 4096 * 4096) as u64).sum();
+        assert_eq!(plain.direct_bytes, aligned, "{plain:?}");
+        assert!(st.direct_fallback, "{st:?}");
+        assert_eq!(
+            st.direct_bytes,
+            aligned - (ranges[0].end as u64 - at),
+            "{st:?}"
+        );
     }
 }
