@@ -14,34 +14,19 @@ mod real {
     use crate::error::Result;
     use crate::locate;
     use crate::request::Request;
-    use crate::source::{FileKey, Source};
-    use crate::strategy::{self, Loaded};
-
-    /// An opened, checked file.
-    pub struct Opened(Source);
-
-    impl Opened {
-        /// Its identity, for sharing.
-        pub fn key(&self) -> FileKey {
-            self.0.key
-        }
-
-        /// Where it was found, for messages.
-        pub fn shown(&self) -> String {
-            self.0.path.display().to_string()
-        }
-    }
+    pub use crate::source::Source;
+    use crate::strategy::{self, Outcome};
 
     /// Finds `req`'s file for the slot at `slot_addr` and opens it.
-    pub fn open(req: &Request, config: &Config, slot_addr: usize) -> Result<Opened> {
+    pub fn open(req: &Request, config: &Config, slot_addr: usize) -> Result<Source> {
         let path = locate::locate(req.fname(), config.search_path.as_deref(), slot_addr)?;
         let fname = req.fname().display().to_string();
-        Source::open(&path, &fname, req.size()).map(Opened)
+        Source::open(&path, &fname, req.size())
     }
 
     /// Loads the opened file with the configured strategy.
-    pub fn load(opened: &Opened, size: u64, config: &Config) -> Result<Loaded> {
-        strategy::load(&opened.0, size, config)
+    pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
+        strategy::load(source, size, config)
     }
 }
 
@@ -54,12 +39,12 @@ mod fake {
     use crate::error::{Error, ErrorKind, Result};
     use crate::request::Request;
     use crate::source::FileKey;
-    use crate::strategy::{Buffer, HeapBuf, Loaded};
+    use crate::strategy::{Buffer, HeapBuf, Outcome};
 
     /// A "file": its name.
-    pub struct Opened(String);
+    pub struct Source(String);
 
-    impl Opened {
+    impl Source {
         /// The same name is the same file.
         pub fn key(&self) -> FileKey {
             let h = self.0.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -75,12 +60,12 @@ mod fake {
     }
 
     /// Always succeeds.
-    pub fn open(req: &Request, _config: &Config, _slot_addr: usize) -> Result<Opened> {
-        Ok(Opened(req.fname().display().to_string()))
+    pub fn open(req: &Request, _config: &Config, _slot_addr: usize) -> Result<Source> {
+        Ok(Source(req.fname().display().to_string()))
     }
 
     /// A heap buffer, or an I/O error for names starting with "fail".
-    pub fn load(opened: &Opened, size: u64, config: &Config) -> Result<Loaded> {
+    pub fn load(opened: &Source, size: u64, config: &Config) -> Result<Outcome> {
         if opened.0.starts_with("fail") {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -89,7 +74,7 @@ mod fake {
         }
         let heap = HeapBuf::alloc(size as usize, config.huge_pages)
             .ok_or_else(|| Error::new(ErrorKind::OutOfMemory, "no memory"))?;
-        Ok(Loaded {
+        Ok(Outcome {
             buffer: Buffer::from_heap(heap),
             bytes_read: size,
             direct_bytes: 0,

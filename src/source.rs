@@ -69,6 +69,16 @@ pub struct Source {
 }
 
 impl Source {
+    /// Its identity, for sharing.
+    pub fn key(&self) -> FileKey {
+        self.key
+    }
+
+    /// Where it was found, for messages.
+    pub fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+
     /// Opens `path` (found for the model's `fname`) and checks that it is a
     /// regular file of at least `size` bytes.
     pub fn open(path: &Path, fname: &str, size: u64) -> Result<Source> {

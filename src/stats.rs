@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::strategy::{Loaded, Strategy};
+use crate::strategy::{Outcome, Strategy};
 
 /// Per-strategy figures (C: `struct om_constants_strategy_stats`).
 #[repr(C)]
@@ -139,7 +139,7 @@ fn nanos(d: Duration) -> u64 {
 
 impl Counters {
     /// A completed load of `bytes` bytes.
-    pub fn loaded(&self, l: &Loaded, bytes: u64) {
+    pub fn loaded(&self, l: &Outcome, bytes: u64) {
         let c = &self.per[l.buffer.strategy() as usize];
         c.loads.fetch_add(1, Relaxed);
         c.bytes.fetch_add(bytes, Relaxed);

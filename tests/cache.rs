@@ -74,7 +74,7 @@ fn round_trip_second_open_packs_nothing_and_writes_nothing() {
     let before = std::fs::metadata(&path).unwrap();
     let (c, packs) = ensure(&path, "model-a:pack-1", 5, 10_000);
     assert_eq!(packs, 0, "second start packs nothing");
-    assert!(c.is_loaded());
+    assert!(c.is_complete());
     check_all(&c, 5, 10_000);
     drop(c);
     let after = std::fs::metadata(&path).unwrap();
@@ -135,7 +135,7 @@ fn every_kind_of_damage_is_detected_and_rebuilt() {
         damage(&mut f);
         std::fs::write(&path, &f).unwrap();
         let c = Cache::open(&path, b"id", &quiet()).unwrap();
-        assert!(!c.is_loaded(), "{what}: trusted");
+        assert!(!c.is_complete(), "{what}: trusted");
         assert!(c.lookup("w0").is_none(), "{what}: served");
         drop(c);
         let (c, packs) = ensure(&path, "id", 3, 6000);
@@ -174,7 +174,7 @@ fn reservations_are_checked() {
     );
     drop(c);
     let c = Cache::open(&path, b"id", &quiet()).unwrap();
-    assert!(c.is_loaded());
+    assert!(c.is_complete());
     let e = c.reserve("b", 10, 8).unwrap_err();
     assert!(e.message().contains("complete for its identity"), "{e}");
     assert!(
@@ -242,7 +242,7 @@ fn an_entry_above_4_gib() {
     c.commit().unwrap();
     drop(c);
     let c = Cache::open(&path, b"big", &quiet()).unwrap();
-    assert!(c.is_loaded());
+    assert!(c.is_complete());
     let (q, n) = c.lookup("huge").unwrap();
     assert_eq!(n as u64, size);
     for (at, v) in marks {

@@ -158,7 +158,7 @@ fn a_region_written_during_commit_never_leaves_a_file_with_wrong_checksums() {
         )
         .unwrap();
         assert!(
-            c.is_loaded(),
+            c.is_complete(),
             "a cache file was committed whose checksums do not match its bytes"
         );
     }

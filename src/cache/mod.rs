@@ -39,7 +39,7 @@ use crate::log::{self, Level};
 use crate::strategy::{page_size, HeapBuf};
 use file::Tmp;
 use format::Record;
-use region::{Memory, Region};
+use region::{Backing, Region};
 
 /// An open cache (C: `struct om_cache`, opaque).
 pub struct Cache {
@@ -168,7 +168,7 @@ impl Cache {
     }
 
     /// True when the cache came valid from its file (nothing to pack).
-    pub fn is_loaded(&self) -> bool {
+    pub fn is_complete(&self) -> bool {
         matches!(*self.lock(), State::Complete { .. })
     }
 
@@ -259,13 +259,13 @@ impl Cache {
         let memory = match mapped {
             Some(Ok(m)) => {
                 entries.next = offset + size as u64;
-                Memory::File(m)
+                Backing::File(m)
             }
             other => {
                 if let Some(Err(e)) = other {
                     *note = heap_fallback(&self.path, entries, &e);
                 }
-                Memory::Heap(HeapBuf::alloc(size, false).ok_or_else(|| {
+                Backing::Heap(HeapBuf::alloc(size, false).ok_or_else(|| {
                     Error::new(
                         ErrorKind::OutOfMemory,
                         format!("cannot allocate {size} bytes for cache entry '{name}'"),

@@ -12,10 +12,10 @@ pub(super) struct Region {
     pub(super) name: String,
     pub(super) offset: u64,
     pub(super) size: usize,
-    pub(super) memory: Memory,
+    pub(super) memory: Backing,
 }
 
-pub(super) enum Memory {
+pub(super) enum Backing {
     /// A shared mapping of a range of the temporary file: writable by the
     /// caller until commit makes it read-only. A raw mapping, because C
     /// code writes it while we hold it: no Rust reference to its bytes is
@@ -27,8 +27,8 @@ pub(super) enum Memory {
 impl Region {
     pub(super) fn ptr(&self) -> *mut u8 {
         match &self.memory {
-            Memory::File(m) => m.as_mut_ptr(),
-            Memory::Heap(h) => h.as_ptr(),
+            Backing::File(m) => m.as_mut_ptr(),
+            Backing::Heap(h) => h.as_ptr(),
         }
     }
 
@@ -36,23 +36,23 @@ impl Region {
     /// caller faults instead of changing bytes under their checksum.
     pub(super) fn freeze(&self) -> io::Result<()> {
         match &self.memory {
-            Memory::File(m) => sys::protect_read_only(m),
-            Memory::Heap(_) => Ok(()),
+            Backing::File(m) => sys::protect_read_only(m),
+            Backing::Heap(_) => Ok(()),
         }
     }
 
     /// Syncs a file region's pages to its file.
     pub(super) fn sync(&self) -> io::Result<()> {
         match &self.memory {
-            Memory::File(m) => m.flush(),
-            Memory::Heap(_) => Ok(()),
+            Backing::File(m) => m.flush(),
+            Backing::Heap(_) => Ok(()),
         }
     }
 
     /// The bytes of a file region that [`freeze`](Self::freeze) made
     /// read-only; `None` for the heap, whose bytes C code may still write.
     pub(super) fn frozen_bytes(&self) -> Option<&[u8]> {
-        let Memory::File(m) = &self.memory else {
+        let Backing::File(m) = &self.memory else {
             return None;
         };
         // SAFETY: the mapping holds `size` bytes for the region's lifetime,

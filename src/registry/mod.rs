@@ -100,7 +100,7 @@ impl Registry {
         cell: &AtomicPtr<c_void>,
         req: impl FnOnce() -> Result<Request<'a>>,
     ) -> Result<*mut c_void> {
-        if let Some(p) = loaded(cell) {
+        if let Some(p) = slot_buffer(cell) {
             return Ok(p);
         }
         self.get(cell, &req()?, Mode::Ensure)
@@ -233,7 +233,7 @@ impl ForkGuard<'_> {
 /// check before any of this, in `ffi::peek`, so that a loaded slot never
 /// reaches the registry.)
 #[inline]
-pub fn loaded(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
+pub fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
     match Slot::new(cell).state() {
         State::Loaded(p) => Some(p),
         _ => None,

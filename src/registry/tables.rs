@@ -56,7 +56,7 @@ pub(super) struct Held {
     pub(super) users: u64,
     /// The open file the buffer came from, kept open while the buffer
     /// lives (see the module docs).
-    pub(super) _file: loader::Opened,
+    pub(super) _file: loader::Source,
 }
 
 #[derive(Default)]

@@ -67,7 +67,7 @@ enum Memory {
     Chunked(Chunked),
 }
 
-/// Loaded constants: the memory the slot points at, freed on drop
+/// The constants in memory: what the slot points at, freed on drop
 /// (unmapped or deallocated, after its prefetch helper stopped).
 pub struct Buffer {
     memory: Memory,
@@ -143,9 +143,9 @@ impl std::fmt::Debug for Buffer {
     }
 }
 
-/// What a load did, for stats and logs.
+/// A finished load: the buffer, and what the load did (for stats and logs).
 #[derive(Debug)]
-pub struct Loaded {
+pub struct Outcome {
     /// The memory.
     pub buffer: Buffer,
     /// Bytes copied by `read` (0 for a mapping).
@@ -163,7 +163,7 @@ pub struct Loaded {
 }
 
 /// Loads the first `size` bytes of `source` as `config` says.
-pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
+pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
     let start = Instant::now();
     let len = usize::try_from(size).map_err(|_| {
         Error::new(
@@ -189,7 +189,7 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
         }
     };
     let (memory, strategy, report, fell_back) = match mapped {
-        Some(Ok((memory, strategy))) => (memory, strategy, read::Report::default(), false),
+        Some(Ok((memory, strategy))) => (memory, strategy, read::ReadStats::default(), false),
         Some(Err(e)) if config.strategy != Choice::Auto => return Err(e),
         Some(Err(e)) => {
             log::emit(
@@ -226,7 +226,7 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Loaded> {
             ),
         );
     }
-    Ok(Loaded {
+    Ok(Outcome {
         bytes_read: if strategy == Strategy::Read { size } else { 0 },
         direct_bytes: report.direct_bytes,
         direct_fallback: report.direct_fallback,

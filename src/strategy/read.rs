@@ -36,7 +36,7 @@ const DIRECT_ALIGN: usize = 4096;
 
 /// What a read did besides filling the buffer.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Report {
+pub struct ReadStats {
     /// Threads used.
     pub threads: usize,
     /// Bytes read with `O_DIRECT`.
@@ -46,7 +46,7 @@ pub struct Report {
 }
 
 /// Allocates `len` bytes and fills them from the start of `source`.
-pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, Report)> {
+pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, ReadStats)> {
     let buf = HeapBuf::alloc(len, config.huge_pages).ok_or_else(|| {
         Error::new(
             ErrorKind::OutOfMemory,
@@ -60,7 +60,7 @@ pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, Re
     })?;
     sys::advise_file(&source.file, 0, len, Access::Sequential);
 
-    let mut report = Report::default();
+    let mut report = ReadStats::default();
     let direct = if config.direct_io {
         match open_direct(source) {
             Ok(f) => Some(f),

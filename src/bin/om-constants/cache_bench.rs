@@ -21,7 +21,7 @@ pub struct Start {
     pub anon: u64,
 }
 
-pub struct Report {
+pub struct Starts {
     pub matrices: usize,
     pub first: Start,
     pub second: Start,
@@ -59,7 +59,7 @@ fn touch(p: *const u8, len: usize) -> u64 {
 }
 
 /// Runs the three starts on the first matrices of `weights`.
-pub fn run(weights: &[u8], dir: &Path) -> Result<Report, String> {
+pub fn run(weights: &[u8], dir: &Path) -> Result<Starts, String> {
     let matrices = (weights.len() / MATRIX).clamp(1, 64);
     if weights.len() < MATRIX {
         return Err("the cache bench needs --size of at least 4 MiB".into());
@@ -130,7 +130,7 @@ pub fn run(weights: &[u8], dir: &Path) -> Result<Report, String> {
     drop(heap);
     let second = starts.pop().ok_or("no second start")?;
     let first = starts.pop().ok_or("no first start")?;
-    Ok(Report {
+    Ok(Starts {
         matrices,
         first,
         second,

@@ -26,7 +26,7 @@ pub struct Report {
     /// Peak RSS of the read race, bytes.
     pub peak: u64,
     /// The packed-weights cache's starts.
-    pub cache: cache_bench::Report,
+    pub cache: cache_bench::Starts,
 }
 
 fn ms(d: Duration) -> f64 {
