@@ -40,14 +40,16 @@ pub struct Spec {
     pub mmap_piece_fails: Option<u64>,
     /// `mlock` fails with `EPERM` (root ignores RLIMIT_MEMLOCK otherwise).
     pub mlock_fails: bool,
-    /// Opening a file to load sleeps this long first (a slow loader).
+    /// A load's first mapping or allocation sleeps this long first (a
+    /// slow loader).
     pub delay_ms: u64,
     /// Allocating or writing blocks of a file fails with `ENOSPC` (a full
     /// disk).
     pub disk_full: bool,
-    /// Opening a file to load panics (after the delay): a bug in the
-    /// library, which must still not unwind into C, hang waiters or leave
-    /// the slot LOADING.
+    /// A load's first mapping or allocation panics (after the delay): a bug
+    /// in the library, which must still not unwind into C, hang waiters or
+    /// leave the slot LOADING, the file's load in flight, or the next load
+    /// failing.
     pub panic: bool,
 }
 

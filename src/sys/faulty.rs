@@ -27,7 +27,10 @@ fn os(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
+/// A slow or panicking loader: called by the first memory call of every
+/// strategy's load (a mapping, the first piece, the buffer's allocation),
+/// so both the slot's and the file's loads are in flight when it strikes.
+fn slow_or_panicking_load() {
     let spec = get();
     if spec.delay_ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(spec.delay_ms));
@@ -37,7 +40,6 @@ pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
         // which would only be noise in a test log.
         std::panic::resume_unwind(Box::new("injected panic in the loader"));
     }
-    unix::open_read_nonblocking(path)
 }
 
 pub fn open_direct(path: &Path) -> io::Result<File> {
@@ -82,6 +84,7 @@ pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    slow_or_panicking_load();
     if get().alloc_fails {
         return None;
     }
@@ -95,6 +98,7 @@ fn piece_fails(n: u64) -> Option<io::Error> {
 }
 
 pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
+    slow_or_panicking_load();
     if let Some(e) = piece_fails(1) {
         return Err(e);
     }
@@ -110,6 +114,7 @@ pub fn map_piece(
 ) -> io::Result<()> {
     // Pieces are mapped in order from offset 0 by one thread per load.
     if offset == 0 {
+        slow_or_panicking_load();
         PIECES.store(0, Ordering::Relaxed);
     }
     let n = PIECES.fetch_add(1, Ordering::Relaxed) + 1;

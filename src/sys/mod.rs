@@ -15,8 +15,9 @@ mod faulty;
 
 pub(crate) use unix::{
     advise_file, advise_huge_pages, advise_will_need, dealloc, join, map_shared_writable,
-    map_whole_file, object_at, page_size, pin_object_at, process_exists, protect_read_only, spawn,
-    unlock_memory, write_stderr, Access, Job, Reservation, ThreadId, PATH_MAX,
+    map_whole_file, object_at, open_read_nonblocking, page_size, pin_object_at, process_exists,
+    protect_read_only, spawn, unlock_memory, write_stderr, Access, Job, Reservation, ThreadId,
+    PATH_MAX,
 };
 
 #[cfg(not(loom))]
@@ -24,12 +25,10 @@ pub(crate) use unix::at_fork;
 
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use unix::{
-    alloc, allocate, lock_memory, map_file, map_piece, open_direct, open_read_nonblocking, pread,
-    write_all_at,
+    alloc, allocate, lock_memory, map_file, map_piece, open_direct, pread, write_all_at,
 };
 
 #[cfg(feature = "fault-injection")]
 pub(crate) use faulty::{
-    alloc, allocate, lock_memory, map_file, map_piece, open_direct, open_read_nonblocking, pread,
-    write_all_at,
+    alloc, allocate, lock_memory, map_file, map_piece, open_direct, pread, write_all_at,
 };
