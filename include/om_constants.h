@@ -150,7 +150,10 @@ extern "C" {
  *
  * Ownership: close the handle with `om_cache_close`; pointers it gave out
  * are valid until then. Thread safety: a handle may be used from several
- * threads; calls on it are serialised.
+ * threads; calls on it are serialised, except that a commit holds no lock
+ * while it writes: meanwhile lookups find nothing, and reserve and a
+ * second commit fail. A handle is not for use in a child forked while
+ * another thread was inside one of its calls.
  *
  * Errors: false, with `*out` set to NULL and the last error, on NULL
  * arguments, a misaligned `out`, a path naming no file or naming a FIFO,
@@ -204,8 +207,9 @@ bool om_cache_reserve(struct om_cache *cache_handle, const char *name, uint64_t 
  * with its bytes). Region addresses stay valid. Committing a loaded or
  * committed cache does nothing.
  *
- * Errors: false and the last error if writing, syncing or renaming fails;
- * the entries stay usable in memory and the old file is untouched.
+ * Errors: false and the last error if writing, syncing or renaming fails
+ * (the entries stay usable in memory and the old file is untouched), or
+ * if another thread's commit of this handle is under way.
  *
  * # Safety
  * `cache` is NULL or an open handle.

@@ -251,6 +251,50 @@ fn an_entry_above_4_gib() {
     }
 }
 
+/// Commit syncs and writes without holding the cache's lock: another
+/// thread sees the cache being committed (not persistent yet, a second
+/// commit refused) instead of blocking until the I/O is done.
+#[test]
+fn commit_holds_no_lock_while_it_writes() {
+    let s = Scratch::new("cache-committing");
+    let path = s.path("w.cache");
+    let c = std::sync::Arc::new(Cache::open(&path, b"id", &quiet()).unwrap());
+    assert!(c.is_persistent());
+    // 64 MiB of dirty pages: their sync takes long enough to be seen.
+    let len = 64 << 20;
+    let p = c.reserve("big", len as u64, 64).unwrap();
+    // SAFETY: reserve returned `len` writable bytes.
+    unsafe { std::ptr::write_bytes(p, 7, len) };
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let watcher = {
+        let (c, start) = (c.clone(), start.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            // Persistent while building and once committed; not while
+            // the entries are out of the state, being written.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                if !c.is_persistent() {
+                    return Some(c.commit());
+                }
+                if c.lookup("big").is_some() {
+                    return None;
+                }
+            }
+            None
+        })
+    };
+    start.wait();
+    c.commit().unwrap();
+    let second = watcher
+        .join()
+        .unwrap()
+        .expect("the commit was never seen under way: it held the lock");
+    let e = second.unwrap_err();
+    assert!(e.message().contains("being committed"), "{e}");
+    assert!(c.is_persistent() && c.lookup("big").is_some());
+}
+
 /// Tests that need injected faults: built and run only by the
 /// fault-injection build (`cargo test --features fault-injection`), never
 /// against the library that ships.

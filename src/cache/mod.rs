@@ -59,6 +59,10 @@ enum State {
     },
     /// Entries being reserved and packed.
     Building(Entries),
+    /// A thread is committing: the entries are out of the state while their
+    /// pages are synced and the file is written, so that no lock is held
+    /// during that I/O. Nothing can be looked up or reserved meanwhile.
+    Committing,
     /// The entries are final for this process; `persisted` when they are
     /// in the cache file (false when they live on the heap, or persisting
     /// failed).
@@ -69,8 +73,6 @@ enum State {
 struct Entries {
     /// The temporary file; None when regions come from the heap.
     tmp: Option<Tmp>,
-    /// Why regions come from the heap (logged once).
-    heap_reason: Option<String>,
     /// Where the next region may start in the file.
     next: u64,
     regions: Vec<Region>,
@@ -81,7 +83,6 @@ impl Entries {
     fn new(tmp: Option<Tmp>, first: u64) -> Entries {
         Entries {
             tmp,
-            heap_reason: None,
             next: first,
             regions: Vec::new(),
             names: HashMap::new(),
@@ -147,9 +148,7 @@ impl Cache {
                 match Tmp::create(path) {
                     Ok(tmp) => entries.tmp = Some(tmp),
                     Err(e) => {
-                        if let Some(why) = heap_fallback(path, &mut entries, &e) {
-                            note(Level::Error, &why);
-                        }
+                        note(Level::Error, &heap_fallback(path, &mut entries, &e));
                     }
                 }
                 State::Building(entries)
@@ -177,6 +176,7 @@ impl Cache {
         match &*self.lock() {
             State::Complete { .. } => true,
             State::Building(e) => e.tmp.is_some(),
+            State::Committing => false,
             State::Committed { persisted, .. } => *persisted,
         }
     }
@@ -191,7 +191,7 @@ impl Cache {
                     r.size as usize,
                 )
             }),
-            State::Building(_) => None,
+            State::Building(_) | State::Committing => None,
             State::Committed { entries, .. } => entries.lookup(name),
         }
     }
@@ -225,6 +225,10 @@ impl Cache {
             State::Complete { .. } => Err(invalid(format!(
                 "cache {} is complete for its identity; entries are added only while \
                  building (a new identity starts a new build)",
+                self.path.display()
+            ))),
+            State::Committing => Err(invalid(format!(
+                "cache {} is being committed by another thread",
                 self.path.display()
             ))),
             State::Committed { .. } => Err(invalid(format!(
@@ -263,7 +267,7 @@ impl Cache {
             }
             other => {
                 if let Some(Err(e)) = other {
-                    *note = heap_fallback(&self.path, entries, &e);
+                    *note = Some(heap_fallback(&self.path, entries, &e));
                 }
                 Backing::Heap(HeapBuf::alloc(size, false).ok_or_else(|| {
                     Error::new(
@@ -292,25 +296,59 @@ impl Cache {
     /// file, renames it over the cache, syncs the folder. If persisting
     /// fails, the error says why, the temporary file is removed, the old
     /// cache file, if any, is untouched, and the entries stay usable.
-    /// Committing a complete or committed cache does nothing.
+    /// Committing a complete or committed cache does nothing; a commit
+    /// while another thread's is under way is an error. The cache's lock is
+    /// not held while the pages are synced and the file is written.
     pub fn commit(&self) -> Result<()> {
-        let mut state = self.lock();
-        let State::Building(entries) = &mut *state else {
-            return Ok(());
+        let mut entries = {
+            let mut state = self.lock();
+            match std::mem::replace(&mut *state, State::Committing) {
+                State::Building(entries) => entries,
+                State::Committing => {
+                    return Err(invalid(format!(
+                        "cache {} is being committed by another thread",
+                        self.path.display()
+                    )))
+                }
+                done => {
+                    *state = done;
+                    return Ok(());
+                }
+            }
         };
-        let mut entries = std::mem::replace(entries, Entries::new(None, 0));
+        // Unlocked: the regions turn read-only and the file is written. The
+        // entries go back into the state whatever happens, even on a panic
+        // (a bug), since C code holds pointers into their regions.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.freeze_and_persist(&mut entries)
+        }));
+        let (persisted, result) = match done {
+            Ok(r) => r,
+            Err(panic) => {
+                *self.lock() = State::Committed {
+                    entries,
+                    persisted: false,
+                };
+                std::panic::resume_unwind(panic);
+            }
+        };
+        *self.lock() = State::Committed { entries, persisted };
+        result
+    }
+
+    /// Makes the file regions read-only, then persists them if there is a
+    /// temporary file; whether the entries persist, and the outcome.
+    fn freeze_and_persist(&self, entries: &mut Entries) -> (bool, Result<()>) {
         let frozen = entries.regions.iter().try_for_each(Region::freeze);
-        let (persisted, result) = match entries.tmp.take() {
+        match entries.tmp.take() {
             None => (false, Ok(())),
             Some(tmp) => {
                 let done = frozen
                     .map_err(|e| self.commit_error("protecting the regions of", &tmp.path, &e))
-                    .and_then(|()| self.persist(&entries, tmp));
+                    .and_then(|()| self.persist(entries, tmp));
                 (done.is_ok(), done)
             }
-        };
-        *state = State::Committed { entries, persisted };
-        result
+        }
     }
 
     fn commit_error(&self, what: &str, tmp: &Path, e: &io::Error) -> Error {
@@ -362,11 +400,11 @@ impl Cache {
 }
 
 /// Switches `entries` to heap regions (removing the temporary file);
-/// returns the line to log, the first time only.
-fn heap_fallback(path: &Path, entries: &mut Entries, e: &io::Error) -> Option<String> {
-    if entries.heap_reason.is_some() {
-        return None;
-    }
+/// returns the line to log. Called once per cache: at open when no
+/// temporary file can be made, or at the first reserve the file refuses;
+/// either way there is no temporary file afterwards, so it is not called
+/// again.
+fn heap_fallback(path: &Path, entries: &mut Entries, e: &io::Error) -> String {
     let folder = path
         .parent()
         .map_or_else(|| ".".into(), |p| p.display().to_string());
@@ -376,7 +414,6 @@ fn heap_fallback(path: &Path, entries: &mut Entries, e: &io::Error) -> Option<St
          writable, or free space)",
         path.display()
     );
-    entries.heap_reason = Some(why.clone());
     entries.tmp = None;
-    Some(why)
+    why
 }
