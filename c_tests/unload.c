@@ -81,8 +81,7 @@ static int unload_library(const char *lib_path) {
   CHECK(dlclose(unload_lib.handle) == 0, "dlclose");
   /* The helper touches pages for seconds; if its code were unmapped the
    * process would die here. */
-  usleep(1500 * 1000);
-  CHECK(1, "survived dlclose of the library");
+  usleep(1500 * 1000); /* the test: this process is still alive */
   return report();
 }
 
@@ -112,8 +111,7 @@ static int unload_model(const char *model_path) {
   pthread_join(t, NULL);
   CHECK(m.ok, "the inference failed");
   CHECK(dlclose(h) == 0, "dlclose");
-  usleep(1500 * 1000);
-  CHECK(1, "survived dlclose of the model");
+  usleep(1500 * 1000); /* the test: this process is still alive */
   return report();
 }
 

@@ -18,6 +18,21 @@ pub const PLATFORM_MMAP_LIMIT: Option<u64> = Some(1 << 30);
 #[cfg(not(target_os = "zos"))]
 pub const PLATFORM_MMAP_LIMIT: Option<u64> = None;
 
+/// The name of every option the library reads from the environment.
+pub const OPTIONS: [&str; 11] = [
+    "OM_CONSTANT_LOAD",
+    "OM_CONSTANT_MMAP_LIMIT",
+    "OM_CONSTANT_WAIT_TIMEOUT",
+    "OM_CONSTANT_LOG",
+    "OM_CONSTANT_KEEP",
+    "OM_CONSTANT_PATH",
+    "OM_CONSTANT_READ_THREADS",
+    "OM_CONSTANT_DIRECT_IO",
+    "OM_CONSTANT_HUGE_PAGES",
+    "OM_CONSTANT_PREFETCH",
+    "OM_CONSTANT_MLOCK",
+];
+
 /// Default time a thread waits for another thread's load before giving up.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -344,6 +359,22 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.contains("OM_CONSTANT_LOAD=\"fast\"")));
+    }
+
+    /// OPTIONS lists exactly what from_lookup reads: every name is looked
+    /// up, and nothing else is.
+    #[test]
+    fn options_lists_every_name_read() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        Config::from_lookup(|name| {
+            asked.borrow_mut().push(name.to_string());
+            None
+        });
+        let mut asked = asked.into_inner();
+        asked.sort();
+        let mut listed: Vec<String> = OPTIONS.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(asked, listed);
     }
 
     #[test]

@@ -25,20 +25,12 @@ use om_constants::config::{parse_seconds, parse_size, Config};
 use om_constants::locate::{candidates, first_existing};
 use om_constants::{ErrorKind, Registry, Request};
 
-const VARS: [&str; 12] = [
-    "OM_CONSTANT_LOAD",
-    "OM_CONSTANT_MMAP_LIMIT",
-    "OM_CONSTANT_WAIT_TIMEOUT",
-    "OM_CONSTANT_LOG",
-    "OM_CONSTANT_KEEP",
-    "OM_CONSTANT_PATH",
-    "OM_CONSTANT_READ_THREADS",
-    "OM_CONSTANT_DIRECT_IO",
-    "OM_CONSTANT_HUGE_PAGES",
-    "OM_CONSTANT_PREFETCH",
-    "OM_CONSTANT_MLOCK",
-    "OM_CONSTANT_FAULTS",
-];
+/// Every option, and the fault-injection build's one (ignored here).
+fn vars() -> Vec<&'static str> {
+    let mut v = om_constants::config::OPTIONS.to_vec();
+    v.push("OM_CONSTANT_FAULTS");
+    v
+}
 
 /// Random text and numbers for the properties.
 trait Gen {
@@ -141,7 +133,7 @@ fn check_config(values: &[(usize, String)]) {
         values
             .iter()
             .rev()
-            .find(|(i, _)| VARS[*i] == name)
+            .find(|(i, _)| vars()[*i] == name)
             .map(|(_, v)| OsString::from(v))
     };
     let (c, problems) = Config::from_lookup(lookup);
@@ -235,7 +227,7 @@ fn parsers_locating_and_arithmetic_hold_their_properties() {
     for s in &strings {
         check_size(s);
         check_config(
-            &VARS
+            &vars()
                 .iter()
                 .enumerate()
                 .map(|(i, _)| (i, s.clone()))
@@ -277,7 +269,7 @@ fn parsers_locating_and_arithmetic_hold_their_properties() {
             let s = rng.text(&strings);
             check_size(&s);
             let values: Vec<(usize, String)> = (0..rng.below(5))
-                .map(|_| (rng.below(VARS.len() as u64) as usize, rng.text(&strings)))
+                .map(|_| (rng.below(vars().len() as u64) as usize, rng.text(&strings)))
                 .collect();
             check_config(&values);
             let pick = |rng: &mut Rng| -> Option<String> {

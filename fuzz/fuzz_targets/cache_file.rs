@@ -76,7 +76,11 @@ fuzz_target!(|input: &[u8]| {
             assert!(end <= file.len() as u64, "entry '{name}' past the end");
             assert_eq!(r.offset % PAGE as u64, 0, "entry '{name}' not page-aligned");
             let data = &file[r.offset as usize..end as usize];
-            assert_eq!(crc(data), r.crc, "entry '{name}' served with a wrong checksum");
+            assert_eq!(
+                crc(data),
+                r.crc,
+                "entry '{name}' served with a wrong checksum"
+            );
         }
     }
 });

@@ -26,7 +26,10 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(list[0].path, fname);
     } else {
         assert!(!list.is_empty() && list.len() <= 3, "{list:?}");
-        assert_eq!(list.last().map(|c| c.path.as_path()), Some(Path::new("/cwd").join(fname).as_path()));
+        assert_eq!(
+            list.last().map(|c| c.path.as_path()),
+            Some(Path::new("/cwd").join(fname).as_path())
+        );
     }
 
     for addr in [0usize, 0x1000, 0x7f00_0000_0000, usize::MAX] {

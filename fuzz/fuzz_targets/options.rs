@@ -11,34 +11,29 @@ use std::os::unix::ffi::OsStringExt;
 use libfuzzer_sys::fuzz_target;
 use om_constants::config::{parse_bool, parse_seconds, parse_size, Config};
 
-const VARS: [&str; 12] = [
-    "OM_CONSTANT_LOAD",
-    "OM_CONSTANT_MMAP_LIMIT",
-    "OM_CONSTANT_WAIT_TIMEOUT",
-    "OM_CONSTANT_LOG",
-    "OM_CONSTANT_KEEP",
-    "OM_CONSTANT_PATH",
-    "OM_CONSTANT_READ_THREADS",
-    "OM_CONSTANT_DIRECT_IO",
-    "OM_CONSTANT_HUGE_PAGES",
-    "OM_CONSTANT_PREFETCH",
-    "OM_CONSTANT_MLOCK",
-    "OM_CONSTANT_FAULTS",
-];
+/// Every option, and the fault-injection build's one (ignored here).
+fn vars() -> Vec<&'static str> {
+    let mut v = om_constants::config::OPTIONS.to_vec();
+    v.push("OM_CONSTANT_FAULTS");
+    v
+}
 
 fuzz_target!(|input: &[u8]| {
     // Values separated by NUL, one per variable in order; an empty value
     // is an unset variable.
     let values: Vec<&[u8]> = input.split(|b| *b == 0).collect();
+    let vars = vars();
     let (config, problems) = Config::from_lookup(|name| {
-        let i = VARS.iter().position(|v| *v == name)?;
+        let i = vars.iter().position(|v| *v == name)?;
         let v = values.get(i).filter(|v| !v.is_empty())?;
         Some(OsString::from_vec(v.to_vec()))
     });
-    let set = VARS
+    let set = vars
         .iter()
         .enumerate()
-        .filter(|(i, name)| **name != "OM_CONSTANT_PATH" && values.get(*i).is_some_and(|v| !v.is_empty()))
+        .filter(|(i, name)| {
+            **name != "OM_CONSTANT_PATH" && values.get(*i).is_some_and(|v| !v.is_empty())
+        })
         .count();
     assert!(problems.len() <= set, "{problems:?}");
     assert!((1..=1024).contains(&config.read_threads));
