@@ -64,8 +64,9 @@ fn every_c_block_compiles_as_c99_without_warnings() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The program and the commands under "Use from C", run literally in a
-/// folder laid out like the repository (`include/`, `target/release/`).
+/// The program and the commands under "Use from C", shared and static, run
+/// literally in a folder laid out like the repository (`include/`,
+/// `target/release/`).
 #[test]
 fn the_use_from_c_program_builds_and_runs_with_the_readme_commands() {
     let all = blocks();
@@ -108,5 +109,29 @@ fn the_use_from_c_program_builds_and_runs_with_the_readme_commands() {
         );
     }
     assert!(last.starts_with("first byte: "), "{last}");
+
+    // The static link the section gives inline, then the program runs with
+    // no library to find.
+    let text = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let section = &text[text.find("## Use from C").unwrap()..text.find("## Semantics").unwrap()];
+    let cmd = section
+        .split('`')
+        .find(|c| c.starts_with("cc ") && c.contains("libom_constants.a"))
+        .expect("the static link command under Use from C");
+    for line in [cmd, "./app weights.bin 4096"] {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .current_dir(&dir)
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "`{line}` failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
