@@ -38,7 +38,10 @@ impl SlotEntry {
         Err(Error::new(
             ErrorKind::Mismatch,
             format!(
-                "slot {addr:#x} already holds constants file '{}' ({} bytes), but this call                  asks for '{}' ({} bytes); a slot holds one file of one size: the model and                  its constants do not match, or two models share one slot. Nothing was                  changed",
+                "slot {addr:#x} already holds constants file '{}' ({} bytes), but this call \
+                 asks for '{}' ({} bytes); a slot holds one file of one size: the model and \
+                 its constants do not match, or two models share one slot. Nothing was \
+                 changed",
                 Path::new(&self.fname).display(),
                 self.size,
                 req.fname().display(),
