@@ -35,6 +35,15 @@ fn main() {
     if let Ok(target) = std::env::var("TARGET") {
         println!("cargo:rustc-env=OM_CONSTANTS_TARGET={target}");
     }
+    if let Ok(host) = std::env::var("HOST") {
+        println!("cargo:rustc-env=OM_CONSTANTS_HOST={host}");
+        // Built for another architecture (scripts/test-linux-cross.sh):
+        // the tests of the host's own tools (the README's commands, the
+        // CMake package, valgrind) are compiled out; README, Platforms.
+        if std::env::var("TARGET").is_ok_and(|t| t != host) {
+            println!("cargo:rustc-cfg=om_cross");
+        }
+    }
 
     // A SONAME only for installed builds (the CMake package sets
     // OM_CONSTANTS_SONAME=libom_constants.so.<major> and installs that

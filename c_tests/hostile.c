@@ -15,6 +15,7 @@
  * (the library must write the slot; that is the caller's contract). */
 #define _GNU_SOURCE
 #include "om_constants.h"
+#include "byte_order.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,18 +101,18 @@ static int inputs(const char *dir) {
   longname[0] = '/';
   longname[PATH_MAX + 99] = '\0';
   printf("hostile inputs (uid %d):\n", (int)getuid());
-  expect(om_load_constants_from_file(&slot, longname, 8, 1), slot, "path longer than PATH_MAX", "PATH_MAX");
-  expect(om_load_constants_from_file(&slot, "no-such-constants.bin", 8, 1), slot,
+  expect(om_load_constants_from_file(&slot, longname, 8, LE), slot, "path longer than PATH_MAX", "PATH_MAX");
+  expect(om_load_constants_from_file(&slot, "no-such-constants.bin", 8, LE), slot,
          "no file, no folder", "current directory");
-  expect(om_load_constants_from_file(&slot, "ok.bin", 8, 1), slot, "OM_CONSTANT_PATH is a file",
+  expect(om_load_constants_from_file(&slot, "ok.bin", 8, LE), slot, "OM_CONSTANT_PATH is a file",
          "Not a directory");
-  expect(om_load_constants_from_file(&slot, loop1, 8, 1), slot, "symlink loop", "symbolic links");
-  expect(om_load_constants_from_file(&slot, noperm, 8, 1), slot, "no read permission", "ermission denied");
-  expect(om_load_constants_from_file(&slot, ok, 8193, 1), slot, "size larger than the file",
+  expect(om_load_constants_from_file(&slot, loop1, 8, LE), slot, "symlink loop", "symbolic links");
+  expect(om_load_constants_from_file(&slot, noperm, 8, LE), slot, "no read permission", "ermission denied");
+  expect(om_load_constants_from_file(&slot, ok, 8193, LE), slot, "size larger than the file",
          "has 8192 bytes but the model needs 8193");
-  expect(om_load_constants_from_file(&slot, ok, INT64_MAX, 1), slot, "size near INT64_MAX", "8192 bytes");
-  expect(om_mmap_binary_file(&slot, ok, INT64_MAX - 1, 1), slot, "ensure, size INT64_MAX-1", "8192 bytes");
-  expect(om_load_constants_from_file((void **)((char *)cells + 1), ok, 8, 1), NULL,
+  expect(om_load_constants_from_file(&slot, ok, INT64_MAX, LE), slot, "size near INT64_MAX", "8192 bytes");
+  expect(om_mmap_binary_file(&slot, ok, INT64_MAX - 1, LE), slot, "ensure, size INT64_MAX-1", "8192 bytes");
+  expect(om_load_constants_from_file((void **)((char *)cells + 1), ok, 8, LE), NULL,
          "misaligned slot pointer", "aligned");
   expect(om_free_constant_buffer((void **)((char *)cells + 3)), NULL, "release, misaligned slot", "aligned");
   /* The per-inference fast paths read the slot before anything else. A
@@ -121,12 +122,12 @@ static int inputs(const char *dir) {
    * stale message. */
   cells[0] = cells[1] = (void *)~(uintptr_t)0;
   clear_last_error();
-  expect(om_mmap_binary_file(NULL, ok, 8, 1), NULL, "ensure, NULL slot", "NULL");
+  expect(om_mmap_binary_file(NULL, ok, 8, LE), NULL, "ensure, NULL slot", "NULL");
   clear_last_error();
-  expect(om_mmap_binary_file((void **)((char *)cells + 1), ok, 8, 1), NULL,
+  expect(om_mmap_binary_file((void **)((char *)cells + 1), ok, 8, LE), NULL,
          "ensure, misaligned slot", "aligned");
   clear_last_error();
-  expect(omMMapBinaryFile((void **)((char *)cells + 4), ok, 8, 1), NULL,
+  expect(omMMapBinaryFile((void **)((char *)cells + 4), ok, 8, LE), NULL,
          "legacy ensure, misaligned slot", "aligned");
   clear_last_error();
   om_get_external_constant_addr((void **)((char *)cells + 2), &slot, 0);
@@ -135,10 +136,14 @@ static int inputs(const char *dir) {
   om_get_external_constant_addr(NULL, &slot, 0);
   expect(false, NULL, "address, NULL output", "NULL");
   cells[0] = cells[1] = NULL;
-  expect(om_load_constants_from_file(&slot, "", 8, 1), slot, "empty file name", "empty");
-  expect(om_load_constants_from_file(&slot, ok, INT64_MIN, 1), slot, "size INT64_MIN", "size");
+  expect(om_load_constants_from_file(&slot, "", 8, LE), slot, "empty file name", "empty");
+  expect(om_load_constants_from_file(&slot, ok, INT64_MIN, LE), slot, "size INT64_MIN", "size");
+  /* A model compiled for the other byte order: refused on every platform,
+   * the message naming this machine's order (big-endian on s390x). */
+  expect(om_load_constants_from_file(&slot, ok, 8, WRONG_IS_LE), slot, "the other byte order",
+         HOST_IS_LE ? "this machine is little-endian" : "this machine is big-endian");
   /* After all that, a good load still works and nothing is left. */
-  if (!om_load_constants_from_file(&slot, ok, 8192, 1) || !om_free_constant_buffer(&slot)) {
+  if (!om_load_constants_from_file(&slot, ok, 8192, LE) || !om_free_constant_buffer(&slot)) {
     fprintf(stderr, "FAIL good load after hostile ones: %s\n", om_constants_last_error());
     failures++;
   }
@@ -162,7 +167,7 @@ static int garbage(const char *dir) {
   void *slot = NULL;
   snprintf(ok, sizeof ok, "%s/ok.bin", dir);
   write_file(ok, 8192, 0644);
-  if (!om_load_constants_from_file(&slot, ok, 8192, 1) || !om_load_constants_from_file(&slot, ok, 8192, 1) ||
+  if (!om_load_constants_from_file(&slot, ok, 8192, LE) || !om_load_constants_from_file(&slot, ok, 8192, LE) ||
       !om_free_constant_buffer(&slot) || !om_free_constant_buffer(&slot) || slot != NULL) {
     fprintf(stderr, "FAIL loads with garbage options: %s\n", om_constants_last_error());
     return 1;
@@ -180,8 +185,8 @@ static int panics(const char *dir) {
   st.size = sizeof st;
   snprintf(ok, sizeof ok, "%s/ok.bin", dir);
   write_file(ok, 8192, 0644);
-  expect(om_load_constants_from_file(&slot, ok, 8192, 1), slot, "loader panics", "internal error");
-  expect(om_mmap_binary_file(&slot, ok, 8192, 1), slot, "loader panics again", "internal error");
+  expect(om_load_constants_from_file(&slot, ok, 8192, LE), slot, "loader panics", "internal error");
+  expect(om_mmap_binary_file(&slot, ok, 8192, LE), slot, "loader panics again", "internal error");
   om_constants_stats(&st);
   checks++;
   if (st.live_buffers != 0 || st.failures != 2) {
@@ -222,16 +227,16 @@ static int misuse(const char *dir) {
   printf("misuse:\n");
 
   /* A loaded slot asked for another size, or another file. */
-  if (!om_load_constants_from_file(&slot, small, 4096, 1)) {
+  if (!om_load_constants_from_file(&slot, small, 4096, LE)) {
     fprintf(stderr, "FAIL setup: %s\n", om_constants_last_error());
     return 1;
   }
   loaded = slot;
-  refused(om_load_constants_from_file(&slot, small, 64 << 20, 1), slot, loaded, "acquire, other size", "4096",
+  refused(om_load_constants_from_file(&slot, small, 64 << 20, LE), slot, loaded, "acquire, other size", "4096",
           "67108864");
-  refused(om_load_constants_from_file(&slot, other, 4096, 1), slot, loaded, "acquire, other file", "small.bin",
+  refused(om_load_constants_from_file(&slot, other, 4096, LE), slot, loaded, "acquire, other file", "small.bin",
           "other.bin");
-  refused(omLoadConstantData(&slot, small, 8192, 1), slot, loaded, "onnx-mlir acquire, other size", "4096",
+  refused(omLoadConstantData(&slot, small, 8192, LE), slot, loaded, "onnx-mlir acquire, other size", "4096",
           "8192");
   checks++;
   if (!om_free_constant_buffer(&slot) || slot != NULL) {
@@ -240,9 +245,9 @@ static int misuse(const char *dir) {
   }
 
   /* The LOADING marker with no load in flight: an error, at once. */
-  refused(om_load_constants_from_file(&marker, small, 4096, 1), marker, (void *)1, "slot holds LOADING",
+  refused(om_load_constants_from_file(&marker, small, 4096, LE), marker, (void *)1, "slot holds LOADING",
           "no load of this slot is in flight", NULL);
-  refused(om_mmap_binary_file(&marker, small, 4096, 1), marker, (void *)1, "ensure, slot holds LOADING",
+  refused(om_mmap_binary_file(&marker, small, 4096, LE), marker, (void *)1, "ensure, slot holds LOADING",
           "no load of this slot is in flight", NULL);
 
   /* A constant address from a base slot this library did not load. */

@@ -36,7 +36,6 @@
 #include <unistd.h>
 
 
-#define LE ((int64_t)ORACLE_HOST_IS_LE)
 
 /* The constants file and size most scenarios use (argv[2], argv[3]). */
 static const char *g_file;

@@ -21,7 +21,9 @@ declare void @model_compute(ptr, ptr, ptr, ptr)
 
 define internal void @omLoadConstantDataCtor() {
 entry:
-  %ok = call i1 @om_load_constants_from_file(ptr @om_external_constant_packedConst, ptr @om_external_constant_filename, i64 4294971392, i64 1)
+  %le8 = load i8, ptr @om_external_constant_isLE
+  %le = zext i8 %le8 to i64
+  %ok = call i1 @om_load_constants_from_file(ptr @om_external_constant_packedConst, ptr @om_external_constant_filename, i64 4294971392, i64 %le)
   br i1 %ok, label %addrs, label %done
 addrs:
   call void @om_get_external_constant_addr(ptr @om_external_constant_data_a, ptr @om_external_constant_packedConst, i64 0)

@@ -8,8 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* 1 on a little-endian host, 0 on a big-endian one: the is_le to pass. */
-#define ORACLE_HOST_IS_LE (*(const unsigned char *)&(const uint16_t){1})
+#include "byte_order.h"
 
 /* The results of c_tests/model_compute.ll for the constants file at
  * `constants`: 0, or -1 if it cannot be read. */

@@ -4,6 +4,7 @@
  * left. Exit 0 on success. */
 #define _POSIX_C_SOURCE 200809L
 #include "om_constants.h"
+#include "byte_order.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -21,7 +22,7 @@ static void *seen[THREADS];
 static void *acquire(void *arg) {
   size_t i = (size_t)arg;
   pthread_barrier_wait(&barrier);
-  if (!om_load_constants_from_file(&slot, path, size, 1)) {
+  if (!om_load_constants_from_file(&slot, path, size, LE)) {
     fprintf(stderr, "thread %zu: %s\n", i, om_constants_last_error());
     return (void *)1;
   }

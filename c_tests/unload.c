@@ -29,7 +29,6 @@
 #include <unistd.h>
 
 
-#define LE ((int64_t)ORACLE_HOST_IS_LE)
 
 static const char *g_file;
 static int64_t g_size;

@@ -286,8 +286,10 @@ void omGetExternalConstantAddr(void **output_addr, void **base_addr, int64_t off
  * `const_addr` points at the model's constants pointer (its "slot"), which
  * must start out NULL; only this library writes it. `fname` names the
  * constants file: an absolute path is used as is, otherwise the file is
- * searched in `$OM_CONSTANT_PATH`, the folder of the shared object that
- * contains the slot, then the current directory. `size` is the number of
+ * searched in `$OM_CONSTANT_PATH`, the folder of the shared library (or
+ * DLL) that contains the slot, then the current directory. On POSIX
+ * systems `fname` is bytes, taken as they are; on Windows it is UTF-8,
+ * converted to UTF-16 (a name that is not UTF-8 is an error). `size` is the number of
  * bytes the model reads (the file may be longer, not shorter); `is_le` is
  * non-zero (any non-zero value, as in onnx-mlir) when the file's data is
  * little-endian and 0 when it is big-endian, and must match this machine.

@@ -174,6 +174,7 @@ mod tests {
         assert_eq!(last_error().as_deref(), Some("a\\0b"));
     }
 
+    #[cfg(unix)] // errno values and POSIX paths
     #[test]
     fn io_error_names_file_path_cause_and_fix() {
         let e = Error::io(

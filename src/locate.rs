@@ -8,7 +8,9 @@
 //! the object holding the slot; the current directory. The first place where
 //! something exists wins; if none does, the error lists every place tried.
 
+#[cfg(unix)]
 use std::ffi::OsStr;
+#[cfg(unix)]
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -91,7 +93,7 @@ pub fn first_existing(fname: &Path, list: &[Candidate]) -> Result<PathBuf> {
         "check the path the model was compiled with".to_string()
     } else {
         format!(
-            "put '{name}' beside the model's shared object, or set OM_CONSTANT_PATH \
+            "put '{name}' beside the model's shared library (.so, .dll), or set OM_CONSTANT_PATH \
              to the folder that contains it"
         )
     };
@@ -127,15 +129,25 @@ pub fn object_containing(addr: usize) -> Option<PathBuf> {
 }
 
 /// The file mapped at `addr` according to the kernel, if it is a file.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn mapped_file(addr: usize) -> Option<PathBuf> {
     let maps = std::fs::read("/proc/self/maps").ok()?;
     file_mapped_at(&maps, addr)
+}
+
+/// Elsewhere the loader's own name is used: on Windows it is the module's
+/// full path (`GetModuleFileNameW`); macOS and the BSDs have no
+/// `/proc/self/maps`, so a relative `dladdr` name is not used.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn mapped_file(_addr: usize) -> Option<PathBuf> {
+    None
 }
 
 /// Finds the mapping containing `addr` in the text of `/proc/self/maps`
 /// (`start-end perms offset dev inode   path`) and returns its path, if it
 /// is an absolute one (not `[heap]`, not anonymous). The kernel appends
 /// " (deleted)" to a file removed since; the folder is what matters.
+#[cfg(unix)]
 pub fn file_mapped_at(maps: &[u8], addr: usize) -> Option<PathBuf> {
     for line in maps.split(|b| *b == b'\n') {
         let mut fields = line.splitn(6, |b| *b == b' ');
@@ -164,6 +176,7 @@ pub fn file_mapped_at(maps: &[u8], addr: usize) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)] // POSIX paths; Windows: c_tests/windows/host.c
     #[test]
     fn absolute_name_is_used_as_is() {
         let c = candidates(
@@ -195,6 +208,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)] // POSIX paths
     #[test]
     fn missing_places_are_skipped_and_absent_ones_listed() {
         let dir = std::env::temp_dir().join(format!("om-locate-{}", std::process::id()));
@@ -217,6 +231,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(unix)]
     #[test]
     fn maps_lines_give_the_file_of_the_mapping_that_contains_the_address() {
         let maps = b"00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/my prog\n\

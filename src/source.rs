@@ -8,7 +8,6 @@
 //! inode cannot be reused by a replacement meanwhile.
 
 use std::fs::{File, Metadata};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{self, Error, ErrorKind, Result};
@@ -17,13 +16,11 @@ use crate::sys;
 /// What makes two opens "the same file" for sharing a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileKey {
-    dev: u64,
-    ino: u64,
+    /// Volume, file number, mtime and ctime. The ctime changes on any
+    /// write or metadata change and cannot be set back by tools that
+    /// restore mtime (`cp -p`, tar, SOURCE_DATE_EPOCH builds).
+    stamp: sys::FileStamp,
     len: u64,
-    mtime_ns: i128,
-    /// Changes on any write or metadata change and cannot be set back by
-    /// tools that restore mtime (`cp -p`, tar, SOURCE_DATE_EPOCH builds).
-    ctime_ns: i128,
 }
 
 impl FileKey {
@@ -31,27 +28,28 @@ impl FileKey {
     #[cfg(loom)]
     pub fn synthetic(n: u64) -> FileKey {
         FileKey {
-            dev: 0,
-            ino: n,
+            stamp: sys::FileStamp {
+                volume: 0,
+                index: n,
+                mtime_ns: 0,
+                ctime_ns: 0,
+            },
             len: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
         }
     }
 
-    fn of(meta: &Metadata) -> FileKey {
-        FileKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
+    fn of(file: &File, meta: &Metadata) -> std::io::Result<FileKey> {
+        Ok(FileKey {
+            stamp: sys::file_stamp(file, meta)?,
             len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        }
+        })
     }
 
-    /// True when `meta` describes the same inode (device and inode number).
-    pub fn same_inode(&self, meta: &Metadata) -> bool {
-        self.dev == meta.dev() && self.ino == meta.ino()
+    /// True when `file` is the same file (volume and file number: device
+    /// and inode on POSIX).
+    pub fn same_file(&self, file: &File) -> std::io::Result<bool> {
+        let other = sys::file_stamp(file, &file.metadata()?)?;
+        Ok(self.stamp.volume == other.volume && self.stamp.index == other.index)
     }
 }
 
@@ -82,21 +80,34 @@ impl Source {
     /// Opens `path` (found for the model's `fname`) and checks that it is a
     /// regular file of at least `size` bytes.
     pub fn open(path: &Path, fname: &str, size: u64) -> Result<Source> {
-        let file =
-            sys::open_read_nonblocking(path).map_err(|e| Error::io("open", fname, path, &e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("inspect (fstat)", fname, path, &e))?;
-        if !meta.file_type().is_file() {
-            return Err(Error::new(
+        let opened = sys::open_read_nonblocking(path);
+        // Windows refuses to open a folder as a file ("access denied"):
+        // say what the path really is, as POSIX systems let us.
+        let not_a_file = |meta: &Metadata| {
+            Error::new(
                 ErrorKind::NotAFile,
                 format!(
                     "constants file {} is {}, not a regular file; \
                      point the model (or OM_CONSTANT_PATH) at the real constants file",
                     error::file(fname, path),
-                    describe(&meta)
+                    describe(meta)
                 ),
-            ));
+            )
+        };
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                return Err(match std::fs::metadata(path) {
+                    Ok(meta) if !meta.is_file() => not_a_file(&meta),
+                    _ => Error::io("open", fname, path, &e),
+                })
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect (fstat)", fname, path, &e))?;
+        if !meta.file_type().is_file() {
+            return Err(not_a_file(&meta));
         }
         if meta.len() < size {
             return Err(Error::new(
@@ -110,28 +121,23 @@ impl Source {
                 ),
             ));
         }
+        let key = FileKey::of(&file, &meta)
+            .map_err(|e| Error::io("inspect (identity)", fname, path, &e))?;
         Ok(Source {
             file,
             path: path.to_path_buf(),
             fname: fname.to_string(),
-            key: FileKey::of(&meta),
+            key,
         })
     }
 }
 
 /// What a non-regular file is, for messages ("a FIFO (named pipe)").
 pub fn describe(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_dir() {
+    if meta.is_dir() {
         "a directory"
-    } else if t.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
     } else {
-        "not a regular file"
+        sys::special_kind(meta).unwrap_or("not a regular file")
     }
 }
 
@@ -154,6 +160,7 @@ mod tests {
         assert_eq!(s.file.metadata().unwrap().len(), 100);
         let again = Source::open(&p, "c.bin", 10).unwrap();
         assert_eq!(s.key, again.key, "same file, same key");
+        drop((s, again)); // Windows removes no folder with open files.
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -173,13 +180,16 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotAFile);
         assert!(e.message().contains("a directory"), "{e}");
 
-        let fifo = dir.join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = Source::open(&fifo, "fifo", 1).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::NotAFile);
-        assert!(e.message().contains("FIFO"), "{e}");
+        #[cfg(unix)]
+        {
+            let fifo = dir.join("fifo");
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: `c` is a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let e = Source::open(&fifo, "fifo", 1).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotAFile);
+            assert!(e.message().contains("FIFO"), "{e}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,7 +10,10 @@
 //! thread-local with a destructor. (Found by the constructor-style model
 //! test with the parallel `read` strategy.)
 
+use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::sys::{self, Job, ThreadId};
 
@@ -36,12 +39,21 @@ fn run_with<'a, T: Send + 'a>(
 
 /// The body of [`run_with`], apart so that the borrows of `results` end
 /// before it is returned.
+///
+/// A started thread may not run for a long time: inside `DllMain`, Windows
+/// runs a new thread only once the loader lock is released, which is after
+/// the load that waits for it. So each job is handed over in a [`Handoff`]
+/// that the thread and the caller race to claim: after its own job, the
+/// caller runs every job no thread has claimed yet, waits for the threads
+/// that did claim theirs (they are running, so they end), and lets the
+/// others go (`sys::let_go`: joined where threads always start, as on
+/// POSIX; not waited for on Windows).
 fn run_into<'a, T: Send + 'a>(
     jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
     results: &mut [Option<T>],
     start: Starter,
 ) {
-    let mut started = Joiner(Vec::new());
+    let mut handed = Vec::new();
     let mut first = None;
     for (job, out) in jobs.into_iter().zip(results.iter_mut()) {
         let work: Job<'_> = Box::new(move || *out = Some(job()));
@@ -49,29 +61,70 @@ fn run_into<'a, T: Send + 'a>(
             first = Some(work);
             continue;
         }
-        // SAFETY: `started` joins every thread before this function returns
-        // or unwinds, while `jobs`' borrows and `results` are still alive.
-        match unsafe { start(work) } {
-            Ok(id) => started.0.push(id),
-            Err(work) => {
-                let _ = catch_unwind(AssertUnwindSafe(work));
+        let handoff = Handoff::new(work);
+        let theirs = Arc::clone(&handoff);
+        // SAFETY: the thread's job borrows nothing: it owns its Arc.
+        match unsafe {
+            start(Box::new(move || {
+                theirs.run();
+            }))
+        } {
+            Ok(id) => handed.push((handoff, id)),
+            Err(_) => {
+                handoff.run();
             }
         }
     }
     if let Some(work) = first {
         let _ = catch_unwind(AssertUnwindSafe(work));
     }
-    drop(started);
-}
-
-/// Joins its threads when dropped, so no borrow outlives them.
-struct Joiner(Vec<ThreadId>);
-
-impl Drop for Joiner {
-    fn drop(&mut self) {
-        for id in self.0.drain(..) {
+    for (handoff, id) in handed {
+        if handoff.run() {
+            sys::let_go(id);
+        } else {
             sys::join(id);
         }
+    }
+}
+
+/// A job that exactly one of a worker thread and the caller runs: the one
+/// that claims it first.
+struct Handoff {
+    claimed: AtomicBool,
+    /// The job, its borrows' lifetime erased: see [`Handoff::new`].
+    job: UnsafeCell<Option<Job<'static>>>,
+}
+
+// SAFETY: `job` is touched only by the one party whose swap of `claimed`
+// from false to true succeeded; the other never reads it.
+unsafe impl Sync for Handoff {}
+
+impl Handoff {
+    fn new(job: Job<'_>) -> Arc<Handoff> {
+        // SAFETY: only the lifetime changes. The job runs, and its borrows
+        // are used, only by its claimant: the caller, or a worker that the
+        // caller joins before those borrows end (run_into). A worker that
+        // loses the claim, and may outlive the borrows, drops its Arc
+        // without touching the job, which the caller has already taken.
+        let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(job) };
+        Arc::new(Handoff {
+            claimed: AtomicBool::new(false),
+            job: UnsafeCell::new(Some(job)),
+        })
+    }
+
+    /// Runs the job if this call claims it first; true if it did.
+    fn run(&self) -> bool {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        // SAFETY: the swap above made this the only claimant (see Sync).
+        let job = unsafe { (*self.job.get()).take() };
+        if let Some(job) = job {
+            // A panicking job leaves its result None.
+            let _ = catch_unwind(AssertUnwindSafe(job));
+        }
+        true
     }
 }
 
@@ -180,8 +233,82 @@ mod tests {
                 vec![0, 1, 2, 3, 4, 5],
                 "every job ran, results in order"
             );
+            // At least those: the caller also runs any job whose thread has
+            // not claimed it by the time the caller's own job is done.
             let inline = r.iter().filter(|x| x.is_some_and(|x| x.1)).count();
-            assert_eq!(inline, inline_jobs, "jobs run on the calling thread: {r:?}");
+            assert!(
+                inline >= inline_jobs,
+                "jobs run on the calling thread: {r:?}"
+            );
         }
+    }
+
+    #[cfg(windows)]
+    static GATE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    #[cfg(windows)]
+    static OPENED: std::sync::Condvar = std::sync::Condvar::new();
+    #[cfg(windows)]
+    static LATE: AtomicUsize = AtomicUsize::new(0);
+
+    #[cfg(windows)]
+    /// A thread that starts only when the test opens the gate: what
+    /// `CreateThread` gives inside `DllMain`, where a new thread waits for
+    /// the loader lock that the loading thread holds.
+    unsafe fn start_late(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
+        // SAFETY: the jobs run_into hands out own everything they use.
+        unsafe {
+            sys::spawn(Box::new(move || {
+                let mut open = GATE.lock().unwrap();
+                while !*open {
+                    open = OPENED.wait(open).unwrap();
+                }
+                drop(open);
+                job();
+                LATE.fetch_add(1, Ordering::SeqCst);
+            }))
+        }
+    }
+
+    /// Windows only: there, a thread whose job the caller took is not
+    /// waited for (`sys::let_go`); POSIX threads always start, and are.
+    #[cfg(windows)]
+    #[test]
+    fn jobs_of_threads_that_have_not_started_run_on_the_caller() {
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let jobs: Vec<Box<dyn FnOnce() + Send>> = (0..6)
+            .map(|_| {
+                let hits = hits.clone();
+                Box::new(move || {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                }) as Box<dyn FnOnce() + Send>
+            })
+            .collect();
+        // Returns although no thread has run yet, with every job run once,
+        // on the caller. (Waiting for the threads would hang: the test
+        // fails after 60 s instead.)
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let caller = std::thread::current().id();
+            let on_caller: Vec<Box<dyn FnOnce() -> bool + Send>> = jobs
+                .into_iter()
+                .map(|job| {
+                    Box::new(move || {
+                        job();
+                        std::thread::current().id() == caller
+                    }) as Box<dyn FnOnce() -> bool + Send>
+                })
+                .collect();
+            let _ = tx.send(run_with(on_caller, start_late));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("run_with waited for threads that had not started");
+        assert_eq!(r, vec![Some(true); 6]);
+        *GATE.lock().unwrap() = true;
+        OPENED.notify_all();
+        while LATE.load(Ordering::SeqCst) < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 6, "late threads ran nothing");
     }
 }

@@ -2,6 +2,9 @@
 //! memory (from /proc/self/smaps_rollup and /proc/self/smaps). Alone in its
 //! process so that the figures are its own.
 
+// Linux only: it reads the kernel's account of each mapping (smaps).
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::Scratch;

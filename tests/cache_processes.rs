@@ -4,6 +4,10 @@
 //! processes building at once both succeed; a read-only folder works from
 //! the heap with one log line.
 
+// Unix only: C hosts and signals. On Windows, scripts/test-windows.sh runs the C host
+// c_tests/windows/host.c against the DLL instead (README, Platforms).
+#![cfg(unix)]
+
 mod common;
 #[path = "common/native.rs"]
 mod native;

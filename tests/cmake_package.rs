@@ -3,6 +3,12 @@
 //! find_package(OmConstants CONFIG REQUIRED), shared by default and static on
 //! request, and a C program builds with pkg-config.
 
+// Unix only: CMake and pkg-config packaging. On Windows, scripts/test-windows.sh runs the C host
+// c_tests/windows/host.c against the DLL instead (README, Platforms).
+#![cfg(unix)]
+// Native builds only: the CMake package is built for this machine (README, Platforms).
+#![cfg(not(om_cross))]
+
 mod common;
 #[path = "common/native.rs"]
 mod native;

@@ -16,7 +16,7 @@ mod injected {
     use std::os::raw::c_void;
     use std::sync::atomic::{AtomicPtr, Ordering};
 
-    use super::common::{assert_pattern, name, Scratch};
+    use super::common::{assert_pattern, name, Scratch, HOST_IS_LE};
     use om_constants::fault::{self, Spec};
     /// Files from this size up are read by several threads (README, Options).
     const PARALLEL_MIN: usize = 16 << 20;
@@ -179,8 +179,11 @@ mod injected {
                 ..Config::default()
             });
             let s = AtomicPtr::new(std::ptr::null_mut::<c_void>());
-            reg.acquire(&s, &Request::new(name(&path), size as i64, 1).unwrap())
-                .unwrap();
+            reg.acquire(
+                &s,
+                &Request::new(name(&path), size as i64, HOST_IS_LE).unwrap(),
+            )
+            .unwrap();
             reg.release(&s).unwrap();
         }
 
@@ -198,7 +201,7 @@ mod injected {
                 log: om_constants::log::Level::Off,
                 ..Config::default()
             });
-            let req = Request::new(name(path), size as i64, 1).unwrap();
+            let req = Request::new(name(path), size as i64, HOST_IS_LE).unwrap();
             let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
             let (fds, maps) = (open_fds(), mappings());
             match (reg.acquire(&slot, &req), case.error) {

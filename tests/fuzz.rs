@@ -10,9 +10,13 @@
 //! a generator seeded from the clock (the seed is printed). A failure
 //! prints the input: add it to the corpus.
 
+// Unix only: its names are raw POSIX bytes. Windows names are UTF-8,
+// tested by c_tests/windows/host.c (scripts/test-windows.sh).
+#![cfg(unix)]
+
 mod common;
 
-use common::Rng;
+use common::{Rng, HOST_IS_LE};
 
 use std::ffi::{OsStr, OsString};
 use std::os::raw::c_void;
@@ -143,7 +147,7 @@ fn check_config(values: &[(usize, String)]) {
         .collect::<std::collections::BTreeSet<_>>();
     assert!(problems.len() <= given.len(), "{values:?}: {problems:?}");
     assert!((1..=1024).contains(&c.read_threads), "{values:?}");
-    assert!(c.mmap_limit.map_or(true, |l| l > 0), "{values:?}");
+    assert!(c.mmap_limit.is_none_or(|l| l > 0), "{values:?}");
     assert!(c.wait_timeout > Duration::ZERO, "{values:?}");
     for p in &problems {
         assert!(p.starts_with("ignoring OM_CONSTANT_"), "{p}");
@@ -251,7 +255,7 @@ fn parsers_locating_and_arithmetic_hold_their_properties() {
     let base = AtomicPtr::new(std::ptr::null_mut());
     reg.acquire(
         &base,
-        &Request::new(file.as_os_str(), len as i64, 1).unwrap(),
+        &Request::new(file.as_os_str(), len as i64, HOST_IS_LE).unwrap(),
     )
     .unwrap();
 

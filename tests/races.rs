@@ -10,7 +10,7 @@ use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Barrier};
 
-use common::{name, Rng, Scratch};
+use common::{name, Rng, Scratch, HOST_IS_LE};
 use om_constants::{Choice, Config, Registry, Request};
 
 fn slot() -> &'static AtomicPtr<c_void> {
@@ -46,7 +46,7 @@ fn stress_64_threads_random_operations_keep_the_invariants() {
                     let i = (rng.next() % SLOTS as u64) as usize;
                     // Slots 0 and 1 share file a (its buffer is freed when
                     // both empty), slots 2 and 3 share file b.
-                    let req = Request::new(name(&files[i / 2]), size as i64, 1).unwrap();
+                    let req = Request::new(name(&files[i / 2]), size as i64, HOST_IS_LE).unwrap();
                     let check = |p: *mut c_void| {
                         // A pointer we hold a reference on is never freed:
                         // its first and last bytes are the file's.
@@ -75,7 +75,8 @@ fn stress_64_threads_random_operations_keep_the_invariants() {
                         // only on slots 2 and 3, so 0 and 1 keep emptying.
                         _ => {
                             let j = 2 + i % 2;
-                            let req = Request::new(name(&files[1]), size as i64, 1).unwrap();
+                            let req =
+                                Request::new(name(&files[1]), size as i64, HOST_IS_LE).unwrap();
                             check(reg.ensure_loaded(slots[j], || Ok(req)).unwrap());
                         }
                     }
@@ -167,7 +168,10 @@ mod injected {
             let (reg, path) = (reg.clone(), path.clone());
             std::thread::spawn(move || {
                 let t = Instant::now();
-                let r = reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap());
+                let r = reg.acquire(
+                    s,
+                    &Request::new(name(&path), size as i64, HOST_IS_LE).unwrap(),
+                );
                 (r.map(|p| p as usize), t.elapsed())
             })
         };
@@ -207,7 +211,7 @@ mod injected {
         }));
         let s = slot();
         fn req(p: &std::path::Path) -> Request<'_> {
-            Request::new(name(p), 50_000, 1).unwrap()
+            Request::new(name(p), 50_000, HOST_IS_LE).unwrap()
         }
         let loader = {
             let (reg, path) = (reg.clone(), path.clone());
@@ -253,8 +257,11 @@ mod injected {
             let (reg, path) = (reg.clone(), path.clone());
             std::thread::spawn(move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
-                        .map(|p| p as usize)
+                    reg.acquire(
+                        s,
+                        &Request::new(name(&path), size as i64, HOST_IS_LE).unwrap(),
+                    )
+                    .map(|p| p as usize)
                 }))
             })
         };
@@ -262,8 +269,11 @@ mod injected {
         let waiter = {
             let (reg, path) = (reg.clone(), path.clone());
             std::thread::spawn(move || {
-                reg.acquire(s, &Request::new(name(&path), size as i64, 1).unwrap())
-                    .map(|p| p as usize)
+                reg.acquire(
+                    s,
+                    &Request::new(name(&path), size as i64, HOST_IS_LE).unwrap(),
+                )
+                .map(|p| p as usize)
             })
         };
         assert!(

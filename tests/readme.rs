@@ -2,6 +2,12 @@
 //! the project's warnings, and the "Use from C" program is built and run
 //! with the README's own commands, against the library as it ships.
 
+// Unix only: the README's shell commands. On Windows, scripts/test-windows.sh runs the C host
+// c_tests/windows/host.c against the DLL instead (README, Platforms).
+#![cfg(unix)]
+// Native builds only: the README's commands build for this machine (README, Platforms).
+#![cfg(not(om_cross))]
+
 #[path = "common/native.rs"]
 mod native;
 

@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::raw::c_void;
 use std::sync::atomic::AtomicPtr;
 
-use common::{assert_pattern, name, pattern_bytes, Scratch};
+use common::{assert_pattern, name, pattern_bytes, Scratch, HOST_IS_LE};
 use om_constants::config::{Mlock, Prefetch};
 use om_constants::{Choice, Config, Registry, Request};
 
@@ -26,7 +26,7 @@ fn quiet() -> Config {
 }
 
 fn req(path: &std::path::Path, size: usize) -> Request<'_> {
-    Request::new(name(path), size as i64, 1).unwrap()
+    Request::new(name(path), size as i64, HOST_IS_LE).unwrap()
 }
 
 fn slot() -> AtomicPtr<c_void> {

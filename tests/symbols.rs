@@ -3,6 +3,10 @@
 //! builds do), is never unloaded, and starts
 //! each per-inference fast path on a cache line of its own.
 
+// Unix only: nm and readelf on the ELF artefacts. On Windows, scripts/test-windows.sh runs the C host
+// c_tests/windows/host.c against the DLL instead (README, Platforms).
+#![cfg(unix)]
+
 #[path = "common/native.rs"]
 mod native;
 
@@ -99,7 +103,13 @@ fn fast_paths_start_on_a_cache_line_when_linked_statically() {
 fn the_cargo_build_has_no_soname_and_is_never_unloaded() {
     let so = artefacts().join("libom_constants.so");
     let dynamic = tool("readelf", &["-d", so.to_str().unwrap()]);
-    assert!(!dynamic.contains("Library soname"), "{dynamic}");
+    // Some rustc versions (Debian's 1.85, scripts/test-linux-cross.sh)
+    // give a cdylib its own file name as SONAME, which links the same.
+    assert!(
+        !dynamic.contains("Library soname")
+            || dynamic.contains("Library soname: [libom_constants.so]"),
+        "{dynamic}"
+    );
     assert!(
         dynamic.contains("NODELETE"),
         "linked with -z nodelete: {dynamic}"

@@ -2,6 +2,12 @@
 //! zero definite leaks, zero invalid reads or writes (valgrind's exit code
 //! turns any error into a failure).
 
+// Unix only: valgrind. On Windows, scripts/test-windows.sh runs the C host
+// c_tests/windows/host.c against the DLL instead (README, Platforms).
+#![cfg(unix)]
+// Native builds only: valgrind does not run under qemu-user (README, Platforms).
+#![cfg(not(om_cross))]
+
 mod common;
 #[path = "common/models.rs"]
 mod models;

@@ -38,7 +38,7 @@ fuzz_target!(|input: &[u8]| {
     assert!(problems.len() <= set, "{problems:?}");
     assert!((1..=1024).contains(&config.read_threads));
     assert!(!config.wait_timeout.is_zero());
-    assert!(config.mmap_limit.map_or(true, |l| l > 0));
+    assert!(config.mmap_limit.is_none_or(|l| l > 0));
 
     for v in &values {
         let text = String::from_utf8_lossy(v);

@@ -3,9 +3,8 @@
 //! folder), reading a candidate cache file, and removing the temporary
 //! files of processes that died.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapRaw};
@@ -35,12 +34,7 @@ impl Tmp {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)?;
+        let file = sys::create_new(&path)?;
         Ok(Tmp {
             path,
             file,
@@ -157,7 +151,7 @@ pub(super) fn remove_stale_temporaries(path: &Path) {
         let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         if !sys::process_exists(pid) {

@@ -352,11 +352,20 @@ impl Cache {
     }
 
     fn commit_error(&self, what: &str, tmp: &Path, e: &io::Error) -> Error {
+        // Windows refuses to rename over a file that is open or mapped.
+        let fix =
+            if cfg!(windows) && what == "renaming" && e.kind() == io::ErrorKind::PermissionDenied {
+                "; Windows cannot replace a cache file that a handle (of this or another \
+             process) has open: close the other handles of this cache, and the next \
+             handle to build it persists it"
+            } else {
+                ""
+            };
         Error::new(
             ErrorKind::Io,
             format!(
                 "cannot commit cache {} ({what} {}): {e}; the entries stay usable in \
-                 memory for this process, and the old cache file, if any, is untouched",
+                 memory for this process, and the old cache file, if any, is untouched{fix}",
                 self.path.display(),
                 tmp.display()
             ),

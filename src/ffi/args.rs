@@ -3,14 +3,14 @@
 //! not what it must be; each is an `InvalidArgument` error that names the
 //! argument and says what to pass instead.
 
-use std::ffi::{CStr, OsStr};
+use std::ffi::CStr;
 use std::os::raw::{c_char, c_void};
-use std::os::unix::ffi::OsStrExt;
 
 use crate::cache::Cache;
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::Request;
 use crate::sync::AtomicPtr;
+use crate::sys;
 
 /// True if `ptr` can point at a slot: non-NULL and aligned for a pointer.
 /// Both tests are always evaluated (`&`, not `&&`), so the fast paths can
@@ -107,7 +107,17 @@ pub(crate) unsafe fn request<'a>(
             "pass the file name the model was compiled with",
         )?
     };
-    Request::new(OsStr::from_bytes(name.to_bytes()), size, is_le)
+    let Some(path) = sys::path_from_c(name.to_bytes()) else {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the constants file name (fname) {:?} is not valid UTF-8, which file names \
+                 from C must be on this platform; pass the name as UTF-8",
+                String::from_utf8_lossy(name.to_bytes())
+            ),
+        ));
+    };
+    Request::new(path.as_os_str(), size, is_le)
 }
 
 /// `p` as a UTF-8 string, or an error naming `what`.

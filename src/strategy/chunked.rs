@@ -7,10 +7,16 @@
 //! one contiguous buffer, as with `mmap`.
 //!
 //! (`sys::Reservation` says why `MAP_FIXED` and not `MAP_FIXED_NOREPLACE`.)
+//!
+//! On Windows, pieces at fixed places would need placeholders
+//! (`VirtualAlloc2`, `MapViewOfFile3`: Windows 10 1803 and later, and not
+//! in the wine that tests the port). Windows has no per-mapping limit to
+//! work around, so there the strategy maps the file as one view, as `mmap`
+//! does, and reports one piece (README, Platforms).
 
-use super::heap::page_size;
 use crate::error::{Error, Result};
 use crate::source::Source;
+#[cfg(unix)]
 use crate::sys::{self, Reservation};
 
 /// Piece size when `chunked-mmap` is forced and no limit is configured:
@@ -19,15 +25,22 @@ pub const DEFAULT_PIECE: u64 = 1 << 30;
 
 /// A reserved address range with the file mapped into it; unmapped on drop.
 pub struct Chunked {
+    #[cfg(unix)]
     range: Reservation,
+    #[cfg(windows)]
+    range: memmap2::Mmap,
     len: usize,
+    #[cfg_attr(windows, allow(dead_code))] // read by tests only, on Windows
     pieces: usize,
 }
 
 impl Chunked {
     /// The start of the mapping.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.range.as_ptr()
+        #[cfg(unix)]
+        return self.range.as_ptr();
+        #[cfg(windows)]
+        return self.range.as_ptr().cast_mut();
     }
 
     /// Its length in bytes.
@@ -44,9 +57,10 @@ impl Chunked {
 
 /// Maps the first `len` bytes of `source` in pieces of at most `piece`
 /// bytes (rounded down to whole pages).
+#[cfg(unix)]
 pub fn map(source: &Source, len: usize, piece: u64, populate: bool) -> Result<Chunked> {
     let fail = |e: &std::io::Error| Error::io("map (chunked mmap)", &source.fname, &source.path, e);
-    let page = page_size();
+    let page = super::heap::page_size();
     let piece = (usize::try_from(piece).unwrap_or(usize::MAX) / page).max(1) * page;
     // From here on, dropping `out` releases everything mapped so far.
     let mut out = Chunked {
@@ -62,4 +76,17 @@ pub fn map(source: &Source, len: usize, piece: u64, populate: bool) -> Result<Ch
         offset += this;
     }
     Ok(out)
+}
+
+/// Maps the first `len` bytes of `source` as one view (see the module
+/// docs): `piece` has no effect on Windows.
+#[cfg(windows)]
+pub fn map(source: &Source, len: usize, _piece: u64, populate: bool) -> Result<Chunked> {
+    let range = crate::sys::map_file(&source.file, len, populate)
+        .map_err(|e| Error::io("map (chunked mmap)", &source.fname, &source.path, &e))?;
+    Ok(Chunked {
+        range,
+        len,
+        pieces: 1,
+    })
 }

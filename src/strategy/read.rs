@@ -141,7 +141,7 @@ fn fill_range(
             }
             // Refused mid-way (EINVAL: alignment or file system): the rest
             // of the range is read buffered; anything else is a real error.
-            Err((done, e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Err((done, e)) if sys::refuses_direct_io(&e) => {
                 report.direct_bytes = (done - at) as u64;
                 report.direct_fallback = true;
                 at = done;
@@ -207,7 +207,7 @@ fn read_error(source: &Source, at: usize, end: usize, e: &io::Error) -> Error {
 /// everything is read from the original descriptor.
 fn open_direct(source: &Source) -> io::Result<File> {
     let f = sys::open_direct(&source.path)?;
-    if !source.key.same_inode(&f.metadata()?) {
+    if !source.key.same_file(&f)? {
         return Err(io::Error::other("the file was replaced while loading"));
     }
     Ok(f)
@@ -271,11 +271,14 @@ pub(super) mod tests {
     }
 
     /// A file of `len` pattern bytes in a fresh folder (removed on drop).
+    /// (Its users, direct I/O tests, are Unix-only.)
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(super) struct TestFile {
         pub dir: std::path::PathBuf,
         pub path: std::path::PathBuf,
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
     impl TestFile {
         pub fn new(tag: &str, len: usize) -> TestFile {
             let dir = std::env::temp_dir().join(format!("om-read-{}-{tag}", std::process::id()));
@@ -292,10 +295,12 @@ pub(super) mod tests {
         }
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(super) fn pattern(i: usize) -> u8 {
         ((i * 131 + i / 4099) % 251) as u8
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(super) fn assert_pattern(buf: &HeapBuf, len: usize) {
         // SAFETY: the buffer holds `len` initialised bytes (read filled them).
         let got = unsafe { std::slice::from_raw_parts(buf.as_ptr(), len) };
@@ -303,6 +308,7 @@ pub(super) mod tests {
         assert!(bad.is_none(), "byte mismatch at {bad:?}");
     }
 
+    #[cfg(unix)] // direct I/O, and a rename over an open file
     #[test]
     fn direct_io_never_mixes_in_the_bytes_of_a_file_renamed_over_the_opened_one() {
         let size = 4 * 4096 + 100;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
+use super::portable;
 use super::unix::{self, Reservation};
 use crate::fault::get;
 
@@ -88,7 +89,7 @@ pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
     if get().alloc_fails {
         return None;
     }
-    unix::alloc(layout)
+    portable::alloc(layout)
 }
 
 /// An error if mapping piece `n` (counted from 1) must fail.
@@ -102,7 +103,7 @@ pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
     if let Some(e) = piece_fails(1) {
         return Err(e);
     }
-    unix::map_file(file, len, populate)
+    portable::map_file(file, len, populate)
 }
 
 pub fn map_piece(

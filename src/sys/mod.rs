@@ -1,32 +1,49 @@
 //! The operating system, behind safe functions: every system call of the
 //! library is in this folder, with its `SAFETY` note; the rest of the crate
-//! calls these functions. One file per OS family: `unix.rs` now, a sibling
-//! per platform later.
+//! calls these functions. One file per OS family (`unix.rs`, `windows.rs`),
+//! each with the same functions, and `portable.rs` for what is the same
+//! everywhere (the allocator, memmap2's mappings, shared types).
 //!
-//! In the fault-injection build (feature `fault-injection`, tests only),
-//! `faulty.rs` decorates the calls that can fail in interesting ways: each
-//! consults the faults in force (`crate::fault`) before it calls through.
-//! The library that ships has no such layer.
+//! In the fault-injection build (feature `fault-injection`, tests only, on
+//! Unix), `faulty.rs` decorates the calls that can fail in interesting
+//! ways: each consults the faults in force (`crate::fault`) before it calls
+//! through. The library that ships has no such layer.
 
+mod portable;
+
+#[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+use unix as os;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
 
 #[cfg(feature = "fault-injection")]
 mod faulty;
 
-pub(crate) use unix::{
-    advise_file, advise_huge_pages, advise_will_need, dealloc, join, map_shared_writable,
-    map_whole_file, object_at, open_read_nonblocking, page_size, pin_object_at, process_exists,
-    protect_read_only, spawn, unlock_memory, write_stderr, Access, Job, Reservation, ThreadId,
-    PATH_MAX,
+pub(crate) use os::{
+    advise_file, advise_huge_pages, advise_will_need, create_new, file_stamp, join, let_go,
+    object_at, open_read_nonblocking, page_size, path_from_c, pin_object_at, process_exists,
+    protect_read_only, refuses_direct_io, spawn, special_kind, unlock_memory, write_stderr,
+    ThreadId, PATH_MAX,
 };
+pub(crate) use portable::{dealloc, map_shared_writable, map_whole_file, Access, FileStamp, Job};
+
+#[cfg(unix)]
+pub(crate) use unix::Reservation;
 
 #[cfg(not(loom))]
-pub(crate) use unix::at_fork;
+pub(crate) use os::at_fork;
 
 #[cfg(not(feature = "fault-injection"))]
-pub(crate) use unix::{
-    alloc, allocate, lock_memory, map_file, map_piece, open_direct, pread, write_all_at,
-};
+pub(crate) use os::{allocate, lock_memory, open_direct, pread, write_all_at};
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) use portable::{alloc, map_file};
+#[cfg(all(unix, not(feature = "fault-injection")))]
+pub(crate) use unix::map_piece;
 
 #[cfg(feature = "fault-injection")]
 pub(crate) use faulty::{

@@ -3,18 +3,19 @@
 //! `cfg(target_os = "linux")`, with a portable fallback beside them, so
 //! that macOS and the BSDs have a chance (they are not tested here).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{CStr, OsStr};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::raw::c_void;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-use memmap2::{Mmap, MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
+
+use super::{Access, FileStamp, Job};
 
 /// The longest path the system accepts.
 pub const PATH_MAX: usize = libc::PATH_MAX as usize;
@@ -34,25 +35,6 @@ pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
-}
-
-/// `layout.size()` (> 0) bytes aligned to `layout.align()`, uninitialised;
-/// `None` if the allocator refuses. Free with [`dealloc`].
-pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
-    if layout.size() == 0 {
-        return None;
-    }
-    // SAFETY: the layout has a non-zero size (checked above).
-    NonNull::new(unsafe { System.alloc(layout) })
-}
-
-/// Frees what [`alloc`] returned.
-///
-/// # Safety
-/// `ptr` came from [`alloc`] with this `layout` and is freed once.
-pub unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
-    // SAFETY: the caller's contract is exactly System.dealloc's.
-    unsafe { System.dealloc(ptr.as_ptr(), layout) }
 }
 
 /// Asks for transparent huge pages for `[ptr, ptr+len)`; a hint, whose
@@ -121,6 +103,54 @@ pub fn open_direct(path: &Path) -> io::Result<File> {
     }
 }
 
+/// True if `e` is the refusal of direct I/O ([`open_direct`], or a direct
+/// read the file system rejects mid-way): `EINVAL`.
+pub fn refuses_direct_io(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
+
+/// Creates `path` for reading and writing, failing if it exists; mode 0644
+/// (less the umask), so other users' processes can read the cache.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+}
+
+/// The identity of an open file: device and inode, and the times that
+/// change when it is written.
+pub fn file_stamp(_file: &File, meta: &Metadata) -> io::Result<FileStamp> {
+    Ok(FileStamp {
+        volume: meta.dev(),
+        index: meta.ino(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+    })
+}
+
+/// What a file that is neither a regular file nor a folder is, for
+/// messages: FIFO, socket or device.
+pub fn special_kind(meta: &Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_block_device() || t.is_char_device() {
+        Some("a device")
+    } else {
+        None
+    }
+}
+
+/// A file name as C passed it: POSIX names are bytes, taken as they are.
+pub fn path_from_c(bytes: &[u8]) -> Option<&Path> {
+    Some(Path::new(OsStr::from_bytes(bytes)))
+}
+
 /// Reads up to `buf.len()` bytes at `offset`: the number read (0 at the
 /// end of the file), or the OS error (`Interrupted` included).
 pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -130,15 +160,6 @@ pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// Writes all of `bytes` at `offset`.
 pub fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     file.write_all_at(bytes, offset)
-}
-
-/// How a file will be read, for [`advise_file`].
-#[derive(Debug, Clone, Copy)]
-pub enum Access {
-    /// From start to end.
-    Sequential,
-    /// Soon: start reading it ahead.
-    WillNeed,
 }
 
 /// `posix_fadvise` for `[offset, offset+len)` of `file`: a hint whose
@@ -195,40 +216,6 @@ pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
 }
 
 // ---- mappings --------------------------------------------------------
-
-/// Maps the first `len` bytes of `file` read-only and private; with
-/// `populate`, every page is mapped before returning (Linux).
-///
-/// The mapping reflects the file: if someone truncates the file in place
-/// while it is mapped, reads past the new end raise SIGBUS. Callers map
-/// only files they checked are at least `len` long, and the README tells
-/// users to replace files by rename, never in place.
-pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
-    let mut options = MmapOptions::new();
-    options.len(len);
-    if populate {
-        options.populate();
-    }
-    // SAFETY: memmap2 marks mapping unsafe because the file can change
-    // under the mapping. It is mapped read-only, `len` is within the
-    // file's checked length, and the remaining hazard (in-place
-    // truncation) is the user's documented duty (see above).
-    unsafe { options.map(file) }
-}
-
-/// Maps all of `file` read-only, as [`map_file`] does.
-pub fn map_whole_file(file: &File) -> io::Result<Mmap> {
-    // SAFETY: as in map_file: read-only, and files mapped this way (the
-    // packed-weights cache) are only ever replaced by rename.
-    unsafe { MmapOptions::new().map(file) }
-}
-
-/// Maps `[offset, offset+len)` of `file` shared and writable. A raw
-/// mapping: no Rust reference to its bytes exists, since C code writes
-/// them (see [`protect_read_only`]).
-pub fn map_shared_writable(file: &File, offset: u64, len: usize) -> io::Result<MmapRaw> {
-    MmapOptions::new().offset(offset).len(len).map_raw(file)
-}
 
 /// Makes a raw mapping read-only: a later write to it faults.
 pub fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
@@ -343,9 +330,6 @@ impl Drop for Reservation {
 
 // ---- threads ---------------------------------------------------------
 
-/// A job for a raw thread.
-pub type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
-
 /// A thread started by [`spawn`].
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadId(libc::pthread_t);
@@ -389,6 +373,15 @@ pub fn join(id: ThreadId) {
     }
 }
 
+/// Ends a thread started by [`spawn`] whose job the caller ran itself
+/// (`threads.rs`): here, joins it. A raw pthread runs at once, even inside
+/// `dlopen` (it needs no loader lock), so it finds its job taken and ends
+/// at once; joining keeps its stack reusable and no code of ours running
+/// after the call. Instead of [`join`], once per thread.
+pub fn let_go(id: ThreadId) {
+    join(id);
+}
+
 /// Registers `fork` handlers for the whole process.
 #[cfg(not(loom))]
 pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
@@ -401,7 +394,10 @@ pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern 
 
 /// True if a process with this id exists (it may be another's after reuse;
 /// the answer is for cleaning up after dead processes, never for safety).
-pub fn process_exists(pid: i32) -> bool {
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
     // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)

@@ -74,6 +74,10 @@ impl Rng {
     }
 }
 
+/// The `is_le` a model compiled for this machine passes: 1 on a
+/// little-endian host, 0 on a big-endian one (s390x).
+pub const HOST_IS_LE: i64 = cfg!(target_endian = "little") as i64;
+
 /// Lifts every injected fault and shows that `slot` loads `path` again,
 /// with the right bytes, and releases it.
 #[cfg(feature = "fault-injection")]
@@ -85,7 +89,7 @@ pub fn loads_again(
     size: usize,
 ) {
     faults.set(om_constants::fault::Spec::default());
-    let req = om_constants::Request::new(name(path), size as i64, 1).unwrap();
+    let req = om_constants::Request::new(name(path), size as i64, HOST_IS_LE).unwrap();
     let p = reg.acquire(slot, &req).unwrap();
     assert_pattern(p.cast(), size);
     reg.release(slot).unwrap();

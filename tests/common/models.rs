@@ -7,8 +7,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::common::{Scratch, HOST_IS_LE};
 use super::native::{lib_dir, manifest_dir, run, Lang};
-use super::Scratch;
 
 pub const FILE_SIZE: u64 = (4 << 30) + 4096;
 pub const STRATEGIES: [&str; 2] = ["mmap", "read"];
@@ -21,7 +21,7 @@ pub fn write_constants(path: &Path, seed: i64) {
         (0..n)
             .flat_map(|i| {
                 (seed.wrapping_mul(1_000_003) ^ ((i * k + 17) * (i - 3)))
-                    .to_le_bytes()
+                    .to_ne_bytes()
                     .into_iter()
             })
             .collect()
@@ -56,6 +56,15 @@ pub fn clang() -> Command {
         cmd.args(["-mllvm", "-opaque-pointers"]);
     }
     cmd.args(["-O2", "-fPIC", "-Wno-override-module"]);
+    if super::native::is_cross() {
+        // Compiled and linked for the target (clang finds Debian's cross
+        // gcc's linker and libraries); run under OM_TEST_RUNNER.
+        // The GNU triple (s390x-linux-gnu), under which Debian installs
+        // the cross toolchain; with "-unknown" clang would link with the
+        // host's ld.
+        let gnu = env!("OM_CONSTANTS_TARGET").replace("-unknown-", "-");
+        cmd.arg(format!("--target={gnu}"));
+    }
     cmd
 }
 
@@ -81,13 +90,31 @@ pub fn model_linked(dir: &Path, style: &str, seed: i64, lib: &Path) -> PathBuf {
     build_model(dir, style, seed, Some(lib))
 }
 
+/// `c_tests/model_{style}.ll` for this machine, written into `dir`:
+/// onnx-mlir emits the target's byte order as @om_external_constant_isLE
+/// (1 in the committed IR); a big-endian target's model says 0.
+pub fn model_ir(dir: &Path, style: &str) -> PathBuf {
+    let c = manifest_dir().join("c_tests");
+    let ir = std::fs::read_to_string(c.join(format!("model_{style}.ll"))).unwrap();
+    let le = "@om_external_constant_isLE = internal constant i8 1";
+    assert!(ir.contains(le), "model_{style}.ll names its byte order");
+    let ir = ir.replace(
+        le,
+        &format!("@om_external_constant_isLE = internal constant i8 {HOST_IS_LE}"),
+    );
+    let out = dir.join(format!("model_{style}.ll"));
+    std::fs::write(&out, ir).unwrap();
+    out
+}
+
 fn build_model(dir: &Path, style: &str, seed: i64, lib: Option<&Path>) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let c = manifest_dir().join("c_tests");
     let so = dir.join("libmodel.so");
+    let model_ir = model_ir(dir, style);
     let mut cmd = clang();
     cmd.arg("-shared")
-        .arg(c.join(format!("model_{style}.ll")))
+        .arg(&model_ir)
         .arg(c.join("model_compute.ll"))
         .arg("-o")
         .arg(&so);

@@ -15,6 +15,36 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// True when the tests run for another architecture than the machine's
+/// (scripts/test-linux-cross.sh): the library is then built with
+/// `--target`, and programs start through [`command`]'s runner.
+pub fn is_cross() -> bool {
+    cfg!(om_cross) // set by build.rs when the target is not the host
+}
+
+/// A command that starts `exe`, a program built for the target: directly,
+/// or through the emulator named by `OM_TEST_RUNNER` (such as
+/// `qemu-s390x -L /usr/s390x-linux-gnu`) when the tests run for another
+/// architecture. A cross run without a runner is an error, not a skip.
+pub fn command(exe: &Path) -> Command {
+    if !is_cross() {
+        return Command::new(exe);
+    }
+    let runner = std::env::var("OM_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let program = words.next().unwrap_or_else(|| {
+        panic!(
+            "these tests are built for {} on {}: set OM_TEST_RUNNER to an emulator \
+             (scripts/test-linux-cross.sh does)",
+            env!("OM_CONSTANTS_TARGET"),
+            env!("OM_CONSTANTS_HOST")
+        )
+    });
+    let mut cmd = Command::new(program);
+    cmd.args(words).arg(exe);
+    cmd
+}
+
 /// The folder holding this test binary (target/debug/deps).
 pub fn deps_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -31,22 +61,30 @@ pub fn artefacts() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| manifest_dir().join("target"));
+            // Relative to the package, as cargo reads it (and absolute, for
+            // the links that lib_dir makes to it).
+            let target = manifest_dir().join(
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "target".into()),
+            );
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let o = Command::new(cargo)
-                .current_dir(manifest_dir())
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(manifest_dir())
                 .args(["build", "--release", "--locked", "-p", "om-constants"])
-                .env_remove("RUSTFLAGS")
-                .output()
-                .expect("run cargo build --release");
+                .env_remove("RUSTFLAGS");
+            let mut out = target;
+            if is_cross() {
+                cmd.args(["--target", env!("OM_CONSTANTS_TARGET")]);
+                out = out.join(env!("OM_CONSTANTS_TARGET"));
+            }
+            let o = cmd.output().expect("run cargo build --release");
             assert!(
                 o.status.success(),
                 "cargo build --release failed:\n{}",
                 String::from_utf8_lossy(&o.stderr)
             );
-            target.join("release")
+            out.join("release")
         })
         .clone()
 }
@@ -55,7 +93,13 @@ pub fn artefacts() -> PathBuf {
 /// tool of that build).
 pub fn tool_path() -> PathBuf {
     if cfg!(feature = "fault-injection") {
-        return PathBuf::from(env!("CARGO_BIN_EXE_om-constants"));
+        // Beside deps/, where cargo puts the build's binaries (cargo's
+        // CARGO_BIN_EXE_* is not passed to an older rustc, as in
+        // scripts/test-linux-cross.sh).
+        return deps_dir()
+            .parent()
+            .expect("deps dir has a parent")
+            .join("om-constants");
     }
     artefacts().join("om-constants")
 }
@@ -82,7 +126,7 @@ pub enum Lang {
 pub fn compiler(lang: Lang) -> Command {
     let mut b = cc::Build::new();
     b.target(env!("OM_CONSTANTS_TARGET"))
-        .host(env!("OM_CONSTANTS_TARGET"))
+        .host(env!("OM_CONSTANTS_HOST"))
         .opt_level(1)
         .cargo_metadata(false);
     let std = match lang {
@@ -162,7 +206,7 @@ pub fn shown(cmd: &Command) -> String {
 /// Runs `exe` with no inherited OM_CONSTANT_* options plus `env`; returns
 /// its output after echoing it (shown when the test fails).
 pub fn run(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(exe);
+    let mut cmd = command(exe);
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("OM_CONSTANT") {

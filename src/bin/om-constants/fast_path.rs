@@ -27,6 +27,8 @@ use std::time::Instant;
 
 use om_constants::ffi;
 
+use crate::HOST_IS_LE;
+
 /// Calls per timed loop.
 const CALLS: u64 = 2_000_000;
 /// Timed loops per function, thread and sample.
@@ -90,7 +92,7 @@ impl Timer {
         let slot = Box::new(AtomicPtr::new(std::ptr::null_mut()));
         // SAFETY: the slot is boxed and outlives its buffer (released in
         // finish or drop); fname is NUL-terminated.
-        if !unsafe { ffi::om_mmap_binary_file(slot.as_ptr(), fname.as_ptr(), size, 1) } {
+        if !unsafe { ffi::om_mmap_binary_file(slot.as_ptr(), fname.as_ptr(), size, HOST_IS_LE) } {
             return Err(format!(
                 "fast path: initial load of {} failed: {}",
                 path.display(),
@@ -237,7 +239,7 @@ fn time_loop(f: EnsureFn, call: Call) -> Result<f64, String> {
     for _ in 0..CALLS {
         // SAFETY: the slot and the name belong to the `Timer`, which
         // outlives every thread; the slot is loaded: this is the fast path.
-        ok += u64::from(unsafe { f(slot, fname, size, 1) });
+        ok += u64::from(unsafe { f(slot, fname, size, HOST_IS_LE) });
     }
     let ns = t.elapsed().as_secs_f64() * 1e9 / CALLS as f64;
     if black_box(ok) != CALLS {

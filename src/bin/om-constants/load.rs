@@ -9,6 +9,7 @@ use std::time::Instant;
 use om_constants::{ffi, Choice, Config, Stats};
 
 use crate::opts::Opts;
+use crate::HOST_IS_LE;
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = Opts::parse(args, &["size", "strategy", "threads"], &[])?;
@@ -30,7 +31,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let size = i64::try_from(size).map_err(|_| "--size is too large".to_string())?;
     let threads = o.count("threads", 1)?;
     let fname = CString::new(file).map_err(|_| "FILE contains a NUL byte".to_string())?;
-    let is_le = i64::from(cfg!(target_endian = "little"));
 
     // The model's global `void *`, shared by the threads as a model's is.
     let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
@@ -48,7 +48,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                             slot_addr as *mut *mut c_void,
                             fname.as_ptr(),
                             size,
-                            is_le,
+                            HOST_IS_LE,
                         )
                     };
                     ok.then_some(()).ok_or_else(last_error)

@@ -12,14 +12,15 @@
 //! user's file through the C ABI and reports what happened.
 
 // Built with `--cfg loom` (model checking), the library's atomics are
-// loom's and this tool has nothing to do.
-#[cfg(not(loom))]
+// loom's and this tool has nothing to do. `bench` is for POSIX systems: its
+// baselines are the raw calls (mmap, pread, madvise) it compares with.
+#[cfg(all(unix, not(loom)))]
 mod baseline;
-#[cfg(not(loom))]
+#[cfg(all(unix, not(loom)))]
 mod bench;
-#[cfg(not(loom))]
+#[cfg(all(unix, not(loom)))]
 mod cache_bench;
-#[cfg(not(loom))]
+#[cfg(all(unix, not(loom)))]
 mod fast_path;
 #[cfg(not(loom))]
 mod load;
@@ -29,6 +30,10 @@ mod opts;
 mod pass;
 
 use std::process::ExitCode;
+
+/// The `is_le` a model compiled for this machine passes: 1 on a
+/// little-endian host, 0 on a big-endian one (s390x).
+pub(crate) const HOST_IS_LE: i64 = cfg!(target_endian = "little") as i64;
 
 #[cfg(loom)]
 fn main() -> ExitCode {
@@ -67,7 +72,12 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             Ok(())
         }
+        #[cfg(unix)]
         Some("bench") => bench::run(&args[1..]),
+        #[cfg(not(unix))]
+        Some("bench") => Err("bench runs on POSIX systems only: its baselines are POSIX calls \
+                              (mmap, pread, madvise); on this platform, use `om-constants load FILE`"
+            .to_string()),
         Some("load") => load::run(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");

@@ -43,6 +43,7 @@ impl<'a> Opts<'a> {
     }
 
     /// Whether `--name` was given.
+    #[cfg_attr(not(unix), allow(dead_code))] // only bench has flags
     pub fn flag(&self, name: &str) -> bool {
         self.named.iter().any(|(n, _)| *n == name)
     }

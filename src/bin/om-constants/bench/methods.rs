@@ -15,6 +15,7 @@ use om_constants::{Choice, Config, Registry, Request, Stats, Strategy};
 
 use crate::baseline::{self, Timing};
 use crate::pass::sum;
+use crate::HOST_IS_LE;
 
 /// A method the bench times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +195,7 @@ pub fn quiet(c: Config) -> Config {
 fn library(config: &Config, path: &Path, size: usize) -> Result<(Timing, Stats), String> {
     let reg = Registry::new(config.clone());
     let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
-    let req = Request::new(path.as_os_str(), size as i64, 1).map_err(|e| e.to_string())?;
+    let req = Request::new(path.as_os_str(), size as i64, HOST_IS_LE).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let p = reg.acquire(&slot, &req).map_err(|e| e.to_string())?;
     let t1 = Instant::now();
@@ -243,7 +244,8 @@ pub fn race(
         .map(|_| {
             let (reg, gates, name_os) = (reg.clone(), gates.clone(), name_os.clone());
             std::thread::spawn(move || -> Result<(), String> {
-                let req = Request::new(&name_os, size as i64, 1).map_err(|e| e.to_string())?;
+                let req =
+                    Request::new(&name_os, size as i64, HOST_IS_LE).map_err(|e| e.to_string())?;
                 gates[0].wait();
                 let r = reg
                     .acquire(slot, &req)

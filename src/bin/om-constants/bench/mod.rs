@@ -139,7 +139,7 @@ fn race_all(o: &Options, path: &Path) -> Result<Vec<Race>, String> {
                 ..Config::default()
             });
             let r = methods::race(c, path, o.size, o.threads, *strategy)?;
-            if best.as_ref().map_or(true, |b| r.total < b.total) {
+            if best.as_ref().is_none_or(|b| r.total < b.total) {
                 *best = Some(r);
             }
         }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the Windows C host and model DLL with mingw-w64 against the DLL
+# in RELEASE (its import library and the generated header) and runs the
+# host under wine for every strategy, then once with memory locking and
+# prefetch. Called by scripts/test-windows.sh, which sets up wine.
+#   bash c_tests/windows/run.sh RELEASE_DIR WORK_DIR SHIM_DLL
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+release="$(cd "$1" && pwd)"
+work="$2"
+shim="$3"
+cc=x86_64-w64-mingw32-gcc
+flags=(-std=c99 -O1 -Wall -Wextra -Werror -pedantic -I "$root/include")
+
+rm -rf "$work"
+mkdir -p "$work/model"
+# The model links the import library; the host too, and loads the model.
+"$cc" "${flags[@]}" -shared -o "$work/model/model.dll" "$here/model.c" -L "$release" -lom_constants
+"$cc" "${flags[@]}" -o "$work/host.exe" "$here/host.c" -L "$release" -lom_constants
+# Windows finds a program's DLLs beside it.
+cp "$release/om_constants.dll" "$shim" "$work/"
+
+winpath() { winepath -w "$1" 2>/dev/null; }
+w=$(winpath "$work")
+run() {
+  echo "== host: $*"
+  (cd "$work" && env "$@" wine host.exe "$w" "$(echo "$*" | sed -n 's/.*OM_CONSTANT_LOAD=\([^ ]*\).*/\1/p')")
+}
+for strategy in mmap read chunked-mmap auto; do
+  run OM_CONSTANT_LOAD="$strategy"
+done
+run OM_CONSTANT_LOAD=mmap OM_CONSTANT_MLOCK=1 OM_CONSTANT_PREFETCH=willneed
+run OM_CONSTANT_LOAD=read OM_CONSTANT_MLOCK=1 OM_CONSTANT_READ_THREADS=4

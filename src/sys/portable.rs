@@ -1,0 +1,98 @@
+//! The calls that are the same on every OS: the system allocator and
+//! memmap2's file mappings (which carry their own per-OS code), and the
+//! plain types the OS files share. Each OS file (`unix.rs`, `windows.rs`)
+//! holds only what differs.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fs::File;
+use std::io;
+use std::ptr::NonNull;
+
+use memmap2::{Mmap, MmapOptions, MmapRaw};
+
+// ---- memory ----------------------------------------------------------
+
+/// `layout.size()` (> 0) bytes aligned to `layout.align()`, uninitialised;
+/// `None` if the allocator refuses. Free with [`dealloc`].
+pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    if layout.size() == 0 {
+        return None;
+    }
+    // SAFETY: the layout has a non-zero size (checked above).
+    NonNull::new(unsafe { System.alloc(layout) })
+}
+
+/// Frees what [`alloc`] returned.
+///
+/// # Safety
+/// `ptr` came from [`alloc`] with this `layout` and is freed once.
+pub unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's contract is exactly System.dealloc's.
+    unsafe { System.dealloc(ptr.as_ptr(), layout) }
+}
+
+// ---- mappings --------------------------------------------------------
+
+/// Maps the first `len` bytes of `file` read-only and private; with
+/// `populate`, every page is mapped before returning (Linux).
+///
+/// The mapping reflects the file: if someone truncates the file in place
+/// while it is mapped, reads past the new end raise SIGBUS. Callers map
+/// only files they checked are at least `len` long, and the README tells
+/// users to replace files by rename, never in place.
+pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
+    let mut options = MmapOptions::new();
+    options.len(len);
+    if populate {
+        options.populate();
+    }
+    // SAFETY: memmap2 marks mapping unsafe because the file can change
+    // under the mapping. It is mapped read-only, `len` is within the
+    // file's checked length, and the remaining hazard (in-place
+    // truncation) is the user's documented duty (see above).
+    unsafe { options.map(file) }
+}
+
+/// Maps all of `file` read-only, as [`map_file`] does.
+pub fn map_whole_file(file: &File) -> io::Result<Mmap> {
+    // SAFETY: as in map_file: read-only, and files mapped this way (the
+    // packed-weights cache) are only ever replaced by rename.
+    unsafe { MmapOptions::new().map(file) }
+}
+
+/// Maps `[offset, offset+len)` of `file` shared and writable. A raw
+/// mapping: no Rust reference to its bytes exists, since C code writes
+/// them (see [`protect_read_only`]).
+pub fn map_shared_writable(file: &File, offset: u64, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().offset(offset).len(len).map_raw(file)
+}
+
+// ---- files and threads ----------------------------------------------
+
+/// How a file will be read, for [`advise_file`].
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// From start to end.
+    Sequential,
+    /// Soon: start reading it ahead.
+    WillNeed,
+}
+
+/// A job for a raw thread.
+pub type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+/// What identifies an open file and its version: the volume and the file's
+/// number on it (device and inode on POSIX, volume serial and file index
+/// on Windows), and its modification and change times in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    /// The device (POSIX) or volume serial number (Windows).
+    pub volume: u64,
+    /// The inode (POSIX) or file index (Windows).
+    pub index: u64,
+    /// Last modification.
+    pub mtime_ns: i128,
+    /// Last change of contents or metadata; tools that restore mtime
+    /// cannot set it back.
+    pub ctime_ns: i128,
+}

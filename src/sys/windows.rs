@@ -1,0 +1,439 @@
+//! The system calls of Windows, each behind a safe function whose `SAFETY`
+//! note says why the call holds; the same functions as `unix.rs`. Only the
+//! Win32 API through `windows-sys`: nothing here is specific to the GNU or
+//! the MSVC toolchain (only GNU is tested, under wine: README, Platforms).
+//!
+//! What differs from POSIX, and why it is fine:
+//! - No `fork`: [`at_fork`] has nothing to register.
+//! - No `O_DIRECT` equivalent that takes unaligned buffers
+//!   (`FILE_FLAG_NO_BUFFERING` needs sector-aligned reads into
+//!   sector-aligned memory): [`open_direct`] refuses, and `read` reads
+//!   buffered, as on a file system that refuses `O_DIRECT`.
+//! - A file that is open or mapped cannot be truncated by anyone, so the
+//!   SIGBUS hazard of POSIX mappings does not exist here.
+
+use std::ffi::OsString;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::raw::c_void;
+use std::os::windows::ffi::OsStringExt;
+use std::os::windows::fs::FileExt;
+use std::os::windows::io::AsRawHandle;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapRaw;
+use windows_sys::Win32::Foundation::{CloseHandle, GetLastError, HANDLE, HMODULE, STILL_ACTIVE};
+use windows_sys::Win32::Storage::FileSystem::{
+    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, WriteFile,
+    BY_HANDLE_FILE_INFORMATION, FILE_BASIC_INFO,
+};
+use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE};
+use windows_sys::Win32::System::LibraryLoader::{
+    GetModuleFileNameW, GetModuleHandleExW, GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS,
+    GET_MODULE_HANDLE_EX_FLAG_PIN, GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+};
+use windows_sys::Win32::System::Memory::{
+    PrefetchVirtualMemory, VirtualLock, VirtualProtect, VirtualUnlock, PAGE_PROTECTION_FLAGS,
+    PAGE_READONLY, WIN32_MEMORY_RANGE_ENTRY,
+};
+use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+use windows_sys::Win32::System::Threading::{
+    CreateThread, GetCurrentProcess, GetExitCodeProcess, GetProcessWorkingSetSize, OpenProcess,
+    SetProcessWorkingSetSize, WaitForSingleObject, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION,
+};
+
+use super::{Access, FileStamp, Job};
+
+/// The longest path Windows accepts (in UTF-16 units, with the `\\?\`
+/// prefix that the standard library adds to long paths).
+pub const PATH_MAX: usize = 32_767;
+
+fn check(ok: i32) -> io::Result<()> {
+    if ok != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+// ---- memory ----------------------------------------------------------
+
+/// The system's page size.
+pub fn page_size() -> usize {
+    // SAFETY: SYSTEM_INFO is plain data; GetSystemInfo only writes it.
+    let mut info: SYSTEM_INFO = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable SYSTEM_INFO.
+    unsafe { GetSystemInfo(&mut info) };
+    usize::try_from(info.dwPageSize)
+        .ok()
+        .filter(|p| *p > 0)
+        .unwrap_or(4096)
+}
+
+/// Windows has no transparent huge pages for ordinary memory (large pages
+/// need a privilege and `VirtualAlloc(MEM_LARGE_PAGES)`): nothing to do.
+pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    let _ = (ptr, len);
+}
+
+/// Asks Windows to read `[ptr, ptr+len)` ahead (`PrefetchVirtualMemory`,
+/// Windows 8 and later); a hint whose failure changes nothing.
+pub fn advise_will_need(ptr: *mut u8, len: usize) {
+    let range = WIN32_MEMORY_RANGE_ENTRY {
+        VirtualAddress: ptr.cast(),
+        NumberOfBytes: len,
+    };
+    // SAFETY: the call only schedules reads of the range into memory; it
+    // never changes its contents, and an unmapped range is an error, not
+    // undefined behaviour. `range` lives for the call.
+    unsafe {
+        PrefetchVirtualMemory(GetCurrentProcess(), 1, &range, 0);
+    }
+}
+
+/// Pins `[ptr, ptr+len)` in RAM (`VirtualLock`). Windows limits locked
+/// memory to the process's minimum working set, so that minimum (and the
+/// maximum) is first raised by `len`.
+pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
+    let (mut min, mut max) = (0usize, 0usize);
+    // SAFETY: the pseudo-handle of this process; the two sizes are
+    // writable locals.
+    if unsafe { GetProcessWorkingSetSize(GetCurrentProcess(), &mut min, &mut max) } != 0 {
+        // SAFETY: only changes this process's working-set limits. A
+        // refusal shows as VirtualLock's error below.
+        unsafe {
+            SetProcessWorkingSetSize(
+                GetCurrentProcess(),
+                min.saturating_add(len),
+                max.saturating_add(len),
+            );
+        }
+    }
+    // SAFETY: VirtualLock only pins pages; it reads and writes no memory,
+    // and a range that is not committed is an error, not UB.
+    check(unsafe { VirtualLock(ptr.cast(), len) })
+}
+
+/// Undoes [`lock_memory`].
+pub fn unlock_memory(ptr: *mut u8, len: usize) {
+    // SAFETY: as for VirtualLock.
+    unsafe {
+        VirtualUnlock(ptr.cast(), len);
+    }
+}
+
+// ---- files -----------------------------------------------------------
+
+/// Opens `path` read-only. Windows has no FIFOs that a path open would
+/// block on. The standard library shares the file for reading, writing and
+/// deleting, so others can still replace or remove it by name while it is
+/// open (and, once unmapped, it goes).
+pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).open(path)
+}
+
+/// Direct I/O is refused (module docs): `read` then reads buffered.
+pub fn open_direct(path: &Path) -> io::Result<File> {
+    let _ = path;
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "direct I/O is not used on Windows (FILE_FLAG_NO_BUFFERING needs sector-aligned buffers)",
+    ))
+}
+
+/// True if `e` is the refusal of direct I/O by [`open_direct`].
+pub fn refuses_direct_io(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+}
+
+/// Creates `path` for reading and writing, failing if it exists.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// 100-ns intervals since 1601 as nanoseconds.
+fn filetime_ns(t: i64) -> i128 {
+    i128::from(t) * 100
+}
+
+/// The identity of an open file: the volume's serial number and the file's
+/// index on it, and its last write and change times.
+pub fn file_stamp(file: &File, _meta: &Metadata) -> io::Result<FileStamp> {
+    let handle = file.as_raw_handle() as HANDLE;
+    // SAFETY: plain data, written by the call below.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: `handle` is the open file `file` keeps open for the call;
+    // `info` is writable and of the type the call expects.
+    check(unsafe { GetFileInformationByHandle(handle, &mut info) })?;
+    // SAFETY: plain data, written by the call below.
+    let mut basic: FILE_BASIC_INFO = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the size passed is the size of `basic`, which is
+    // the structure FileBasicInfo asks for.
+    check(unsafe {
+        GetFileInformationByHandleEx(
+            handle,
+            FileBasicInfo,
+            (&mut basic as *mut FILE_BASIC_INFO).cast(),
+            std::mem::size_of::<FILE_BASIC_INFO>() as u32,
+        )
+    })?;
+    Ok(FileStamp {
+        volume: u64::from(info.dwVolumeSerialNumber),
+        index: (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow),
+        mtime_ns: filetime_ns(basic.LastWriteTime),
+        ctime_ns: filetime_ns(basic.ChangeTime),
+    })
+}
+
+/// Windows paths name regular files or folders (devices such as `NUL`
+/// show as neither): nothing more specific to say.
+pub fn special_kind(meta: &Metadata) -> Option<&'static str> {
+    let _ = meta;
+    None
+}
+
+/// A file name as C passed it: UTF-8 (what onnx-mlir writes), converted to
+/// Windows's UTF-16; `None` if the bytes are not UTF-8.
+pub fn path_from_c(bytes: &[u8]) -> Option<&Path> {
+    std::str::from_utf8(bytes).ok().map(Path::new)
+}
+
+/// Reads up to `buf.len()` bytes at `offset`: the number read (0 at the
+/// end of the file), or the OS error. A positioned `ReadFile`; threads may
+/// call it on one handle at once, though Windows serialises synchronous
+/// I/O on a handle.
+pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    file.seek_read(buf, offset)
+}
+
+/// Writes all of `bytes` at `offset`.
+pub fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match file.seek_write(bytes, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// No read-ahead hint for an open handle on Windows (its hint,
+/// `FILE_FLAG_SEQUENTIAL_SCAN`, is given at open): nothing to do.
+pub fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
+    let _ = (file, offset, len, access);
+}
+
+/// Makes `[offset, offset+len)` of `file` part of the file. NTFS allocates
+/// the blocks of a file extended by `SetEndOfFile` (it is not sparse
+/// unless marked so), so a full disk is an error here, not at write.
+pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let end = offset + len;
+    if file.metadata()?.len() < end {
+        file.set_len(end)?;
+    }
+    Ok(())
+}
+
+// ---- mappings --------------------------------------------------------
+
+/// Makes a raw mapping read-only: a later write to it faults.
+pub fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: [ptr, ptr+len) is exactly the live view `map` owns; MmapRaw
+    // makes no claim about its protection, and VirtualProtect changes only
+    // the access the pages allow; `old` is writable.
+    check(unsafe { VirtualProtect(map.as_mut_ptr().cast(), map.len(), PAGE_READONLY, &mut old) })
+}
+
+// ---- threads ---------------------------------------------------------
+
+/// A thread started by [`spawn`]: its handle, as an address so that the
+/// id can cross threads (a HANDLE is a raw pointer).
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadId(usize);
+
+unsafe extern "system" fn trampoline(arg: *mut c_void) -> u32 {
+    // SAFETY: `arg` is the Box<Job> leaked by `spawn` for this thread only.
+    let job: Box<Job<'static>> = unsafe { Box::from_raw(arg.cast()) };
+    // A panic must not unwind into the OS; the caller sees the job's
+    // missing result instead.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    0
+}
+
+/// Starts `job` on a new OS thread (`CreateThread`) that touches no Rust
+/// thread-local state (see `threads.rs`); gives the job back if no thread
+/// can be had.
+///
+/// # Safety
+/// Everything `job` borrows must outlive the thread: the caller must
+/// [`join`] it before any borrow ends.
+pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
+    let raw = Box::into_raw(Box::new(job));
+    // SAFETY: the trampoline takes ownership of `raw` only if the thread
+    // starts; default security and stack size; no thread id wanted.
+    let handle = unsafe {
+        CreateThread(
+            std::ptr::null(),
+            0,
+            Some(trampoline),
+            raw.cast::<c_void>().cast_const(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if handle.is_null() {
+        // SAFETY: the thread did not start, so `raw` is still ours.
+        Err(*unsafe { Box::from_raw(raw) })
+    } else {
+        Ok(ThreadId(handle as usize))
+    }
+}
+
+/// Waits for a thread started by [`spawn`] and closes its handle; call it
+/// once per thread.
+pub fn join(id: ThreadId) {
+    let handle = id.0 as HANDLE;
+    // SAFETY: `handle` is the live handle CreateThread returned; ThreadId
+    // is only made in spawn, and callers join each once, so it is waited
+    // for and closed exactly once.
+    unsafe {
+        WaitForSingleObject(handle, INFINITE);
+        CloseHandle(handle);
+    }
+}
+
+/// Ends a thread started by [`spawn`] whose job the caller ran itself
+/// (`threads.rs`): closes its handle without waiting. Inside `DllMain` the
+/// thread cannot run before the loader lock is released, so waiting for it
+/// there would hang. It will run later, find its job taken and end; the
+/// module holding this code is pinned first, so that code is still mapped
+/// then. Instead of [`join`], once per thread.
+pub fn let_go(id: ThreadId) {
+    pin_object_at(let_go as fn(ThreadId) as usize);
+    // SAFETY: `id.0` is the live handle CreateThread returned, neither
+    // joined nor let go before; the thread runs on without it.
+    unsafe {
+        CloseHandle(id.0 as HANDLE);
+    }
+}
+
+/// Windows has no `fork`: no handlers to register.
+#[cfg(not(loom))]
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    let _ = (prepare, parent, child);
+}
+
+/// True if a process with this id is running (it may be another's after
+/// reuse; the answer is for cleaning up after dead processes, never for
+/// safety). A process that cannot be opened (another user's) counts as
+/// running.
+pub fn process_exists(pid: u32) -> bool {
+    // SAFETY: opening a process by id has no preconditions; NULL is the
+    // failure, checked below.
+    let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if handle.is_null() {
+        // SAFETY: no preconditions.
+        let err = unsafe { GetLastError() };
+        // ERROR_INVALID_PARAMETER: no such process.
+        return err != 87;
+    }
+    let mut code = 0u32;
+    // SAFETY: `handle` is the process handle just opened, closed once
+    // below; `code` is writable.
+    let ok = unsafe { GetExitCodeProcess(handle, &mut code) };
+    // SAFETY: as above.
+    unsafe { CloseHandle(handle) };
+    ok == 0 || code == STILL_ACTIVE as u32
+}
+
+// ---- the module loader -----------------------------------------------
+
+/// The module (DLL or executable) whose image contains `addr`, without
+/// taking a reference to it.
+fn module_at(addr: usize, flags: u32) -> Option<HMODULE> {
+    let mut module: HMODULE = std::ptr::null_mut();
+    // SAFETY: with FROM_ADDRESS, the "name" is an address that the call
+    // only looks up in the loader's tables; it never dereferences it, and
+    // writes only `module`.
+    let ok = unsafe {
+        GetModuleHandleExW(
+            GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | flags,
+            addr as *const u16,
+            &mut module,
+        )
+    };
+    (ok != 0 && !module.is_null()).then_some(module)
+}
+
+/// The loaded module whose image contains `addr`: its load address, and
+/// its full path (`GetModuleFileNameW`), or `None` if no module contains
+/// `addr`.
+pub fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
+    let module = module_at(addr, GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT)?;
+    let mut buf = vec![0u16; 1024];
+    let name = loop {
+        // SAFETY: `module` is loaded (it holds `addr`, which the caller is
+        // using); the call writes at most `buf.len()` units into `buf`.
+        let n = unsafe { GetModuleFileNameW(module, buf.as_mut_ptr(), buf.len() as u32) } as usize;
+        if n == 0 {
+            break None;
+        }
+        if n < buf.len() {
+            break Some(PathBuf::from(OsString::from_wide(&buf[..n])));
+        }
+        if buf.len() > PATH_MAX {
+            break None;
+        }
+        buf.resize((buf.len() * 2).min(PATH_MAX + 1), 0);
+    };
+    Some((module as usize, name))
+}
+
+/// Marks the module holding `addr` as never to be unloaded
+/// (`GET_MODULE_HANDLE_EX_FLAG_PIN`). For the executable this is harmless.
+pub fn pin_object_at(addr: usize) {
+    let _ = module_at(addr, GET_MODULE_HANDLE_EX_FLAG_PIN);
+}
+
+// ---- stderr ----------------------------------------------------------
+
+/// Writes `bytes` to the standard error handle with plain `WriteFile`
+/// calls: no lock, one call for a short line. A closed or failing stderr
+/// is not the library's to report.
+pub fn write_stderr(mut bytes: &[u8]) {
+    // SAFETY: no preconditions; the handle may be NULL or invalid, which
+    // WriteFile then reports as an error.
+    let handle = unsafe { GetStdHandle(STD_ERROR_HANDLE) };
+    if handle.is_null() {
+        return;
+    }
+    while !bytes.is_empty() {
+        let want = bytes.len().min(u32::MAX as usize) as u32;
+        let mut wrote = 0u32;
+        // SAFETY: `bytes` is a live slice of at least `want` bytes; `wrote`
+        // is writable; no OVERLAPPED (a synchronous write).
+        let ok = unsafe {
+            WriteFile(
+                handle,
+                bytes.as_ptr(),
+                want,
+                &mut wrote,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 || wrote == 0 {
+            return;
+        }
+        bytes = &bytes[wrote as usize..];
+    }
+}
