@@ -79,6 +79,12 @@ fn dlclose_of_a_legacy_model_while_its_prefetch_thread_runs_does_not_crash() {
     passed(&o, "unload-model");
 }
 
+// Native only: under qemu-user, a child forked while other threads run can
+// deadlock inside the emulator itself (seen with gdb: qemu's emulation of
+// /proc/self/maps, read_self_maps, waits in glib's g_slice_alloc for a
+// lock another emulator thread held at fork), and then no signal reaches
+// it. fork during a load still runs there (below).
+#[cfg(not(om_cross))]
 #[test]
 fn fork_under_traffic_never_hangs_the_child() {
     let s = Scratch::new("fork-traffic");
@@ -92,9 +98,7 @@ fn fork_under_traffic_never_hangs_the_child() {
                 "fork-traffic",
                 f.to_str().unwrap(),
                 &size.to_string(),
-                // Under qemu-user each fork copies the emulator (~500 MB):
-                // 30 children there, 300 natively.
-                if native::is_cross() { "30" } else { "300" },
+                "300",
             ],
             &[("OM_CONSTANT_LOAD", strategy)],
         );

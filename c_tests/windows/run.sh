@@ -13,6 +13,18 @@ shim="$3"
 cc=x86_64-w64-mingw32-gcc
 flags=(-std=c99 -O1 -Wall -Wextra -Werror -pedantic -I "$root/include")
 
+# The DLL exports exactly the header's functions: ours and onnx-mlir's.
+header_names=$(grep -oE '^[a-z][a-z_0-9 *]*[ *]([a-zA-Z_0-9]+)\(' "$root/include/om_constants.h" |
+  sed -E 's/.*[ *]([a-zA-Z_0-9]+)\($/\1/' | sort)
+dll_names=$(x86_64-w64-mingw32-objdump -p "$release/om_constants.dll" |
+  awk '/\[Ordinal\/Name Pointer\] Table/{f=1;next} f&&/^$/{f=0} f{print $NF}' | sort)
+if [ -z "$header_names" ] || [ "$header_names" != "$dll_names" ]; then
+  echo "om_constants.dll exports differ from the header's functions:" >&2
+  diff <(echo "$header_names") <(echo "$dll_names") >&2 || true
+  exit 1
+fi
+echo "== om_constants.dll exports the header's $(echo "$header_names" | wc -l) functions"
+
 rm -rf "$work"
 mkdir -p "$work/model"
 # The model links the import library; the host too, and loads the model.

@@ -114,11 +114,22 @@ pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
     check(unsafe { VirtualLock(ptr.cast(), len) })
 }
 
-/// Undoes [`lock_memory`].
+/// Undoes [`lock_memory`]: unlocks the range and gives back the working
+/// set it added.
 pub fn unlock_memory(ptr: *mut u8, len: usize) {
     // SAFETY: as for VirtualLock.
     unsafe {
         VirtualUnlock(ptr.cast(), len);
+    }
+    let (mut min, mut max) = (0usize, 0usize);
+    // SAFETY: as in lock_memory.
+    if unsafe { GetProcessWorkingSetSize(GetCurrentProcess(), &mut min, &mut max) } != 0
+        && min > len
+    {
+        // SAFETY: as in lock_memory; a refusal leaves the limits as they were.
+        unsafe {
+            SetProcessWorkingSetSize(GetCurrentProcess(), min - len, max.saturating_sub(len));
+        }
     }
 }
 
