@@ -285,9 +285,11 @@ void omGetExternalConstantAddr(void **output_addr, void **base_addr, int64_t off
  *
  * `const_addr` points at the model's constants pointer (its "slot"), which
  * must start out NULL; only this library writes it. `fname` names the
- * constants file: an absolute path is used as is, otherwise the file is
- * searched in `$OM_CONSTANT_PATH`, the folder of the shared library (or
- * DLL) that contains the slot, then the current directory. On POSIX
+ * constants file: an absolute path is used as is; otherwise, when the
+ * environment variable `OM_CONSTANT_PATH` is set (read at each call that
+ * loads, as onnx-mlir's loader reads it), only in that folder; else in the
+ * folder of the shared library (or DLL) that contains the slot, then in
+ * the current directory. On POSIX
  * systems `fname` is bytes, taken as they are; on Windows it is UTF-8,
  * converted to UTF-16 (a name that is not UTF-8 is an error). `size` is the number of
  * bytes the model reads (the file may be longer, not shorter); `is_le` is
@@ -410,6 +412,11 @@ bool omLoadConstantData(void **const_addr, const char *fname, int64_t size, int6
  * onnx-mlir name of `om_free_constant_buffer` (release), called from the
  * model's global destructor. `size` is accepted for onnx-mlir's signature
  * and not needed: the library knows each buffer's size.
+ *
+ * One difference, as onnx-mlir's own loader: a NULL slot (the model's
+ * constructor failed to load, so its destructor releases nothing) returns
+ * false quietly. The last error is set, but nothing is logged at the
+ * default level (`OM_CONSTANT_LOG=debug` shows it).
  *
  * # Safety
  * As for `om_free_constant_buffer`.

@@ -1,4 +1,7 @@
-//! Options, read once per process from `OM_CONSTANT_*` environment variables.
+//! Options from `OM_CONSTANT_*` environment variables: every one is read
+//! once per process, except `OM_CONSTANT_PATH`, which is read at each load
+//! as onnx-mlir's own loader reads it (its `ExecutionSession` sets it to
+//! each model's folder around that model's `dlopen`; docs/ONNX-MLIR.md).
 //!
 //! A bad value is reported once (at the `error` log level) and ignored, so a
 //! typo in a deployment script degrades to the defaults instead of failing
@@ -18,20 +21,52 @@ pub const PLATFORM_MMAP_LIMIT: Option<u64> = Some(1 << 30);
 #[cfg(not(target_os = "zos"))]
 pub const PLATFORM_MMAP_LIMIT: Option<u64> = None;
 
-/// The name of every option the library reads from the environment.
-pub const OPTIONS: [&str; 11] = [
+/// The name of every option the library reads from the environment once per
+/// process (`Config::from_lookup` reads exactly these).
+pub const OPTIONS: [&str; 10] = [
     "OM_CONSTANT_LOAD",
     "OM_CONSTANT_MMAP_LIMIT",
     "OM_CONSTANT_WAIT_TIMEOUT",
     "OM_CONSTANT_LOG",
     "OM_CONSTANT_KEEP",
-    "OM_CONSTANT_PATH",
     "OM_CONSTANT_READ_THREADS",
     "OM_CONSTANT_DIRECT_IO",
     "OM_CONSTANT_HUGE_PAGES",
     "OM_CONSTANT_PREFETCH",
     "OM_CONSTANT_MLOCK",
 ];
+
+/// The options read at each load instead: onnx-mlir's runtime reads
+/// `OM_CONSTANT_PATH` at each load, and nothing else.
+pub const PER_LOAD_OPTIONS: [&str; 1] = [SEARCH_PATH_VAR];
+
+/// The variable that names the one folder to search for a relative name.
+pub const SEARCH_PATH_VAR: &str = "OM_CONSTANT_PATH";
+
+/// Where the folder of `OM_CONSTANT_PATH` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchPath {
+    /// The process environment's `OM_CONSTANT_PATH`, read at each load (the
+    /// default, and what the C ABI uses): a host may set it to each model's
+    /// folder before loading that model, as onnx-mlir's `ExecutionSession` does.
+    Environment,
+    /// This folder, or none: fixed for the registry's life (Rust users and
+    /// tests with a registry of their own).
+    Fixed(Option<PathBuf>),
+}
+
+impl SearchPath {
+    /// The folder to search now, if any. An empty `OM_CONSTANT_PATH` counts
+    /// as unset, as onnx-mlir's Windows runtime "unsets" it by emptying it.
+    pub fn current(&self) -> Option<PathBuf> {
+        match self {
+            SearchPath::Environment => std::env::var_os(SEARCH_PATH_VAR)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            SearchPath::Fixed(dir) => dir.clone(),
+        }
+    }
+}
 
 /// Default time a thread waits for another thread's load before giving up.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -128,8 +163,9 @@ pub struct Config {
     pub log: Level,
     /// `OM_CONSTANT_KEEP`: keep unreferenced buffers until trim (default 0).
     pub keep: bool,
-    /// `OM_CONSTANT_PATH`: the first folder searched for relative names.
-    pub search_path: Option<PathBuf>,
+    /// `OM_CONSTANT_PATH`: when set, the only folder searched for a
+    /// relative name (read at each load by default).
+    pub search_path: SearchPath,
     /// `OM_CONSTANT_READ_THREADS`: most threads one `read` load uses
     /// (also capped by the number of CPUs).
     pub read_threads: usize,
@@ -153,7 +189,7 @@ impl Default for Config {
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             log: Level::Error,
             keep: false,
-            search_path: None,
+            search_path: SearchPath::Environment,
             read_threads: DEFAULT_READ_THREADS,
             direct_io: false,
             huge_pages: true,
@@ -234,11 +270,6 @@ impl Config {
             c.mlock = Mlock::parse(s).ok_or("0, 1 or try")?;
             Ok(())
         });
-        if let Some(p) = lookup("OM_CONSTANT_PATH") {
-            if !p.is_empty() {
-                c.search_path = Some(PathBuf::from(p));
-            }
-        }
         (c, problems)
     }
 }
@@ -319,7 +350,6 @@ mod tests {
             ("OM_CONSTANT_WAIT_TIMEOUT", "2.5"),
             ("OM_CONSTANT_LOG", "debug"),
             ("OM_CONSTANT_KEEP", "1"),
-            ("OM_CONSTANT_PATH", "/models"),
             ("OM_CONSTANT_READ_THREADS", "3"),
             ("OM_CONSTANT_DIRECT_IO", "1"),
             ("OM_CONSTANT_HUGE_PAGES", "0"),
@@ -336,7 +366,7 @@ mod tests {
         assert_eq!(c.wait_timeout, Duration::from_millis(2500));
         assert_eq!(c.log, Level::Debug);
         assert!(c.keep);
-        assert_eq!(c.search_path, Some(PathBuf::from("/models")));
+        assert_eq!(c.search_path, SearchPath::Environment, "read at each load");
     }
 
     #[test]
@@ -362,7 +392,8 @@ mod tests {
     }
 
     /// OPTIONS lists exactly what from_lookup reads: every name is looked
-    /// up, and nothing else is.
+    /// up, and nothing else is (OM_CONSTANT_PATH is not: it is read at
+    /// each load).
     #[test]
     fn options_lists_every_name_read() {
         let asked = std::cell::RefCell::new(Vec::new());
@@ -375,6 +406,14 @@ mod tests {
         let mut listed: Vec<String> = OPTIONS.iter().map(|s| s.to_string()).collect();
         listed.sort();
         assert_eq!(asked, listed);
+        assert!(!asked.iter().any(|a| PER_LOAD_OPTIONS.contains(&a.as_str())));
+    }
+
+    #[test]
+    fn a_fixed_search_path_ignores_the_environment() {
+        let dir = PathBuf::from("/fixed");
+        assert_eq!(SearchPath::Fixed(Some(dir.clone())).current(), Some(dir));
+        assert_eq!(SearchPath::Fixed(None).current(), None);
     }
 
     #[test]

@@ -32,8 +32,12 @@ pub enum ErrorKind {
     OutOfMemory,
     /// Another thread's load did not finish within the wait timeout.
     Timeout,
-    /// Release of a slot that holds no reference.
+    /// Release of a slot that holds no reference (being loaded, or holding
+    /// a pointer this library did not give it).
     NotHeld,
+    /// Release of a slot that is NULL: nothing was loaded into it, or it was
+    /// released already.
+    NotLoaded,
     /// A call on a loaded slot asks for another file or size than the slot
     /// holds.
     Mismatch,

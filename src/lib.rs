@@ -81,4 +81,4 @@ pub use registry::Registry;
 pub use request::Request;
 pub use slot::LOADING;
 pub use stats::{Stats, StrategyStats};
-pub use strategy::Strategy;
+pub use strategy::{resolve, Strategy};

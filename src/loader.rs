@@ -17,11 +17,19 @@ mod real {
     pub use crate::source::Source;
     use crate::strategy::{self, Outcome};
 
-    /// Finds `req`'s file for the slot at `slot_addr` and opens it.
-    pub fn open(req: &Request, config: &Config, slot_addr: usize) -> Result<Source> {
-        let path = locate::locate(req.fname(), config.search_path.as_deref(), slot_addr)?;
+    /// Finds `req`'s file for the slot at `slot_addr` and opens it; also
+    /// returns the search's note for the `info` log, if it has one, for the
+    /// caller to write once nobody waits on it.
+    pub fn open(
+        req: &Request,
+        config: &Config,
+        slot_addr: usize,
+    ) -> Result<(Source, Option<String>)> {
+        // OM_CONSTANT_PATH is read now, at each load (config.rs).
+        let dir = config.search_path.current();
+        let found = locate::locate(req.fname(), dir.as_deref(), slot_addr)?;
         let fname = req.fname().display().to_string();
-        Source::open(&path, &fname, req.size())
+        Ok((Source::open(&found.path, &fname, req.size())?, found.note))
     }
 
     /// Loads the opened file with the configured strategy.
@@ -59,9 +67,13 @@ mod fake {
         }
     }
 
-    /// Always succeeds.
-    pub fn open(req: &Request, _config: &Config, _slot_addr: usize) -> Result<Source> {
-        Ok(Source(req.fname().display().to_string()))
+    /// Always succeeds, with no note.
+    pub fn open(
+        req: &Request,
+        _config: &Config,
+        _slot_addr: usize,
+    ) -> Result<(Source, Option<String>)> {
+        Ok((Source(req.fname().display().to_string()), None))
     }
 
     /// A heap buffer, or an I/O error for names starting with "fail".

@@ -4,9 +4,14 @@
 //! know where the model will be deployed. The file normally sits beside the
 //! model's shared object, which is not the host's current directory, so we
 //! ask the dynamic loader which object holds the slot (`dladdr`) and look
-//! there. Order: absolute name as is; `OM_CONSTANT_PATH/name`; the folder of
-//! the object holding the slot; the current directory. The first place where
-//! something exists wins; if none does, the error lists every place tried.
+//! there. Order: an absolute name is used as is; when `OM_CONSTANT_PATH` is
+//! set, `OM_CONSTANT_PATH/name` and nothing else (it is authoritative, as in
+//! onnx-mlir's loader, which opens exactly that path); otherwise the folder
+//! of the object holding the slot, then the current directory, and the first
+//! that exists wins. The compiler writes the model and its constants file
+//! together, so the model's folder is the better guess of the two; when both
+//! hold a file of that name, [`Found::note`] says which was chosen and why.
+//! If none exists, the error lists every place tried.
 
 #[cfg(unix)]
 use std::ffi::OsStr;
@@ -14,22 +19,49 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::config::SEARCH_PATH_VAR;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
+
+/// Where a candidate's folder came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The name was absolute.
+    Absolute,
+    /// `OM_CONSTANT_PATH`.
+    SearchPath,
+    /// The folder of the shared object (or executable) that holds the slot.
+    ModelFolder,
+    /// The current directory.
+    CurrentDir,
+}
 
 /// One place that was or will be tried, and why it is on the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     /// The full path to try.
     pub path: PathBuf,
-    /// Where the folder came from, for the error message.
-    pub origin: String,
+    /// Where its folder came from.
+    pub origin: Origin,
+    /// The same, in words, for messages.
+    pub why: String,
+}
+
+/// The place chosen, and a note for the `info` log when another place also
+/// held a file of that name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The path to open.
+    pub path: PathBuf,
+    /// Set when a later candidate exists too and was passed over.
+    pub note: Option<String>,
 }
 
 /// The places to look for `fname`, in order.
 ///
-/// `search_path` is `OM_CONSTANT_PATH`; `object` is the shared object that
-/// holds the slot, if the loader knows one; `cwd` the current directory.
+/// `search_path` is `OM_CONSTANT_PATH` (when set, the only place); `object`
+/// is the shared object that holds the slot, if the loader knows one; `cwd`
+/// the current directory.
 pub fn candidates(
     fname: &Path,
     search_path: Option<&Path>,
@@ -39,16 +71,18 @@ pub fn candidates(
     if fname.is_absolute() {
         return vec![Candidate {
             path: fname.to_path_buf(),
-            origin: "absolute name".into(),
+            origin: Origin::Absolute,
+            why: "absolute name".into(),
+        }];
+    }
+    if let Some(dir) = search_path {
+        return vec![Candidate {
+            path: dir.join(fname),
+            origin: Origin::SearchPath,
+            why: SEARCH_PATH_VAR.into(),
         }];
     }
     let mut out = Vec::new();
-    if let Some(dir) = search_path {
-        out.push(Candidate {
-            path: dir.join(fname),
-            origin: "OM_CONSTANT_PATH".into(),
-        });
-    }
     if let Some(obj) = object {
         if let Some(dir) = obj.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -58,43 +92,70 @@ pub fn candidates(
             };
             out.push(Candidate {
                 path: dir.join(fname),
-                origin: format!("folder of {}, which holds the model", obj.display()),
+                origin: Origin::ModelFolder,
+                why: format!("folder of {}, which holds the model", obj.display()),
             });
         }
     }
     if let Some(dir) = cwd {
         out.push(Candidate {
             path: dir.join(fname),
-            origin: "current directory".into(),
+            origin: Origin::CurrentDir,
+            why: "current directory".into(),
         });
     }
     out
 }
 
-/// Finds `fname` for the slot at `slot_addr`, searching as the module docs say.
-pub fn locate(fname: &Path, search_path: Option<&Path>, slot_addr: usize) -> Result<PathBuf> {
+/// Finds `fname` for the slot at `slot_addr`, searching as the module docs
+/// say; `search_path` is `OM_CONSTANT_PATH` as read for this load.
+pub fn locate(fname: &Path, search_path: Option<&Path>, slot_addr: usize) -> Result<Found> {
     let object = object_containing(slot_addr);
     let cwd = std::env::current_dir().ok();
     let list = candidates(fname, search_path, object.as_deref(), cwd.as_deref());
-    first_existing(fname, &list)
+    choose(fname, &list)
 }
 
-/// Returns the first candidate that exists; otherwise an error naming them all.
-pub fn first_existing(fname: &Path, list: &[Candidate]) -> Result<PathBuf> {
+/// Returns the first candidate that exists (with a note if a later one
+/// exists too); otherwise an error naming them all and the fix.
+pub fn choose(fname: &Path, list: &[Candidate]) -> Result<Found> {
     let mut tried = Vec::new();
-    for c in list {
+    for (i, c) in list.iter().enumerate() {
         match std::fs::metadata(&c.path) {
-            Ok(_) => return Ok(c.path.clone()),
-            Err(e) => tried.push(format!("{} ({}): {}", c.path.display(), c.origin, e)),
+            Ok(_) => {
+                let also = list[i + 1..].iter().find(|o| o.path.exists());
+                let note = also.map(|o| {
+                    format!(
+                        "using {} ({}); {} ({}) exists too and is not used: the model's folder \
+                         comes first because the compiler writes the model and its constants \
+                         file together",
+                        c.path.display(),
+                        c.why,
+                        o.path.display(),
+                        o.why
+                    )
+                });
+                return Ok(Found {
+                    path: c.path.clone(),
+                    note,
+                });
+            }
+            Err(e) => tried.push(format!("{} ({}): {}", c.path.display(), c.why, e)),
         }
     }
     let name = fname.display();
     let fix = if fname.is_absolute() {
         "check the path the model was compiled with".to_string()
+    } else if list.iter().any(|c| c.origin == Origin::SearchPath) {
+        format!(
+            "{SEARCH_PATH_VAR} is set, so no other folder is searched: put '{name}' in that \
+             folder, point {SEARCH_PATH_VAR} at the folder that holds it, or unset it to search \
+             beside the model's shared library and in the current directory"
+        )
     } else {
         format!(
-            "put '{name}' beside the model's shared library (.so, .dll), or set OM_CONSTANT_PATH \
-             to the folder that contains it"
+            "put '{name}' beside the model's shared library (.so, .dll), or set \
+             {SEARCH_PATH_VAR} to the folder that contains it"
         )
     };
     Err(Error::new(
@@ -190,44 +251,66 @@ mod tests {
     }
 
     #[test]
-    fn relative_name_searches_env_then_object_then_cwd() {
+    fn a_set_search_path_is_the_only_place() {
         let c = candidates(
             Path::new("x.bin"),
             Some(Path::new("/env")),
             Some(Path::new("/lib/m.so")),
             Some(Path::new("/cwd")),
         );
-        let paths: Vec<_> = c.iter().map(|c| c.path.clone()).collect();
-        assert_eq!(
-            paths,
-            [
-                PathBuf::from("/env/x.bin"),
-                "/lib/x.bin".into(),
-                "/cwd/x.bin".into()
-            ]
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].path, PathBuf::from("/env/x.bin"));
+        assert_eq!(c[0].origin, Origin::SearchPath);
+    }
+
+    #[test]
+    fn relative_name_searches_object_then_cwd() {
+        let c = candidates(
+            Path::new("x.bin"),
+            None,
+            Some(Path::new("/lib/m.so")),
+            Some(Path::new("/cwd")),
         );
+        let paths: Vec<_> = c.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(paths, [PathBuf::from("/lib/x.bin"), "/cwd/x.bin".into()]);
     }
 
     #[cfg(unix)] // POSIX paths
     #[test]
     fn missing_places_are_skipped_and_absent_ones_listed() {
         let dir = std::env::temp_dir().join(format!("om-locate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("model");
+        std::fs::create_dir_all(&model).unwrap();
         std::fs::write(dir.join("x.bin"), b"1234").unwrap();
-        let list = candidates(
+        let so = model.join("m.so");
+        let list = candidates(Path::new("x.bin"), None, Some(&so), Some(&dir));
+        let found = choose(Path::new("x.bin"), &list).unwrap();
+        assert_eq!(found.path, dir.join("x.bin"), "the model folder lacks it");
+        assert_eq!(found.note, None, "nothing passed over");
+
+        // Both hold one: the model's folder wins, and the note says so.
+        std::fs::write(model.join("x.bin"), b"5678").unwrap();
+        let found = choose(Path::new("x.bin"), &list).unwrap();
+        assert_eq!(found.path, model.join("x.bin"));
+        let note = found.note.expect("a note naming the other file");
+        assert!(
+            note.contains(&dir.join("x.bin").display().to_string()),
+            "{note}"
+        );
+        assert!(note.contains("current directory"), "{note}");
+
+        // A set OM_CONSTANT_PATH that lacks the file fails, and says why.
+        let only = candidates(
             Path::new("x.bin"),
             Some(Path::new("/nonexistent-om")),
-            None,
+            Some(&so),
             Some(&dir),
         );
-        assert_eq!(
-            first_existing(Path::new("x.bin"), &list).unwrap(),
-            dir.join("x.bin")
-        );
-        let err = first_existing(Path::new("y.bin"), &list[..1]).unwrap_err();
+        let err = choose(Path::new("x.bin"), &only).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(err.message().contains("/nonexistent-om/x.bin"), "{err}");
-        assert!(err.message().contains("OM_CONSTANT_PATH"), "{err}");
+        assert!(err.message().contains("OM_CONSTANT_PATH is set"), "{err}");
+        assert!(!err.message().contains("(current directory)"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -215,21 +215,36 @@ fn load_errors_are_reported_once_and_fail() {
 
 #[test]
 fn help_prints_usage_for_the_tool_and_each_command() {
-    for args in [
-        &["--help"][..],
-        &["-h"],
-        &["bench", "--help"],
-        &["load", "-h"],
-        &["bench", "--size", "1GiB", "--help"],
-    ] {
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["--help"],
+            &["Usage: om-constants <COMMAND>", "bench", "load", "check"],
+        ),
+        (&["-h"], &["Usage: om-constants <COMMAND>"]),
+        (
+            &["bench", "--help"],
+            &["Usage: om-constants bench", "--size <BYTES>", "--cold"],
+        ),
+        (
+            &["load", "-h"],
+            &["Usage: om-constants load", "<FILE>", "--strategy"],
+        ),
+        (
+            &["check", "--help"],
+            &["Usage: om-constants check", "<MODEL>", "--json"],
+        ),
+        (
+            &["bench", "--size", "1GiB", "--help"],
+            &["Usage: om-constants bench"],
+        ),
+    ];
+    for (args, wants) in cases {
         let o = tool().args(args).output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{args:?}: {out}");
-        assert!(
-            out.contains("om-constants bench [--size BYTES]")
-                && out.contains("om-constants load FILE"),
-            "{args:?}: {out}"
-        );
+        for want in wants {
+            assert!(out.contains(want), "{args:?}: no {want:?} in {out}");
+        }
     }
 }
 
@@ -240,6 +255,8 @@ fn bad_arguments_are_refused_with_usage() {
         &["load"],
         &["frobnicate"],
         &["bench", "--nope"],
+        &["check"],
+        &["load", "f.bin", "--threads", "0"],
     ] {
         let o = tool().args(args).output().unwrap();
         assert!(!o.status.success(), "{args:?}");

@@ -26,12 +26,13 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 use om_constants::config::{parse_seconds, parse_size, Config};
-use om_constants::locate::{candidates, first_existing};
+use om_constants::locate::{candidates, choose};
 use om_constants::{ErrorKind, Registry, Request};
 
 /// Every option, and the fault-injection build's one (ignored here).
 fn vars() -> Vec<&'static str> {
     let mut v = om_constants::config::OPTIONS.to_vec();
+    v.extend(om_constants::config::PER_LOAD_OPTIONS);
     v.push("OM_CONSTANT_FAULTS");
     v
 }
@@ -168,7 +169,12 @@ fn check_paths(fname: &str, search: Option<&str>, object: Option<&str>, cwd: Opt
         return;
     }
     let with_parent = object.map_or(0, |o| usize::from(Path::new(o).parent().is_some()));
-    let expect = usize::from(search.is_some()) + with_parent + usize::from(cwd.is_some());
+    // A set OM_CONSTANT_PATH is the only place searched.
+    let expect = if search.is_some() {
+        1
+    } else {
+        with_parent + usize::from(cwd.is_some())
+    };
     assert_eq!(c.len(), expect, "{fname:?} {search:?} {object:?} {cwd:?}");
     // Each candidate is a folder with the name appended, as given (no
     // normalisation that could change which file is meant).
@@ -182,7 +188,7 @@ fn check_paths(fname: &str, search: Option<&str>, object: Option<&str>, cwd: Opt
     }
     // Nothing here exists: the error lists every place tried.
     if !c.is_empty() && c.iter().all(|x| !x.path.exists()) {
-        let e = first_existing(f, &c).unwrap_err();
+        let e = choose(f, &c).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         for cand in &c {
             assert!(

@@ -32,6 +32,16 @@ use crate::log::{self, Level};
 /// Runs `f` for an ABI call: clears the last error, catches panics, and
 /// reports any error; returns `fallback` on failure.
 pub(crate) fn call<T>(fallback: T, f: impl FnOnce() -> Result<T>) -> T {
+    call_quiet_on(None, fallback, f)
+}
+
+/// As [`call`], but an error of kind `quiet` is only set as the last error
+/// and logged at `debug`, not `error` (onnx-mlir's quiet failures).
+pub(crate) fn call_quiet_on<T>(
+    quiet: Option<ErrorKind>,
+    fallback: T,
+    f: impl FnOnce() -> Result<T>,
+) -> T {
     error::clear_last_error();
     let err = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => return v,
@@ -44,6 +54,11 @@ pub(crate) fn call<T>(fallback: T, f: impl FnOnce() -> Result<T>) -> T {
     error::set_last_error(&err);
     // The registry may be what failed to initialise; never re-enter it here.
     let level = catch_unwind(|| global().config().log).unwrap_or(Level::Error);
-    log::emit(level, Level::Error, err.message());
+    let at = if Some(err.kind()) == quiet {
+        Level::Debug
+    } else {
+        Level::Error
+    };
+    log::emit(level, at, err.message());
     fallback
 }

@@ -4,7 +4,7 @@
 use std::os::raw::{c_char, c_void};
 
 use super::args::{checked, request, slot_ref};
-use super::call;
+use super::{call, call_quiet_on};
 use crate::error::{self, Error, ErrorKind};
 use crate::global::global;
 use crate::stats::Stats;
@@ -14,9 +14,11 @@ use crate::stats::Stats;
 ///
 /// `const_addr` points at the model's constants pointer (its "slot"), which
 /// must start out NULL; only this library writes it. `fname` names the
-/// constants file: an absolute path is used as is, otherwise the file is
-/// searched in `$OM_CONSTANT_PATH`, the folder of the shared library (or
-/// DLL) that contains the slot, then the current directory. On POSIX
+/// constants file: an absolute path is used as is; otherwise, when the
+/// environment variable `OM_CONSTANT_PATH` is set (read at each call that
+/// loads, as onnx-mlir's loader reads it), only in that folder; else in the
+/// folder of the shared library (or DLL) that contains the slot, then in
+/// the current directory. On POSIX
 /// systems `fname` is bytes, taken as they are; on Windows it is UTF-8,
 /// converted to UTF-16 (a name that is not UTF-8 is an error). `size` is the number of
 /// bytes the model reads (the file may be longer, not shorter); `is_le` is
@@ -205,11 +207,19 @@ pub unsafe extern "C" fn omLoadConstantData(
 /// model's global destructor. `size` is accepted for onnx-mlir's signature
 /// and not needed: the library knows each buffer's size.
 ///
+/// One difference, as onnx-mlir's own loader: a NULL slot (the model's
+/// constructor failed to load, so its destructor releases nothing) returns
+/// false quietly. The last error is set, but nothing is logged at the
+/// default level (`OM_CONSTANT_LOG=debug` shows it).
+///
 /// # Safety
 /// As for `om_free_constant_buffer`.
 #[no_mangle]
 pub unsafe extern "C" fn omUnloadConstantData(const_addr: *mut *mut c_void, size: i64) -> bool {
     let _ = size;
-    // SAFETY: same contract as om_free_constant_buffer.
-    unsafe { om_free_constant_buffer(const_addr) }
+    call_quiet_on(Some(ErrorKind::NotLoaded), false, || {
+        // SAFETY: the caller passes a valid slot (as for om_free_constant_buffer).
+        let slot = unsafe { slot_ref(const_addr, "const_addr")? };
+        global().release(slot).map(|_| true)
+    })
 }

@@ -13,6 +13,9 @@ use crate::request::Request;
 use crate::slot::{Flight, Pending, Slot, State};
 use crate::sync::AtomicPtr;
 
+/// Log lines made during a load, written once its waiters are woken.
+type Notes = Vec<(Level, String)>;
+
 impl Registry {
     pub(super) fn get(
         &self,
@@ -106,9 +109,11 @@ impl Registry {
             self.counters.failed();
         });
         let result = self.load_buffer(addr, req);
+        let mut notes = Notes::new();
         let mut t = self.lock();
         let out = match result {
-            Ok((key, ptr)) => {
+            Ok((key, ptr, n)) => {
+                notes = n;
                 t.slots.insert(
                     slot.addr(),
                     SlotEntry {
@@ -131,14 +136,20 @@ impl Registry {
         t.loading_slots.end(&addr);
         drop(t);
         flight.settle(out.as_ref().map(|_| ()).map_err(Clone::clone));
+        // Written now: nobody waits on this load any more.
+        for (level, note) in notes {
+            self.log(level, || note);
+        }
         out
     }
 
     /// Finds and opens the file, then takes a reference on a buffer for it:
     /// an existing one if another slot (or the keep cache) has it, else a new
-    /// load, read once even if several slots ask at the same time.
-    fn load_buffer(&self, slot_addr: usize, req: &Request) -> Result<(BufKey, *mut c_void)> {
-        let opened = loader::open(req, &self.config, slot_addr)?;
+    /// load, read once even if several slots ask at the same time. Also
+    /// returns the log lines of the load, for the caller to write once the
+    /// slot's waiters are woken.
+    fn load_buffer(&self, slot_addr: usize, req: &Request) -> Result<(BufKey, *mut c_void, Notes)> {
+        let (opened, found_note) = loader::open(req, &self.config, slot_addr)?;
         let key = (opened.key(), req.size());
         let pending = loop {
             let mut t = self.lock();
@@ -147,10 +158,15 @@ impl Registry {
                 let ptr = h.buffer.as_ptr().cast::<c_void>();
                 drop(t);
                 self.counters.shared();
-                self.log(Level::Debug, || {
-                    format!("sharing the buffer of {} already in memory", opened.shown())
-                });
-                return Ok((key, ptr));
+                let mut notes: Vec<(Level, String)> =
+                    found_note.map(|n| (Level::Info, n)).into_iter().collect();
+                if Level::Debug <= self.config.log {
+                    notes.push((
+                        Level::Debug,
+                        format!("sharing the buffer of {} already in memory", opened.shown()),
+                    ));
+                }
+                return Ok((key, ptr, notes));
             }
             if let Some(p) = t.loading_files.get(&key) {
                 drop(t);
@@ -194,9 +210,11 @@ impl Registry {
         });
         drop(t);
         flight.settle(out.as_ref().map(|_| ()).map_err(Clone::clone));
-        if let Some(note) = note {
-            self.log(Level::Info, || note);
-        }
-        out
+        let notes = [found_note, note]
+            .into_iter()
+            .flatten()
+            .map(|n| (Level::Info, n))
+            .collect();
+        out.map(|(key, ptr)| (key, ptr, notes))
     }
 }

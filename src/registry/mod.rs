@@ -125,19 +125,7 @@ impl Registry {
             .get_mut(&addr)
             .filter(|e| state == State::Loaded(e.ptr as *mut c_void))
         else {
-            let what = match state {
-                State::Empty => "is empty (NULL)".to_string(),
-                State::Loading => "is being loaded by another thread".to_string(),
-                State::Loaded(p) => format!("holds {p:p}, which this library did not give it"),
-            };
-            return Err(Error::new(
-                ErrorKind::NotHeld,
-                format!(
-                    "release of slot {addr:#x} that holds no reference: the slot {what}; \
-                     every release must match one acquire (or ensure-loaded) on the same \
-                     slot. Nothing was freed"
-                ),
-            ));
+            return Err(not_held(addr, state));
         };
         e.refs -= 1;
         let (key, last) = (e.buf, e.refs == 0);
@@ -186,6 +174,36 @@ impl Registry {
         self.counters.fill(&mut s);
         s
     }
+}
+
+/// The error for a release of a slot that holds no reference of ours.
+fn not_held(addr: usize, state: State) -> Error {
+    let (kind, what) = match state {
+        State::Empty => (ErrorKind::NotLoaded, "is empty (NULL)".to_string()),
+        State::Loading => (
+            ErrorKind::NotHeld,
+            "is being loaded by another thread".to_string(),
+        ),
+        State::Loaded(p) => (
+            ErrorKind::NotHeld,
+            format!(
+                "holds {p:p}, which om-constants did not load. If the model carries its own \
+                 constants loader (onnx-mlir links one into every model), that loader filled \
+                 the slot before om-constants was in the process's global scope, and this \
+                 release reached om-constants instead: the slot and its memory are left as \
+                 they are. Put om-constants in the global scope before loading any model \
+                 (link the host with it, LD_PRELOAD it, or dlopen it with RTLD_GLOBAL first; \
+                 docs/ONNX-MLIR.md)"
+            ),
+        ),
+    };
+    Error::new(
+        kind,
+        format!(
+            "release of slot {addr:#x} that holds no reference: the slot {what}; every release \
+             must match one acquire (or ensure-loaded) on the same slot. Nothing was freed"
+        ),
+    )
 }
 
 /// The error for a slot that holds the LOADING marker while no load of this

@@ -72,6 +72,7 @@ pub fn artefacts() -> PathBuf {
             let mut cmd = Command::new(cargo);
             cmd.current_dir(manifest_dir())
                 .args(["build", "--release", "--locked", "-p", "om-constants"])
+                .args(["-p", "om-constants-cli"])
                 .env_remove("RUSTFLAGS");
             let mut out = target;
             if is_cross() {
@@ -93,13 +94,33 @@ pub fn artefacts() -> PathBuf {
 /// tool of that build).
 pub fn tool_path() -> PathBuf {
     if cfg!(feature = "fault-injection") {
-        // Beside deps/, where cargo puts the build's binaries (cargo's
-        // CARGO_BIN_EXE_* is not passed to an older rustc, as in
-        // scripts/test-linux-cross.sh).
-        return deps_dir()
-            .parent()
-            .expect("deps dir has a parent")
-            .join("om-constants");
+        // The CLI package (cli/) built against the fault-injection library,
+        // into this build's target folder, beside deps/.
+        static BUILT: OnceLock<PathBuf> = OnceLock::new();
+        return BUILT
+            .get_or_init(|| {
+                let debug = deps_dir()
+                    .parent()
+                    .expect("deps dir has a parent")
+                    .to_path_buf();
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let target = debug.parent().expect("target folder").to_path_buf();
+                let o = Command::new(cargo)
+                    .current_dir(manifest_dir())
+                    .args(["build", "--locked", "-p", "om-constants-cli"])
+                    .args(["--features", "fault-injection"])
+                    .env("CARGO_TARGET_DIR", &target)
+                    .env_remove("RUSTFLAGS")
+                    .output()
+                    .expect("run cargo build -p om-constants-cli");
+                assert!(
+                    o.status.success(),
+                    "cargo build -p om-constants-cli failed:\n{}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                debug.join("om-constants")
+            })
+            .clone();
     }
     artefacts().join("om-constants")
 }

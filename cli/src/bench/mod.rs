@@ -10,23 +10,36 @@
 //! | `targets.rs` | the promises ([`targets::Goal`]), the verdict |
 //! | `report.rs` | one run's figures, as a table or JSON |
 
+// Only the options are built off POSIX: `om-constants bench` parses there,
+// then says it runs on POSIX systems only.
+#![cfg_attr(not(unix), allow(unused_imports))]
+
+#[cfg(unix)]
 mod methods;
 mod options;
+#[cfg(unix)]
 mod report;
+#[cfg(unix)]
 mod targets;
 
+#[cfg(unix)]
 use std::path::Path;
 
+#[cfg(unix)]
 use om_constants::{Choice, Config, Strategy};
 
+#[cfg(unix)]
 use crate::baseline;
+#[cfg(unix)]
 use methods::{Method, MethodId, Race, Variant};
-use options::Options;
+pub use options::Options;
+#[cfg(unix)]
 use report::Report;
+#[cfg(unix)]
 use targets::{Goal, Target};
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let o = Options::parse(args)?;
+#[cfg(unix)]
+pub fn run(o: Options) -> Result<(), String> {
     let path = o
         .dir
         .join(format!("om-constants-bench-{}.bin", std::process::id()));
@@ -46,6 +59,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// Every measurement of one bench on the file at `path`.
+#[cfg(unix)]
 fn measure(o: &Options, path: &Path) -> Result<Report, String> {
     let (size, runs) = (o.size, o.runs);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -124,6 +138,7 @@ fn measure(o: &Options, path: &Path) -> Result<Report, String> {
 
 /// Like the methods' rows: the best of `runs` races per strategy, run 1 of
 /// every strategy before run 2, so a noisy spell is spread over all.
+#[cfg(unix)]
 fn race_all(o: &Options, path: &Path) -> Result<Vec<Race>, String> {
     let kinds = [
         (Strategy::Mmap, Choice::Mmap),
@@ -150,6 +165,7 @@ fn race_all(o: &Options, path: &Path) -> Result<Vec<Race>, String> {
 }
 
 /// The targets of one run.
+#[cfg(unix)]
 fn targets_of(r: &Report, limit: u64) -> Result<Vec<Target>, String> {
     let best_pread = r.best_pread().ok_or("no pread baseline")?;
     let (base_read1, base_pread, base_mmap) = r.baselines();

@@ -8,15 +8,27 @@ use std::time::Instant;
 
 use om_constants::{ffi, Choice, Config, Stats};
 
-use crate::opts::Opts;
 use crate::HOST_IS_LE;
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let o = Opts::parse(args, &["size", "strategy", "threads"], &[])?;
-    let [file] = o.positional[..] else {
-        return Err("load takes one FILE".into());
-    };
-    if let Some(s) = o.get("strategy") {
+/// `om-constants load`'s arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The constants file (found as the library finds a relative name).
+    pub file: String,
+    /// Bytes the "model" expects (default: the file's length).
+    #[arg(long, value_name = "BYTES", value_parser = crate::parse_size)]
+    pub size: Option<u64>,
+    /// The strategy (sets OM_CONSTANT_LOAD for this run).
+    #[arg(long, value_name = "auto|mmap|read|chunked-mmap")]
+    pub strategy: Option<String>,
+    /// Threads that acquire the slot at once.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = crate::parse_count)]
+    pub threads: usize,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let file = args.file.as_str();
+    if let Some(s) = &args.strategy {
         if Choice::parse(s).is_none() {
             return Err(format!("--strategy {s}: expected {}", Choice::EXPECTED));
         }
@@ -24,12 +36,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         // no other thread runs yet, so setting the variable is race-free.
         std::env::set_var("OM_CONSTANT_LOAD", s);
     }
-    let size = match o.size("size")? {
+    let size = match args.size {
         Some(s) => s,
         None => file_size(file)?,
     };
     let size = i64::try_from(size).map_err(|_| "--size is too large".to_string())?;
-    let threads = o.count("threads", 1)?;
+    let threads = args.threads;
     let fname = CString::new(file).map_err(|_| "FILE contains a NUL byte".to_string())?;
 
     // The model's global `void *`, shared by the threads as a model's is.
@@ -113,9 +125,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// message (every place tried, and the fix).
 fn file_size(file: &str) -> Result<u64, String> {
     let (config, _) = Config::from_lookup(|name| std::env::var_os(name));
-    let path =
-        om_constants::locate::locate(std::path::Path::new(file), config.search_path.as_deref(), 0)
-            .map_err(|e| e.to_string())?;
+    let dir = config.search_path.current();
+    let path = om_constants::locate::locate(std::path::Path::new(file), dir.as_deref(), 0)
+        .map_err(|e| e.to_string())?
+        .path;
     let len = std::fs::metadata(&path)
         .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?
         .len();

@@ -1,0 +1,92 @@
+"""A Python host for models that carry their own copy of onnx-mlir's loader
+(see host.c beside this file), the way Python deployments load them:
+
+    python3 host.py WAY LIB MODEL.so [MODEL.so ...]
+
+    dlopen-global  ctypes.CDLL(LIB, mode=RTLD_GLOBAL) before any model, then
+                   each model with ctypes.CDLL (RTLD_LOCAL, Python's default)
+    session        as dlopen-global, and each model opened as onnx-mlir's
+                   PyRuntime / OMExecutionSession opens it: OM_CONSTANT_PATH
+                   set to the model's folder around dlopen(RTLD_LAZY |
+                   RTLD_GLOBAL), unset right after
+
+It prints the same `key=value` lines as host.c for tests/onnx_mlir.rs to
+judge, and a closing line "N passed, M failed" for its own checks.
+"""
+
+import ctypes
+import os
+import struct
+import sys
+
+MASK = (1 << 64) - 1
+
+
+def expected(constants):
+    """The results of c_tests/model_compute.ll for this constants file,
+    computed with plain reads (the oracle of c_tests/oracle.h)."""
+    with open(constants, "rb") as f:
+        a = struct.unpack("=1024q", f.read(8 * 1024))
+        f.seek(8192)
+        b = struct.unpack("=512q", f.read(8 * 512))
+        f.seek(4 << 30)
+        c = struct.unpack("=512q", f.read(8 * 512))
+    total = sum(x & MASK for x in a) & MASK
+    dot = sum((x & MASK) * (y & MASK) for x, y in zip(b, c)) & MASK
+    signed = lambda v: v - (1 << 64) if v >> 63 else v
+    return signed(total), signed(dot)
+
+
+def om_stat(lib, field):
+    """om_constants_stats through ctypes; fields as in host.c."""
+    stats = (ctypes.c_uint64 * 64)()
+    stats[0] = ctypes.sizeof(stats)
+    lib.om_constants_stats.restype = ctypes.c_bool
+    if not lib.om_constants_stats(stats):
+        return -1
+    return stats[field]
+
+
+def main():
+    if len(sys.argv) < 4:
+        print("usage: host.py WAY LIB MODEL.so [MODEL.so ...]", file=sys.stderr)
+        return 2
+    way, lib_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
+    checks = failures = 0
+    lib = ctypes.CDLL(lib_path, mode=ctypes.RTLD_GLOBAL)
+    handles = []
+    for model in models:
+        if way == "session":
+            os.environ["OM_CONSTANT_PATH"] = os.path.dirname(os.path.abspath(model))
+            handles.append(ctypes.CDLL(model, mode=os.RTLD_LAZY | os.RTLD_GLOBAL))
+            del os.environ["OM_CONSTANT_PATH"]
+        else:
+            handles.append(ctypes.CDLL(model))
+    for i, (model, h) in enumerate(zip(models, handles)):
+        want = expected(os.path.join(os.path.dirname(model), "model.constants.bin"))
+        out = (ctypes.c_int64 * 2)()
+        h.run_main_graph.restype = ctypes.c_bool
+        ok = bool(h.run_main_graph(out))
+        match = ok and (out[0], out[1]) == want
+        try:
+            standin = ctypes.c_int.in_dll(h, "om_standin_loads").value
+        except ValueError:
+            standin = -1
+        print(f"model={i} ok={int(ok)} match={int(match)} standin_loads={standin}")
+    print(f"om_loads={om_stat(lib, 6)} om_live_open={om_stat(lib, 1)}", flush=True)
+    import _ctypes
+
+    for h in handles:
+        checks += 1
+        try:
+            _ctypes.dlclose(h._handle)
+        except OSError as e:
+            failures += 1
+            print(f"FAIL dlclose: {e}", file=sys.stderr)
+    print(f"om_live_closed={om_stat(lib, 1)}")
+    print(f"{checks - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

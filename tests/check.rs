@@ -1,0 +1,258 @@
+//! `om-constants check MODEL`, as it ships (target/release/om-constants), on
+//! IR models compiled here: with and without symbols, stripped, with the
+//! constants file missing, short, in the wrong byte order, beside the model
+//! or only in the current directory; and on input that is not a model.
+
+#![cfg(unix)]
+// Native builds only: Python hosts and binutils' `ar`/`strip` run on this
+// machine, not under the emulator (README, Platforms); symbol lookup and the
+// ELF reading are the same on every Linux architecture.
+#![cfg(not(om_cross))]
+
+mod common;
+#[path = "common/models.rs"]
+mod models;
+#[path = "common/native.rs"]
+mod native;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Scratch, HOST_IS_LE};
+use models::check;
+
+/// `c_tests/model_{shape}.ll` as `dir/libmodel.so`, built without
+/// optimisation so that onnx-mlir's internal symbols stay in the symbol
+/// table (an optimising build folds `_filesize` and `_isLE` away; see
+/// `an_optimised_model_is_checked_by_what_it_keeps`), with its constants
+/// file beside it. `is_le` is the byte order the model says it has.
+fn model_with(dir: &Path, shape: &str, seed: i64, is_le: i64, opt: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let ir = models::model_ir(dir, shape);
+    let text = std::fs::read_to_string(&ir).unwrap();
+    let here = format!("@om_external_constant_isLE = internal constant i8 {HOST_IS_LE}");
+    let said = format!("@om_external_constant_isLE = internal constant i8 {is_le}");
+    std::fs::write(&ir, text.replace(&here, &said)).unwrap();
+    let so = dir.join("libmodel.so");
+    let mut cmd = models::clang();
+    cmd.arg(opt)
+        .arg("-shared")
+        .arg(&ir)
+        .arg(native::manifest_dir().join("c_tests/model_compute.ll"))
+        .arg("-o")
+        .arg(&so);
+    check(cmd, &format!("clang model_{shape}.ll"));
+    models::write_constants(&dir.join("model.constants.bin"), seed);
+    so
+}
+
+fn model(dir: &Path, shape: &str, seed: i64) -> std::path::PathBuf {
+    model_with(dir, shape, seed, HOST_IS_LE, "-O0")
+}
+
+fn tool(cwd: &Path) -> Command {
+    let mut c = native::command(&native::tool_path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OM_CONSTANT") {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(cwd);
+    c
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn check_json(cwd: &Path, model: &Path, env: &[(&str, &str)]) -> (bool, serde_json::Value) {
+    let o = tool(cwd)
+        .args(["check", "--json"])
+        .arg(model)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (o.status.success(), json_of(&o))
+}
+
+/// A model's own name for its constants file, size and byte order come from
+/// its symbols, and the file beside it is the one chosen.
+#[test]
+fn a_model_with_symbols_beside_its_file_loads() {
+    let s = Scratch::new("check-ok");
+    let so = model(&s.path("m"), "ctor", 1);
+    let cwd = s.path("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let (ok, v) = check_json(&cwd, &so, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(v["loader"], "imported", "{v}");
+    assert_eq!(v["file_name"], "model.constants.bin");
+    assert_eq!(v["file_name_from_symbols"], true);
+    assert_eq!(v["expected_size"], models::FILE_SIZE);
+    assert_eq!(v["little_endian"], HOST_IS_LE == 1);
+    assert_eq!(v["stripped"], false);
+    let beside = s.path("m/model.constants.bin");
+    assert_eq!(v["chosen"], beside.display().to_string());
+    assert_eq!(v["strategy"], "mmap");
+    let candidates = v["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 2, "model folder, then current directory");
+    assert_eq!(candidates[0]["origin"], "model folder");
+    assert_eq!(candidates[1]["origin"], "current directory");
+    assert_eq!(candidates[1]["exists"], false);
+
+    // The text form says the same.
+    let o = tool(&cwd).arg("check").arg(&so).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("verdict: loads"), "{text}");
+    assert!(
+        text.contains(&format!("om-constants loads: {}", beside.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_or_short_file_fails_with_the_reason_and_the_fix() {
+    let s = Scratch::new("check-bad-file");
+    let so = model(&s.path("m"), "legacy", 2);
+    let cwd = s.path("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let file = s.path("m/model.constants.bin");
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(models::FILE_SIZE - 1)
+        .unwrap();
+    let (ok, v) = check_json(&cwd, &so, &[]);
+    assert!(!ok, "a short file would fail: {v}");
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("but the model needs"), "{problems}");
+
+    std::fs::remove_file(&file).unwrap();
+    let (ok, v) = check_json(&cwd, &so, &[]);
+    assert!(!ok, "a missing file would fail: {v}");
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("not found; tried"), "{problems}");
+    assert!(problems.contains("beside the model"), "the fix: {problems}");
+
+    // Only in the current directory: found there (the library's search).
+    models::write_constants(&cwd.join("model.constants.bin"), 2);
+    let (ok, v) = check_json(&cwd, &so, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(
+        v["chosen"],
+        cwd.join("model.constants.bin").display().to_string()
+    );
+
+    // OM_CONSTANT_PATH set to a folder without it: the only place searched.
+    let empty = s.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, v) = check_json(&cwd, &so, &[("OM_CONSTANT_PATH", empty.to_str().unwrap())]);
+    assert!(!ok, "{v}");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 1);
+    assert!(
+        v["problems"]
+            .to_string()
+            .contains("OM_CONSTANT_PATH is set"),
+        "{v}"
+    );
+}
+
+/// Both the model's folder and the current directory hold a file of that
+/// name: the model's folder is chosen, and the note says why.
+#[test]
+fn the_model_folder_wins_over_the_current_directory_and_says_so() {
+    let s = Scratch::new("check-both");
+    let so = model(&s.path("m"), "ctor", 3);
+    let cwd = s.path("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    models::write_constants(&cwd.join("model.constants.bin"), 9);
+    let (ok, v) = check_json(&cwd, &so, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(
+        v["chosen"],
+        s.path("m/model.constants.bin").display().to_string()
+    );
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("exists too and is not used"), "{notes}");
+}
+
+#[test]
+fn the_wrong_byte_order_fails() {
+    let s = Scratch::new("check-order");
+    let so = model_with(&s.path("m"), "ctor", 4, 1 - HOST_IS_LE, "-O0");
+    let (ok, v) = check_json(&s.dir, &so, &[]);
+    assert!(!ok, "{v}");
+    assert_eq!(v["little_endian"], HOST_IS_LE == 0);
+    assert!(v["problems"].to_string().contains("byte order"), "{v}");
+}
+
+/// Built with -O2 (as the other tests' models are), the size and byte
+/// order constants are folded into the code: the name is still read, and
+/// the check says what it could not see.
+#[test]
+fn an_optimised_model_is_checked_by_what_it_keeps() {
+    let s = Scratch::new("check-o2");
+    let so = model_with(&s.path("m"), "ctor", 7, HOST_IS_LE, "-O2");
+    let (ok, v) = check_json(&s.dir, &so, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(v["file_name"], "model.constants.bin");
+    assert_eq!(v["file_name_from_symbols"], true);
+    assert_eq!(v["expected_size"], serde_json::Value::Null);
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("om_external_constant_filesize"), "{notes}");
+}
+
+/// Stripped, the model's internal symbols are gone: the name is guessed
+/// from the model's own, and the check says what it could not see.
+#[test]
+fn a_stripped_model_is_named_as_such() {
+    let s = Scratch::new("check-stripped");
+    let so = model(&s.path("m"), "ctor", 5);
+    let stripped = s.path("m/model.so");
+    let mut strip = Command::new("strip");
+    strip.arg("-o").arg(&stripped).arg(&so);
+    check(strip, "strip");
+    let (ok, v) = check_json(&s.dir, &stripped, &[]);
+    assert!(ok, "the guessed name is beside it: {v}");
+    assert_eq!(v["stripped"], true);
+    assert_eq!(v["file_name"], "model.constants.bin");
+    assert_eq!(v["file_name_from_symbols"], false);
+    assert_eq!(v["expected_size"], serde_json::Value::Null);
+    assert!(v["notes"].to_string().contains("stripped"), "{v}");
+}
+
+#[test]
+fn input_that_is_not_a_model_gets_a_clear_error() {
+    let s = Scratch::new("check-input");
+    let so = model(&s.path("m"), "ctor", 6);
+    let text = s.path("notes.txt");
+    std::fs::write(&text, "not an object file").unwrap();
+    let truncated = s.path("truncated.so");
+    let bytes = std::fs::read(&so).unwrap();
+    std::fs::write(&truncated, &bytes[..200]).unwrap();
+    let cases: [(&Path, &str); 4] = [
+        (&s.path("absent.so"), "No such file"),
+        (&s.dir, "is a directory"),
+        (&text, "is not an object file"),
+        (&truncated, "truncated.so"),
+    ];
+    for (path, want) in cases {
+        let o = tool(&s.dir).arg("check").arg(path).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{}: {err}", path.display());
+        assert!(err.contains(want), "{}: {err}", path.display());
+        assert!(
+            err.contains(&path.display().to_string()),
+            "names the path: {err}"
+        );
+    }
+}
