@@ -61,11 +61,19 @@ wineboot -i
 echo "== cargo test --target $triple (under wine)"
 cargo test --locked --no-fail-fast --target "$triple" --lib --bins --tests
 
-echo "== the DLL as a C host uses it (c_tests/windows_host.c)"
+echo "== the DLL as a C host uses it (c_tests/windows/host.c)"
 cargo build --locked --release --target "$triple" -p om-constants
 rel="target/$triple/release"
 for f in om_constants.dll libom_constants.dll.a; do
   [ -e "$rel/$f" ] || { echo "missing $rel/$f" >&2; exit 1; }
 done
 bash c_tests/windows/run.sh "$rel" "$out/c" "$shim"
+
+echo "== om-constants check reads a PE model (the native tool on the Windows model DLL)"
+cargo build --locked --release -p om-constants-cli
+report=$(target/release/om-constants check --json "$out/c/model/model.dll" || true)
+echo "$report"
+for want in '"format":"Pe"' '"loader":"imported"'; do
+  grep -qF "$want" <<<"$report" || { echo "check on model.dll: no $want" >&2; exit 1; }
+done
 echo "== all Windows tests passed"

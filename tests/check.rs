@@ -230,6 +230,18 @@ fn a_stripped_model_is_named_as_such() {
     assert!(v["notes"].to_string().contains("stripped"), "{v}");
 }
 
+/// The library itself, or a program with its static archive linked in, is
+/// named as such, with nothing to load.
+#[test]
+fn om_constants_itself_is_recognised() {
+    let s = Scratch::new("check-itself");
+    let lib = native::artefacts().join("libom_constants.so");
+    let (ok, v) = check_json(&s.dir, &lib, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(v["loader"], "om-constants", "{v}");
+    assert_eq!(v["file_name"], serde_json::Value::Null, "{v}");
+}
+
 #[test]
 fn input_that_is_not_a_model_gets_a_clear_error() {
     let s = Scratch::new("check-input");

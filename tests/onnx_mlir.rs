@@ -270,6 +270,35 @@ fn each_way_without_a_rebuild_serves_stock_models_from_c_and_python() {
     }
 }
 
+/// onnx-mlir's loader opens the current directory's file; om-constants
+/// prefers the one beside the model, and its `info` log says which it
+/// chose and why.
+#[test]
+fn the_model_folder_wins_over_the_current_directory_and_the_log_says_so() {
+    let s = Scratch::new("onnx-mlir-both");
+    let archive = standin_archive(&s.path("cruntime"));
+    let cwd = s.path("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    write_constants(&cwd.join("model.constants.bin"), 99);
+    let host = c_host(&s.dir, false);
+    let model = stock_model(&s.path("m"), "ctor", 9, &archive, &[]);
+    let seen = run_in(
+        &cwd,
+        c_cmd(&host, "dlopen-global", &[&model]),
+        &[("OM_CONSTANT_LOG", "info")],
+    );
+    served_by_om(&seen, "ctor", "model folder and current directory");
+    let beside = s.path("m/model.constants.bin").display().to_string();
+    let line = seen
+        .stderr
+        .lines()
+        .find(|l| l.contains("exists too and is not used"))
+        .unwrap_or_else(|| panic!("no info line on the choice: {}", seen.stderr));
+    assert!(line.starts_with("om-constants: info: using "), "{line}");
+    assert!(line.contains(&beside), "{line}");
+    assert!(line.contains("current directory"), "{line}");
+}
+
 /// onnx-mlir's ExecutionSession sets OM_CONSTANT_PATH to each model's
 /// folder around its dlopen: two versions of a model, each with its own
 /// `model.constants.bin`, get their own weights (the library once read the

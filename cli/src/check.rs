@@ -37,13 +37,21 @@ pub struct Args {
     pub json: bool,
 }
 
-/// onnx-mlir's loader functions, every version's.
-const LOADER_FUNCTIONS: [&str; 4] = [
+/// onnx-mlir's loader functions, every version's, then om-constants' own
+/// names for them.
+const LOADER_FUNCTIONS: [&str; 7] = [
     "omLoadConstantData",
     "omUnloadConstantData",
     "omGetExternalConstantAddr",
     "omMMapBinaryFile",
+    "om_load_constants_from_file",
+    "om_free_constant_buffer",
+    "om_mmap_binary_file",
 ];
+
+/// Defined only by om-constants itself: a file that exports it is the
+/// library, or has its static archive linked in.
+const OM_CONSTANTS_MARK: &str = "om_constants_stats";
 
 /// Which loader a model's calls reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +63,8 @@ enum Loader {
     Imported,
     /// The model neither defines nor imports them: no external constants.
     None,
+    /// The file is om-constants, or has its static library linked in.
+    OmConstants,
 }
 
 impl Loader {
@@ -63,6 +73,7 @@ impl Loader {
             Loader::OwnCopy => "own-copy",
             Loader::Imported => "imported",
             Loader::None => "none",
+            Loader::OmConstants => "om-constants",
         }
     }
 }
@@ -172,7 +183,12 @@ fn inspect(model: &Path) -> Result<Report, String> {
         .into_iter()
         .filter(|f| imports.iter().any(|x| x.name() == f.as_bytes()))
         .collect();
-    let loader = if !defined.is_empty() {
+    let is_om = exports
+        .iter()
+        .any(|x| x.name() == OM_CONSTANTS_MARK.as_bytes());
+    let loader = if is_om {
+        Loader::OmConstants
+    } else if !defined.is_empty() {
         Loader::OwnCopy
     } else if !imported.is_empty() {
         Loader::Imported
@@ -181,6 +197,9 @@ fn inspect(model: &Path) -> Result<Report, String> {
     };
 
     let expected = expected_file(&file, model)?;
+    // Whether the model calls a loader (a model linked with om-constants'
+    // static library counts only if its symbols name a constants file).
+    let calls_loader = matches!(loader, Loader::OwnCopy | Loader::Imported);
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     match loader {
@@ -193,7 +212,7 @@ fn inspect(model: &Path) -> Result<Report, String> {
              loading the model (docs/ONNX-MLIR.md). Otherwise its own loader runs",
             defined.join(", ")
         )),
-        Loader::Imported => {}
+        Loader::Imported | Loader::OmConstants => {}
         Loader::None => notes.push(
             "the model neither defines nor imports onnx-mlir's constants loader: it has no \
              external constants file, or was compiled without --store-constants-to-file"
@@ -206,8 +225,8 @@ fn inspect(model: &Path) -> Result<Report, String> {
     let fname_used = expected
         .fname
         .clone()
-        .or_else(|| (loader != Loader::None).then(|| guess_fname(model)));
-    if !expected.stripped && loader != Loader::None {
+        .or_else(|| (calls_loader).then(|| guess_fname(model)));
+    if !expected.stripped && calls_loader {
         let missing: Vec<&str> = [
             ("om_external_constant_filename", expected.fname.is_none()),
             ("om_external_constant_filesize", expected.size.is_none()),
@@ -231,7 +250,7 @@ fn inspect(model: &Path) -> Result<Report, String> {
             ));
         }
     }
-    if expected.stripped && loader != Loader::None {
+    if expected.stripped && calls_loader {
         notes.push(format!(
             "the model is stripped: onnx-mlir's symbols om_external_constant_filename, \
              _filesize and _isLE are internal and were removed with the symbol table, so the \
@@ -296,7 +315,7 @@ fn inspect(model: &Path) -> Result<Report, String> {
     }
     if let Some(le) = expected
         .is_le
-        .or((loader != Loader::None).then(|| file.is_little_endian()))
+        .or((calls_loader).then(|| file.is_little_endian()))
     {
         let host_le = cfg!(target_endian = "little");
         if le != host_le {
@@ -482,6 +501,7 @@ fn to_text(r: &Report) -> String {
             Loader::OwnCopy => format!("its own copy ({})", r.defined.join(", ")),
             Loader::Imported => format!("imported ({}): om-constants", r.imported.join(", ")),
             Loader::None => "none".into(),
+            Loader::OmConstants => "om-constants itself (linked in)".into(),
         }
     );
     let unknown = || "unknown".to_string();
@@ -542,15 +562,14 @@ fn to_text(r: &Report) -> String {
     for p in &r.problems {
         let _ = writeln!(s, "problem: {p}");
     }
-    let _ = writeln!(
-        s,
-        "verdict: {}",
-        if r.problems.is_empty() {
-            "loads"
-        } else {
-            "would fail to load"
-        }
-    );
+    let verdict = if !r.problems.is_empty() {
+        "would fail to load"
+    } else if r.fname_used.is_none() {
+        "nothing to load (no external constants file)"
+    } else {
+        "loads"
+    };
+    let _ = writeln!(s, "verdict: {verdict}");
     s
 }
 
