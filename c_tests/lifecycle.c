@@ -13,6 +13,15 @@
  *       chdir HOME, dlopen ./models/libmodel.so (relative), chdir OTHER
  *       (which holds a decoy OTHER/models/model.constants.bin), run the
  *       model: it must use HOME's constants.
+ *   lifecycle fork-during-init
+ *       a thread makes the first call (the library makes its registry,
+ *       slowed by OM_CONSTANT_FAULTS=init_delay_ms in the fault-injection
+ *       build) while the main thread forks: the child's first call must
+ *       return within 10 s.
+ *   lifecycle blocked-stderr-init
+ *       with a bad option (OM_CONSTANT_LOAD=bogus) and stderr a full pipe,
+ *       a thread's first call blocks writing the "ignoring" line; stats on
+ *       the main thread must still complete.
  *   lifecycle blocked-stderr FILE_A FILE_B
  *       with OM_CONSTANT_LOG=info: stderr is a full pipe, so the log line
  *       of a load of FILE_A blocks; stats and a release on another slot
@@ -230,6 +239,61 @@ static int blocked_stderr(const char *a, const char *b) {
   return report();
 }
 
+/* ---- the first call --------------------------------------------------- */
+
+static void *first_call(void *arg) {
+  (void)arg;
+  om_constants_trim();
+  return NULL;
+}
+
+static int fork_during_init(void) {
+  pthread_t t;
+  pid_t pid;
+  pthread_create(&t, NULL, first_call, NULL);
+  usleep(100 * 1000); /* the thread is making the registry (init_delay_ms) */
+  pid = fork();
+  if (pid == 0) {
+    struct om_constants_stats s;
+    alarm(10);
+    s.size = sizeof s;
+    _exit(om_constants_stats(&s) ? 0 : 3);
+  }
+  CHECK(pid > 0 && reap(pid, "fork-during-init") == 0,
+        "the child of a fork during the registry's making did not get its first call through");
+  pthread_join(t, NULL);
+  return report();
+}
+
+static int blocked_stderr_init(void) {
+  int p[2], flags, saved;
+  pthread_t first, drainer;
+  struct om_constants_stats st;
+  char junk[4096];
+  CHECK(pipe(p) == 0, "pipe");
+  flags = fcntl(p[1], F_GETFL);
+  fcntl(p[1], F_SETFL, flags | O_NONBLOCK);
+  memset(junk, 'x', sizeof junk);
+  while (write(p[1], junk, sizeof junk) > 0) {
+  }
+  fcntl(p[1], F_SETFL, flags);
+  saved = dup(2);
+  dup2(p[1], 2);
+  pthread_create(&first, NULL, first_call, NULL);
+  usleep(300 * 1000); /* the first call is now blocked writing "ignoring ..." */
+  signal(SIGALRM, on_alarm);
+  alarm(10);
+  st.size = sizeof st;
+  CHECK(om_constants_stats(&st), "stats");
+  alarm(0);
+  pthread_create(&drainer, NULL, drain, &p[0]);
+  pthread_join(first, NULL);
+  dup2(saved, 2);
+  close(p[1]);
+  pthread_join(drainer, NULL);
+  return report();
+}
+
 int main(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "";
   if (argc > 3) {
@@ -240,6 +304,8 @@ int main(int argc, char **argv) {
   if (argc == 4 && strcmp(cmd, "fork-loading") == 0) return fork_loading();
   if (argc == 4 && strcmp(cmd, "chdir") == 0) return chdir_after_dlopen(argv[2], argv[3]);
   if (argc == 4 && strcmp(cmd, "blocked-stderr") == 0) return blocked_stderr(argv[2], argv[3]);
+  if (argc == 2 && strcmp(cmd, "fork-during-init") == 0) return fork_during_init();
+  if (argc == 2 && strcmp(cmd, "blocked-stderr-init") == 0) return blocked_stderr_init();
   fprintf(stderr, "usage: see the comment at the top of c_tests/lifecycle.c\n");
   return 2;
 }

@@ -46,6 +46,9 @@ pub struct Spec {
     /// Allocating or writing blocks of a file fails with `ENOSPC` (a full
     /// disk).
     pub disk_full: bool,
+    /// Making the process-wide registry (the first call) sleeps this long
+    /// before it is published: a wide window for a fork to land in.
+    pub init_delay_ms: u64,
     /// A load's first mapping or allocation panics (after the delay): a bug
     /// in the library, which must still not unwind into C, hang waiters or
     /// leave the slot LOADING, the file's load in flight, or the next load
@@ -65,6 +68,7 @@ static SPEC: Mutex<Spec> = Mutex::new(Spec {
     mmap_piece_fails: None,
     mlock_fails: false,
     delay_ms: 0,
+    init_delay_ms: 0,
     disk_full: false,
     panic: false,
 });
@@ -142,6 +146,7 @@ pub fn parse(s: &str) -> Result<Spec, &'static str> {
             "mmap_piece_fails" => spec.mmap_piece_fails = Some(num()?),
             "mlock_fails" => spec.mlock_fails = true,
             "delay_ms" => spec.delay_ms = num()?,
+            "init_delay_ms" => spec.init_delay_ms = num()?,
             "panic" => spec.panic = true,
             "disk_full" => spec.disk_full = true,
             _ => return Err("known fault names (see src/fault.rs)"),

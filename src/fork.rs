@@ -26,6 +26,13 @@ static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(ptr::null_mut());
 static GUARD: AtomicPtr<ForkGuard<'static>> = AtomicPtr::new(ptr::null_mut());
 
 extern "C" fn prepare() {
+    // Registered twice (a child that took the registry's making over from
+    // its parent, `global.rs`), the handlers run twice per fork: the second
+    // prepare finds the guard taken and does nothing, and the second
+    // parent or child finds none to release.
+    if !GUARD.load(Ordering::Acquire).is_null() {
+        return;
+    }
     let registry = REGISTRY.load(Ordering::Acquire);
     // SAFETY: REGISTRY is NULL or the 'static registry given to install.
     let Some(registry) = (unsafe { registry.as_ref() }) else {

@@ -85,6 +85,21 @@ fn dlclose_of_a_legacy_model_while_its_prefetch_thread_runs_does_not_crash() {
 // lock another emulator thread held at fork), and then no signal reaches
 // it. fork during a load still runs there (below).
 #[cfg(not(om_cross))]
+/// The first call's "ignoring OM_CONSTANT_LOAD=..." line is written after
+/// the registry is published: a full stderr stalls only the thread that
+/// writes it.
+#[test]
+fn a_bad_option_s_line_on_a_blocked_stderr_stalls_no_other_thread() {
+    let s = Scratch::new("blocked-stderr-init");
+    let exe = c_program(&s.dir, "lifecycle");
+    let o = run(
+        &exe,
+        &["blocked-stderr-init"],
+        &[("OM_CONSTANT_LOAD", "bogus")],
+    );
+    passed(&o, "blocked-stderr-init");
+}
+
 #[test]
 fn fork_under_traffic_never_hangs_the_child() {
     let s = Scratch::new("fork-traffic");
@@ -172,6 +187,7 @@ fn reloading_the_library_leaks_nothing_per_cycle() {
         native::command(&exe)
     } else {
         let mut cmd = Command::new("valgrind");
+        native::unshadow(&mut cmd);
         cmd.args([
             "--leak-check=full",
             "--errors-for-leak-kinds=definite",
@@ -192,4 +208,27 @@ fn reloading_the_library_leaks_nothing_per_cycle() {
         .output()
         .unwrap_or_else(|e| panic!("valgrind is needed ({e}); scripts/test-all.sh installs it"));
     passed(&o, "reload under valgrind");
+}
+
+/// Tests that need injected faults: built and run only by the
+/// fault-injection build, never against the library that ships.
+#[cfg(feature = "fault-injection")]
+mod injected {
+    use super::*;
+
+    /// A child forked while another thread of its parent was making the
+    /// process-wide registry (slowed to 600 ms here) takes the making over:
+    /// its first call returns (it once waited for ever for the thread it
+    /// does not have).
+    #[test]
+    fn a_child_forked_while_the_registry_is_made_takes_it_over() {
+        let s = Scratch::new("fork-during-init");
+        let exe = c_program(&s.dir, "lifecycle");
+        let o = run(
+            &exe,
+            &["fork-during-init"],
+            &[("OM_CONSTANT_FAULTS", "init_delay_ms=600")],
+        );
+        passed(&o, "fork-during-init");
+    }
 }

@@ -24,6 +24,7 @@ const ERROR_EXIT: i32 = 99;
 
 fn valgrind(exe: &Path, args: &[&str], env: &[(&str, &str)]) {
     let mut cmd = Command::new("valgrind");
+    native::unshadow(&mut cmd);
     cmd.args([
         "--leak-check=full",
         "--errors-for-leak-kinds=definite",

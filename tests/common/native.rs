@@ -28,7 +28,9 @@ pub fn is_cross() -> bool {
 /// architecture. A cross run without a runner is an error, not a skip.
 pub fn command(exe: &Path) -> Command {
     if !is_cross() {
-        return Command::new(exe);
+        let mut cmd = Command::new(exe);
+        unshadow(&mut cmd);
+        return cmd;
     }
     let runner = std::env::var("OM_TEST_RUNNER").unwrap_or_default();
     let mut words = runner.split_whitespace();
@@ -42,7 +44,17 @@ pub fn command(exe: &Path) -> Command {
     });
     let mut cmd = Command::new(program);
     cmd.args(words).arg(exe);
+    unshadow(&mut cmd);
     cmd
+}
+
+/// Drops the `LD_LIBRARY_PATH` that `cargo test` gives its test binaries
+/// (target/debug and its deps): the dynamic loader searches it before a
+/// program's rpath, so a C host would load whatever `libom_constants.so`
+/// a debug build left in target/debug instead of the library as it ships.
+/// A test that wants `LD_LIBRARY_PATH` sets it after this.
+pub fn unshadow(cmd: &mut Command) {
+    cmd.env_remove("LD_LIBRARY_PATH");
 }
 
 /// The folder holding this test binary (target/debug/deps).
