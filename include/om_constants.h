@@ -130,6 +130,12 @@ struct om_constants_stats {
    * `read` loads whose `O_DIRECT` was refused and fell back to buffered.
    */
   uint64_t direct_fallbacks;
+  /**
+   * Bytes of live buffers mapped with 2 MiB (huge) pages now, as the
+   * kernel's page tables say (Linux; 0 where the OS cannot tell). Compare
+   * with `live_bytes`; docs/WEIGHTS-SPEED.md says why it matters.
+   */
+  uint64_t huge_page_bytes;
 };
 
 #ifdef __cplusplus

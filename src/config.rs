@@ -129,6 +129,38 @@ impl Prefetch {
     }
 }
 
+/// Whether and how to put the weights in 2 MiB pages (`OM_CONSTANT_HUGE_PAGES`;
+/// docs/WEIGHTS-SPEED.md has the figures behind the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HugePages {
+    /// Nothing is asked: mappings and buffers in whatever pages the kernel
+    /// gives.
+    Off,
+    /// Mappings 2 MiB-aligned and advised `MADV_HUGEPAGE` before their first
+    /// fault, `read` buffers likewise; a file whose page cache is already in
+    /// small pages stays so (the `info` log says so).
+    On,
+    /// As `On`, and when the file's page cache is in small pages (as after
+    /// it was written in small pieces or copied), it is re-laid in 2 MiB
+    /// pages once: written back, evicted where no process maps it, and read
+    /// again through the aligned mapping.
+    Reread,
+}
+
+impl HugePages {
+    /// Whether 2 MiB pages are asked for at all.
+    pub fn wanted(self) -> bool {
+        self != HugePages::Off
+    }
+
+    fn parse(s: &str) -> Option<HugePages> {
+        match s.to_ascii_lowercase().as_str() {
+            "reread" => Some(HugePages::Reread),
+            other => parse_bool(other).map(|on| if on { HugePages::On } else { HugePages::Off }),
+        }
+    }
+}
+
 /// Whether to lock the buffer in RAM (`OM_CONSTANT_MLOCK`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mlock {
@@ -172,9 +204,9 @@ pub struct Config {
     /// `OM_CONSTANT_DIRECT_IO`: `read` with `O_DIRECT`, bypassing the page
     /// cache (falls back to buffered reads where the file system refuses).
     pub direct_io: bool,
-    /// `OM_CONSTANT_HUGE_PAGES`: ask for transparent huge pages for `read`
-    /// buffers of 2 MiB and more.
-    pub huge_pages: bool,
+    /// `OM_CONSTANT_HUGE_PAGES`: 2 MiB pages for mappings and `read`
+    /// buffers of 2 MiB and more (default `reread`).
+    pub huge_pages: HugePages,
     /// `OM_CONSTANT_PREFETCH`: what to do with a mapping's pages.
     pub prefetch: Prefetch,
     /// `OM_CONSTANT_MLOCK`: lock the buffer in RAM.
@@ -192,7 +224,7 @@ impl Default for Config {
             search_path: SearchPath::Environment,
             read_threads: DEFAULT_READ_THREADS,
             direct_io: false,
-            huge_pages: true,
+            huge_pages: HugePages::Reread,
             prefetch: Prefetch::None,
             mlock: Mlock::Off,
         }
@@ -259,7 +291,7 @@ impl Config {
             Ok(())
         });
         field("OM_CONSTANT_HUGE_PAGES", &mut |s| {
-            c.huge_pages = parse_bool(s).ok_or("0 or 1")?;
+            c.huge_pages = HugePages::parse(s).ok_or("off, on or reread")?;
             Ok(())
         });
         field("OM_CONSTANT_PREFETCH", &mut |s| {
@@ -358,7 +390,8 @@ mod tests {
         ]));
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(c.read_threads, 3);
-        assert!(c.direct_io && !c.huge_pages);
+        assert!(c.direct_io);
+        assert_eq!(c.huge_pages, HugePages::Off);
         assert_eq!(c.prefetch, Prefetch::Background);
         assert_eq!(c.mlock, Mlock::Try);
         assert_eq!(c.strategy, Choice::Read);
@@ -414,6 +447,16 @@ mod tests {
         let dir = PathBuf::from("/fixed");
         assert_eq!(SearchPath::Fixed(Some(dir.clone())).current(), Some(dir));
         assert_eq!(SearchPath::Fixed(None).current(), None);
+    }
+
+    #[test]
+    fn huge_page_spellings() {
+        assert_eq!(HugePages::parse("reread"), Some(HugePages::Reread));
+        assert_eq!(HugePages::parse("on"), Some(HugePages::On));
+        assert_eq!(HugePages::parse("1"), Some(HugePages::On));
+        assert_eq!(HugePages::parse("OFF"), Some(HugePages::Off));
+        assert_eq!(HugePages::parse("0"), Some(HugePages::Off));
+        assert_eq!(HugePages::parse("big"), None);
     }
 
     #[test]

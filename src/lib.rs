@@ -17,7 +17,7 @@
 //! | [`ffi`] | every `extern "C"` function: argument checks, `catch_unwind`, error → false |
 //! | `registry` | slots ↔ buffers, one owner per count, acquire / release / trim |
 //! | `slot` | the run-once protocol: slot states, loads in flight, waiting |
-//! | `strategy` | turning a file into memory: `mmap`, `read`, `chunked-mmap`; prefetch, `mlock` |
+//! | `strategy` | turning a file into memory: `mmap`, `read`, `chunked-mmap`; 2 MiB pages (`huge.rs`); prefetch, `mlock` |
 //! | `threads` | worker threads that are safe to start inside `dlopen` |
 //! | `sys` | every system call, behind safe functions (`unix.rs`) |
 //! | `fault` | faults to inject, in the fault-injection build only (`sys/faulty.rs` injects them) |
@@ -81,4 +81,4 @@ pub use registry::Registry;
 pub use request::Request;
 pub use slot::LOADING;
 pub use stats::{Stats, StrategyStats};
-pub use strategy::{resolve, Strategy};
+pub use strategy::{huge_backed_bytes, resolve, Strategy};

@@ -84,7 +84,7 @@ mod fake {
                 format!("{}: injected failure", opened.0),
             ));
         }
-        let heap = HeapBuf::alloc(size as usize, config.huge_pages)
+        let heap = HeapBuf::alloc(size as usize, config.huge_pages.wanted())
             .ok_or_else(|| Error::new(ErrorKind::OutOfMemory, "no memory"))?;
         Ok(Outcome {
             buffer: Buffer::from_heap(heap),
@@ -94,6 +94,7 @@ mod fake {
             read_threads: 1,
             elapsed: std::time::Duration::ZERO,
             fell_back: false,
+            huge_note: None,
         })
     }
 }

@@ -77,6 +77,10 @@ pub struct Stats {
     pub direct_bytes: u64,
     /// `read` loads whose `O_DIRECT` was refused and fell back to buffered.
     pub direct_fallbacks: u64,
+    /// Bytes of live buffers mapped with 2 MiB (huge) pages now, as the
+    /// kernel's page tables say (Linux; 0 where the OS cannot tell). Compare
+    /// with `live_bytes`; docs/WEIGHTS-SPEED.md says why it matters.
+    pub huge_page_bytes: u64,
 }
 
 impl Default for Stats {
@@ -104,6 +108,7 @@ impl Default for Stats {
             chunked_mmap: StrategyStats::default(),
             direct_bytes: 0,
             direct_fallbacks: 0,
+            huge_page_bytes: 0,
         }
     }
 }

@@ -174,6 +174,7 @@ fn run_in(cwd: &Path, mut cmd: Command, env: &[(&str, &str)]) -> Seen {
             cmd.env_remove(k);
         }
     }
+    native::unshadow(&mut cmd);
     cmd.current_dir(cwd).envs(env.iter().copied());
     let o = cmd.output().expect("run host");
     println!("$ {cmd:?}\n{}", String::from_utf8_lossy(&o.stdout));

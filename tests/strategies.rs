@@ -10,7 +10,7 @@ use std::os::raw::c_void;
 use std::sync::atomic::AtomicPtr;
 
 use common::{assert_pattern, name, pattern_bytes, Scratch, HOST_IS_LE};
-use om_constants::config::{Mlock, Prefetch};
+use om_constants::config::{HugePages, Mlock, Prefetch};
 use om_constants::{Choice, Config, Registry, Request};
 
 /// Files from this size up are read by several threads (README, Options).
@@ -127,16 +127,20 @@ fn parallel_reads_with_uneven_splits_return_every_byte() {
         );
         assert_eq!(st.bytes_read, size as u64, "{threads} threads");
     }
-    // Without huge pages, the same bytes.
-    load_check(
-        Config {
-            strategy: Choice::Read,
-            huge_pages: false,
-            ..quiet()
-        },
-        &path,
-        size,
-    );
+    // Whatever the huge-page mode, every strategy gives the same bytes.
+    for huge_pages in [HugePages::Off, HugePages::On, HugePages::Reread] {
+        for strategy in [Choice::Read, Choice::Mmap, Choice::ChunkedMmap] {
+            load_check(
+                Config {
+                    strategy,
+                    huge_pages,
+                    ..quiet()
+                },
+                &path,
+                size,
+            );
+        }
+    }
 }
 
 #[test]

@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<(), String> {
     println!(
         "{file}: strategy={strategy} threads={threads} size={size} load_ms={:.3} pass_ms={:.3} \
          free_ms={:.3} loads={} waits={} bytes_read={} bytes_mapped={} sum={sum} \
-         live_after_release={} peak_rss_bytes={}",
+         huge_pages={:.1}% live_after_release={} peak_rss_bytes={}",
         load_time.as_secs_f64() * 1e3,
         pass_time.as_secs_f64() * 1e3,
         free_time.as_secs_f64() * 1e3,
@@ -111,6 +111,8 @@ pub fn run(args: Args) -> Result<(), String> {
         loaded.waits,
         loaded.bytes_read,
         loaded.bytes_mapped,
+        // After the pass: every page of the buffer has been touched.
+        100.0 * loaded.huge_page_bytes as f64 / (size as f64).max(1.0),
         after.live_buffers,
         peak_rss().unwrap_or(0)
     );

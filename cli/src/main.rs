@@ -24,11 +24,14 @@ mod fast_path;
 mod load;
 #[cfg(not(loom))]
 mod pass;
+#[cfg(not(loom))]
+mod prepare;
 
 use std::process::ExitCode;
 
 /// The `is_le` a model compiled for this machine passes: 1 on a
 /// little-endian host, 0 on a big-endian one (s390x).
+#[cfg(not(loom))]
 pub(crate) const HOST_IS_LE: i64 = cfg!(target_endian = "little") as i64;
 
 #[cfg(loom)]
@@ -59,6 +62,9 @@ enum Command {
     /// Tell a deployer, without running it, which loader a compiled model
     /// uses, which constants file it needs and whether it will be found.
     Check(check::Args),
+    /// Lay constants files' page cache in 2 MiB pages once, before starting
+    /// the workers that map them (a deploy step; Linux).
+    Prepare(prepare::Args),
 }
 
 /// The tool reports every error itself, once: the library's own stderr line
@@ -104,6 +110,7 @@ fn main() -> ExitCode {
             .to_string()),
         Command::Load(args) => load::run(args),
         Command::Check(args) => return check::run(args),
+        Command::Prepare(args) => prepare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -180,6 +180,7 @@ impl Registry {
         let flight = Flight::new(pending, move || self.lock().loading_files.end(&key));
         let loaded = loader::load(&opened, req.size(), &self.config);
         // The log line is made now and written after the lock is released.
+        let huge_note = loaded.as_ref().ok().and_then(|l| l.huge_note.clone());
         let note = loaded.as_ref().ok().map(|l| {
             self.counters.loaded(l, req.size());
             let threads = match l.read_threads {
@@ -210,7 +211,7 @@ impl Registry {
         });
         drop(t);
         flight.settle(out.as_ref().map(|_| ()).map_err(Clone::clone));
-        let notes = [found_note, note]
+        let notes = [found_note, note, huge_note]
             .into_iter()
             .flatten()
             .map(|n| (Level::Info, n))

@@ -163,14 +163,25 @@ impl Registry {
     /// A snapshot of what is alive now and what happened so far.
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();
-        {
+        let ranges: Vec<(usize, usize)> = {
             let t = self.lock();
             s.live_buffers = t.buffers.len() as u64;
             s.kept_buffers = t.buffers.values().filter(|h| h.users == 0).count() as u64;
             s.references = t.slots.values().map(|e| e.refs).sum();
             s.live_slots = t.slots.len() as u64;
             s.live_bytes = t.buffers.values().map(|h| h.buffer.len() as u64).sum();
-        }
+            t.buffers
+                .values()
+                .map(|h| (h.buffer.as_ptr() as usize, h.buffer.len()))
+                .collect()
+        };
+        // Read from the kernel's page tables after the lock is released (a
+        // /proc read). A buffer freed meanwhile reads as unmapped, never
+        // as memory: the scan looks at page tables, not at the bytes.
+        s.huge_page_bytes = ranges
+            .iter()
+            .map(|&(p, n)| crate::strategy::huge_backed_bytes(p as *const u8, n))
+            .sum();
         self.counters.fill(&mut s);
         s
     }

@@ -56,34 +56,46 @@ impl Chunked {
 }
 
 /// Maps the first `len` bytes of `source` in pieces of at most `piece`
-/// bytes (rounded down to whole pages).
+/// bytes (rounded down to whole pages; one piece for the `mmap` strategy,
+/// which shares this code on Unix). With `huge`, the range starts on a
+/// 2 MiB boundary (pieces are then whole 2 MiB multiples) and is advised
+/// `MADV_HUGEPAGE` before anything faults in: the kernel maps a file's
+/// 2 MiB folios with 2 MiB entries only there (`huge.rs`). `populate` is
+/// applied by the caller, after that advice.
 #[cfg(unix)]
-pub fn map(source: &Source, len: usize, piece: u64, populate: bool) -> Result<Chunked> {
-    let fail = |e: &std::io::Error| Error::io("map (chunked mmap)", &source.fname, &source.path, e);
+pub fn map(source: &Source, len: usize, piece: u64, huge: bool, what: &str) -> Result<Chunked> {
+    let fail = |e: &std::io::Error| Error::io(what, &source.fname, &source.path, e);
     let page = super::heap::page_size();
-    let piece = (usize::try_from(piece).unwrap_or(usize::MAX) / page).max(1) * page;
+    // Pieces smaller than a huge page (a tiny OM_CONSTANT_MMAP_LIMIT, in
+    // tests) keep their size: no alignment then.
+    let huge = huge && piece >= sys::HUGE_PAGE as u64;
+    let unit = if huge { sys::HUGE_PAGE.max(page) } else { page };
+    let piece = (usize::try_from(piece).unwrap_or(usize::MAX) / unit).max(1) * unit;
     // From here on, dropping `out` releases everything mapped so far.
     let mut out = Chunked {
-        range: Reservation::new(len).map_err(|e| fail(&e))?,
+        range: Reservation::new(len, unit).map_err(|e| fail(&e))?,
         len,
         pieces: 0,
     };
     let mut offset = 0usize;
     while offset < len {
         let this = piece.min(len - offset);
-        sys::map_piece(&out.range, &source.file, offset, this, populate).map_err(|e| fail(&e))?;
+        sys::map_piece(&out.range, &source.file, offset, this).map_err(|e| fail(&e))?;
         out.pieces += 1;
         offset += this;
+    }
+    if huge {
+        sys::advise_huge_pages(out.as_ptr(), len);
     }
     Ok(out)
 }
 
 /// Maps the first `len` bytes of `source` as one view (see the module
-/// docs): `piece` has no effect on Windows.
+/// docs): `piece` and `huge` have no effect on Windows.
 #[cfg(windows)]
-pub fn map(source: &Source, len: usize, _piece: u64, populate: bool) -> Result<Chunked> {
-    let range = crate::sys::map_file(&source.file, len, populate)
-        .map_err(|e| Error::io("map (chunked mmap)", &source.fname, &source.path, &e))?;
+pub fn map(source: &Source, len: usize, _piece: u64, _huge: bool, what: &str) -> Result<Chunked> {
+    let range = crate::sys::map_file(&source.file, len, false)
+        .map_err(|e| Error::io(what, &source.fname, &source.path, &e))?;
     Ok(Chunked {
         range,
         len,

@@ -9,6 +9,7 @@
 
 mod chunked;
 mod heap;
+mod huge;
 mod mmap;
 mod read;
 mod residency;
@@ -61,10 +62,17 @@ pub fn resolve(choice: Choice, size: u64, limit: Option<u64>) -> Strategy {
     }
 }
 
+/// Bytes of `[ptr, ptr+len)` mapped with 2 MiB entries now (0 where the
+/// OS cannot tell). Only page tables are read, never the bytes, so a range
+/// that was unmapped meanwhile is safe to ask about (it reads as 0).
+pub fn huge_backed_bytes(ptr: *const u8, len: usize) -> u64 {
+    crate::sys::huge_backed_bytes(ptr, len).unwrap_or(0)
+}
+
 enum Memory {
-    Mapped(memmap2::Mmap),
     Heap(HeapBuf),
-    Chunked(Chunked),
+    /// `mmap` (one piece) and `chunked-mmap`.
+    Mapped(Chunked),
 }
 
 /// The constants in memory: what the slot points at, freed on drop
@@ -93,18 +101,16 @@ impl Buffer {
         match &self.memory {
             // The mappings are read-only; the model only reads through the
             // pointer, and C's `void *` has no const to express that.
-            Memory::Mapped(m) => m.as_ptr() as *mut u8,
             Memory::Heap(h) => h.as_ptr(),
-            Memory::Chunked(c) => c.as_ptr(),
+            Memory::Mapped(c) => c.as_ptr(),
         }
     }
 
     /// Its length in bytes (the `size` the model asked for).
     pub fn len(&self) -> usize {
         match &self.memory {
-            Memory::Mapped(m) => m.len(),
             Memory::Heap(h) => h.len(),
-            Memory::Chunked(c) => c.len(),
+            Memory::Mapped(c) => c.len(),
         }
     }
 
@@ -117,7 +123,7 @@ impl Buffer {
     #[cfg(test)]
     pub fn pieces(&self) -> usize {
         match &self.memory {
-            Memory::Chunked(c) => c.pieces(),
+            Memory::Mapped(c) => c.pieces(),
             _ => 1,
         }
     }
@@ -160,6 +166,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// True when `auto` wanted a mapping, it failed, and `read` was used.
     pub fell_back: bool,
+    /// For the `info` log: what was done to put the buffer in 2 MiB pages,
+    /// or why it is not (`huge.rs`).
+    pub huge_note: Option<String>,
 }
 
 /// Loads the first `size` bytes of `source` as `config` says.
@@ -175,16 +184,17 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
         )
     })?;
     let populate = config.prefetch == Prefetch::Populate;
+    let huge = config.huge_pages.wanted();
     let mapped = match resolve(config.strategy, size, config.mmap_limit) {
         Strategy::Read => None,
         Strategy::Mmap => {
-            Some(mmap::map(source, len, populate).map(|m| (Memory::Mapped(m), Strategy::Mmap)))
+            Some(mmap::map(source, len, huge).map(|m| (Memory::Mapped(m), Strategy::Mmap)))
         }
         Strategy::ChunkedMmap => {
             let piece = config.mmap_limit.unwrap_or(DEFAULT_PIECE);
             Some(
-                chunked::map(source, len, piece, populate)
-                    .map(|c| (Memory::Chunked(c), Strategy::ChunkedMmap)),
+                chunked::map(source, len, piece, huge, "map (chunked mmap)")
+                    .map(|c| (Memory::Mapped(c), Strategy::ChunkedMmap)),
             )
         }
     };
@@ -211,6 +221,14 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
         prefetcher: None,
         locked: false,
     };
+    let mut huge_note = None;
+    if strategy != Strategy::Read {
+        // Before anything else faults the mapping in: see huge.rs.
+        huge_note = huge::settle(source, buffer.as_ptr(), len, config.huge_pages);
+        if populate {
+            crate::sys::populate(buffer.as_ptr(), len);
+        }
+    }
     let what = format!("constants file '{}'", source.fname);
     buffer.locked = residency::lock(buffer.as_ptr(), len, config, &what)?;
     if strategy != Strategy::Read {
@@ -234,6 +252,7 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
         buffer,
         elapsed: start.elapsed(),
         fell_back,
+        huge_note,
     })
 }
 

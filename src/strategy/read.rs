@@ -47,7 +47,7 @@ pub struct ReadStats {
 
 /// Allocates `len` bytes and fills them from the start of `source`.
 pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, ReadStats)> {
-    let buf = HeapBuf::alloc(len, config.huge_pages).ok_or_else(|| {
+    let buf = HeapBuf::alloc(len, config.huge_pages.wanted()).ok_or_else(|| {
         Error::new(
             ErrorKind::OutOfMemory,
             format!(

@@ -11,8 +11,6 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use memmap2::Mmap;
-
 use super::portable;
 use super::unix::{self, Reservation};
 use crate::fault::get;
@@ -98,21 +96,7 @@ fn piece_fails(n: u64) -> Option<io::Error> {
     (s.mmap_fails || s.mmap_piece_fails == Some(n)).then(|| os(libc::ENOMEM))
 }
 
-pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
-    slow_or_panicking_load();
-    if let Some(e) = piece_fails(1) {
-        return Err(e);
-    }
-    portable::map_file(file, len, populate)
-}
-
-pub fn map_piece(
-    res: &Reservation,
-    file: &File,
-    offset: usize,
-    len: usize,
-    populate: bool,
-) -> io::Result<()> {
+pub fn map_piece(res: &Reservation, file: &File, offset: usize, len: usize) -> io::Result<()> {
     // Pieces are mapped in order from offset 0 by one thread per load.
     if offset == 0 {
         slow_or_panicking_load();
@@ -122,7 +106,7 @@ pub fn map_piece(
     if let Some(e) = piece_fails(n) {
         return Err(e);
     }
-    unix::map_piece(res, file, offset, len, populate)
+    unix::map_piece(res, file, offset, len)
 }
 
 pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {

@@ -25,12 +25,14 @@ use windows as os;
 mod faulty;
 
 pub(crate) use os::{
-    advise_file, advise_huge_pages, advise_will_need, create_new, file_stamp, join, let_go,
-    object_at, open_read_nonblocking, page_size, path_from_c, pin_object_at, process_exists,
-    protect_read_only, refuses_direct_io, spawn, special_kind, unlock_memory, write_stderr,
-    ThreadId, PATH_MAX,
+    advise_file, advise_huge_pages, advise_will_need, collapse, create_new, evict_page_cache,
+    file_stamp, huge_backed_bytes, join, let_go, object_at, open_read_nonblocking, page_size,
+    path_from_c, pin_object_at, populate, process_exists, protect_read_only, refuses_direct_io,
+    resident_pages, spawn, special_kind, thp_mode, unlock_memory, write_stderr, ThreadId, PATH_MAX,
 };
-pub(crate) use portable::{dealloc, map_shared_writable, map_whole_file, Access, FileStamp, Job};
+pub(crate) use portable::{
+    dealloc, map_shared_writable, map_whole_file, touch_pages, Access, FileStamp, Job, HUGE_PAGE,
+};
 
 #[cfg(unix)]
 pub(crate) use unix::Reservation;
@@ -41,11 +43,13 @@ pub(crate) use os::at_fork;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use os::{allocate, lock_memory, open_direct, pread, write_all_at};
 #[cfg(not(feature = "fault-injection"))]
-pub(crate) use portable::{alloc, map_file};
+pub(crate) use portable::alloc;
+#[cfg(windows)]
+pub(crate) use portable::map_file;
 #[cfg(all(unix, not(feature = "fault-injection")))]
 pub(crate) use unix::map_piece;
 
 #[cfg(feature = "fault-injection")]
 pub(crate) use faulty::{
-    alloc, allocate, lock_memory, map_file, map_piece, open_direct, pread, write_all_at,
+    alloc, allocate, lock_memory, map_piece, open_direct, pread, write_all_at,
 };

@@ -31,15 +31,35 @@ pub unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
     unsafe { System.dealloc(ptr.as_ptr(), layout) }
 }
 
+/// The size of a huge (PMD) page where the library asks for them (x86_64,
+/// aarch64 with 4 KiB pages, s390x): 2 MiB.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Reads one byte every `stride` bytes of `[ptr, ptr+len)`: each read
+/// faults its page (and, in a 2 MiB-advised file mapping, its whole 2 MiB
+/// folio) in.
+///
+/// The range must be readable memory for the whole call.
+pub fn touch_pages(ptr: *mut u8, len: usize, stride: usize) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: ptr+off lies inside the readable range (caller's contract).
+        unsafe { std::ptr::read_volatile(ptr.add(off)) };
+        off += stride.max(1);
+    }
+}
+
 // ---- mappings --------------------------------------------------------
 
 /// Maps the first `len` bytes of `file` read-only and private; with
-/// `populate`, every page is mapped before returning (Linux).
+/// `populate`, every page is mapped before returning (Linux). Windows'
+/// `mmap` strategy; on Unix the strategies map with `unix::map_piece`.
 ///
 /// The mapping reflects the file: if someone truncates the file in place
 /// while it is mapped, reads past the new end raise SIGBUS. Callers map
 /// only files they checked are at least `len` long, and the README tells
 /// users to replace files by rename, never in place.
+#[cfg_attr(unix, allow(dead_code))]
 pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
     let mut options = MmapOptions::new();
     options.len(len);

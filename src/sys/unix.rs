@@ -15,7 +15,7 @@ use std::ptr::NonNull;
 
 use memmap2::MmapRaw;
 
-use super::{Access, FileStamp, Job};
+use super::{touch_pages, Access, FileStamp, Job};
 
 /// The longest path the system accepts.
 pub const PATH_MAX: usize = libc::PATH_MAX as usize;
@@ -49,6 +49,22 @@ pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = (ptr, len);
+}
+
+/// Maps every page of `[ptr, ptr+len)` now (`MADV_POPULATE_READ`, Linux
+/// 5.14; elsewhere, or if refused, by reading one byte per page). The
+/// range must be a readable mapping.
+pub fn populate(ptr: *mut u8, len: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        const MADV_POPULATE_READ: libc::c_int = 22;
+        // SAFETY: populating only faults pages of the readable mapping in;
+        // it never changes its contents.
+        if unsafe { libc::madvise(ptr.cast(), len, MADV_POPULATE_READ) } == 0 {
+            return;
+        }
+    }
+    touch_pages(ptr, len, page_size());
 }
 
 /// Asks the kernel to read `[ptr, ptr+len)` ahead; a hint.
@@ -245,16 +261,27 @@ unsafe impl Send for Reservation {}
 unsafe impl Sync for Reservation {}
 
 impl Reservation {
-    /// Reserves `len` bytes (rounded up to whole pages) of address space.
-    pub fn new(len: usize) -> io::Result<Reservation> {
+    /// Reserves `len` bytes (rounded up to whole pages) of address space,
+    /// starting at a multiple of `align` (a power of two, at least a page):
+    /// the kernel can map a file's 2 MiB folios with 2 MiB entries only at
+    /// addresses that are 2 MiB-aligned like their file offsets.
+    pub fn new(len: usize, align: usize) -> io::Result<Reservation> {
         let page = page_size();
         let len = len.div_ceil(page) * page;
+        let align = align.max(page);
+        if !align.is_power_of_two() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let extra = align - page;
+        let total = len
+            .checked_add(extra)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         // SAFETY: an anonymous PROT_NONE reservation at an address the
         // kernel chooses; it touches no existing mapping.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                total,
                 libc::PROT_NONE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -264,7 +291,21 @@ impl Reservation {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(base.cast::<u8>())
+        let start = base as usize;
+        let aligned = start.next_multiple_of(align);
+        let (head, tail) = (aligned - start, total - (aligned - start) - len);
+        // SAFETY: [start, start+head) and [aligned+len, start+total) are the
+        // parts of the reservation just made that lie outside the aligned
+        // range we keep; nothing else can be mapped there.
+        unsafe {
+            if head > 0 {
+                libc::munmap(base, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut c_void, tail);
+            }
+        }
+        let ptr = NonNull::new(aligned as *mut u8)
             .ok_or_else(|| io::Error::other("mmap returned NULL"))?;
         Ok(Reservation { ptr, len })
     }
@@ -277,28 +318,16 @@ impl Reservation {
 
 /// Maps `[offset, offset+len)` of `file`, read-only, at the same offset of
 /// `res`. `offset` must be a multiple of the page size and the piece must
-/// lie inside the reservation and inside the file.
-pub fn map_piece(
-    res: &Reservation,
-    file: &File,
-    offset: usize,
-    len: usize,
-    populate: bool,
-) -> io::Result<()> {
+/// lie inside the reservation and inside the file. Nothing is faulted in
+/// (`populate` does that, after any advice).
+pub fn map_piece(res: &Reservation, file: &File, offset: usize, len: usize) -> io::Result<()> {
     let inside = offset
         .checked_add(len)
         .is_some_and(|end| end <= res.len && offset % page_size() == 0);
     if !inside {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    #[allow(unused_mut)]
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_FIXED;
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if populate {
-        flags |= libc::MAP_POPULATE;
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = populate;
+    let flags = libc::MAP_PRIVATE | libc::MAP_FIXED;
     // SAFETY: [ptr+offset, ptr+offset+len) lies inside the reservation
     // (checked above), so MAP_FIXED replaces only pages it owns; offset is
     // page-aligned as mmap requires; `file` stays open for the call.
@@ -326,6 +355,195 @@ impl Drop for Reservation {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
+}
+
+// ---- huge pages --------------------------------------------------------
+
+/// The transparent huge page setting (`always`, `madvise`, `never`), or
+/// `None` where there is none to read (not Linux, or no THP).
+pub fn thp_mode() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let start = text.find('[')? + 1;
+    let end = start + text[start..].find(']')?;
+    Some(text[start..end].to_string())
+}
+
+/// Bytes of `[ptr, ptr+len)` mapped now with huge (2 MiB) entries, as the
+/// kernel's page table says (`PAGEMAP_SCAN`, Linux 6.7; the mapping's
+/// `/proc/self/smaps` lines before that). An error where neither can tell.
+pub fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        match pagemap_huge_bytes(ptr, len) {
+            Ok(n) => Ok(n),
+            Err(_) => smaps_huge_bytes(ptr, len),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (ptr, len);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn pagemap_huge_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
+    /// `struct page_region` of `<linux/fs.h>`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct PageRegion {
+        start: u64,
+        end: u64,
+        categories: u64,
+    }
+    /// `struct pm_scan_arg` of `<linux/fs.h>`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct PmScanArg {
+        size: u64,
+        flags: u64,
+        start: u64,
+        end: u64,
+        walk_end: u64,
+        vec: u64,
+        vec_len: u64,
+        max_pages: u64,
+        category_inverted: u64,
+        category_mask: u64,
+        category_anyof_mask: u64,
+        return_mask: u64,
+    }
+    // _IOWR('f', 16, struct pm_scan_arg)
+    const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+    const PAGE_IS_HUGE: u64 = 1 << 6;
+    let pagemap = File::open("/proc/self/pagemap")?;
+    let mut regions = [PageRegion::default(); 64];
+    let end = ptr as u64 + len as u64;
+    let mut arg = PmScanArg {
+        size: std::mem::size_of::<PmScanArg>() as u64,
+        start: ptr as u64,
+        end,
+        vec: regions.as_mut_ptr() as u64,
+        vec_len: regions.len() as u64,
+        category_mask: PAGE_IS_HUGE,
+        return_mask: PAGE_IS_HUGE,
+        ..PmScanArg::default()
+    };
+    let mut huge = 0u64;
+    loop {
+        // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points at
+        // `regions`, `vec_len` entries of the kernel's page_region layout,
+        // writable for the call; the ioctl only reads this process's page
+        // tables over [start, end) and writes `regions` and `arg.walk_end`.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = usize::try_from(n).unwrap_or(0).min(regions.len());
+        huge += regions[..n].iter().map(|r| r.end - r.start).sum::<u64>();
+        if arg.walk_end >= end || arg.walk_end <= arg.start {
+            return Ok(huge);
+        }
+        arg.start = arg.walk_end;
+    }
+}
+
+/// The `FilePmdMapped` and `AnonHugePages` of the mappings that overlap
+/// `[ptr, ptr+len)` (whole mappings: the older kernels' approximation).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn smaps_huge_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps")?;
+    let (lo, hi) = (ptr as usize, ptr as usize + len);
+    let mut inside = false;
+    let mut kb = 0u64;
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = a < hi && lo < b;
+                continue;
+            }
+        }
+        if inside {
+            for key in ["FilePmdMapped:", "AnonHugePages:"] {
+                if let Some(v) = line.strip_prefix(key) {
+                    kb += v
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok((kb * 1024).min(len as u64))
+}
+
+/// Pages of `[ptr, ptr+len)` whose data is in memory (the page cache, for
+/// a file mapping), mapped or not (`mincore`); the range is page-aligned.
+pub fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
+    let page = page_size();
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `ptr` is page-aligned and [ptr, ptr+len) is a mapping of
+    // ours; `vec` has one byte per page of it, writable for the call.
+    check(unsafe { libc::mincore(ptr as *mut c_void, len, vec.as_mut_ptr().cast()) })?;
+    Ok(vec.iter().filter(|b| **b & 1 != 0).count())
+}
+
+/// Asks the kernel to rebuild `[ptr, ptr+len)` in huge pages in place
+/// (`MADV_COLLAPSE`, Linux 6.1; for a file mapping, only on kernels built
+/// with `CONFIG_READ_ONLY_THP_FOR_FS`). No I/O; contents unchanged.
+pub fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        const MADV_COLLAPSE: libc::c_int = 25;
+        // SAFETY: collapsing only changes how the range is backed, never
+        // its contents; an unsuitable range is an error, not UB.
+        check(unsafe { libc::madvise(ptr.cast(), len, MADV_COLLAPSE) })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (ptr, len);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+/// Clears the way for the page cache of the first `len` bytes of `file` to
+/// be read again in 2 MiB folios through the read-only file mapping
+/// `[ptr, ptr+len)` (2 MiB-aligned and advised `MADV_HUGEPAGE`): drops this
+/// mapping's page-table entries, writes the file's dirty pages back, and
+/// evicts its clean pages that no process maps. The mapping's next faults
+/// read the file again, in 2 MiB folios; pages other processes map stay
+/// where they are.
+///
+/// The range must be a private, read-only mapping of `file` that nobody
+/// else in this process reads yet (its contents are the file's before and
+/// after; only the backing changes).
+pub fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: MADV_DONTNEED on a read-only file mapping only drops page
+    // table entries; the next read faults the same file bytes back in. The
+    // caller guarantees no one reads the range meanwhile.
+    check(unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) })?;
+    // SAFETY: fdatasync on an open descriptor; no memory is involved.
+    check(unsafe { libc::fdatasync(file.as_raw_fd()) })?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: a hint about the open file; it drops only clean,
+        // unmapped page-cache pages, which are read back on demand.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                0,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
 }
 
 // ---- threads ---------------------------------------------------------

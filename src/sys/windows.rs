@@ -76,6 +76,40 @@ pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
     let _ = (ptr, len);
 }
 
+/// Maps every page of `[ptr, ptr+len)` now, by reading one byte per page.
+pub fn populate(ptr: *mut u8, len: usize) {
+    super::touch_pages(ptr, len, page_size());
+}
+
+/// Windows maps files in small pages only: there is no setting to read.
+pub fn thp_mode() -> Option<String> {
+    None
+}
+
+/// Windows cannot tell (and file views are never in large pages).
+pub fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
+    let _ = (ptr, len);
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Not asked on Windows: file views are never in large pages.
+pub fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
+    let _ = (ptr, len);
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Not on Windows.
+pub fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
+    let _ = (ptr, len);
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Not on Windows: file views are never in large pages.
+pub fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
+    let _ = (file, ptr, len);
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// Asks Windows to read `[ptr, ptr+len)` ahead (`PrefetchVirtualMemory`,
 /// Windows 8 and later); a hint whose failure changes nothing.
 pub fn advise_will_need(ptr: *mut u8, len: usize) {

@@ -20,6 +20,8 @@ mod options;
 #[cfg(unix)]
 mod report;
 #[cfg(unix)]
+mod steady;
+#[cfg(unix)]
 mod targets;
 
 #[cfg(unix)]
@@ -118,6 +120,7 @@ fn measure(o: &Options, path: &Path) -> Result<Report, String> {
         fast.sample()?;
     }
     let fast = fast.finish()?;
+    let steady = steady::measure(&path.with_extension("after-load.bin"), size, o.limit)?;
 
     let mut report = Report {
         methods,
@@ -131,6 +134,7 @@ fn measure(o: &Options, path: &Path) -> Result<Report, String> {
         fast,
         peak,
         cache,
+        steady,
     };
     report.targets = targets_of(&report, o.limit)?;
     Ok(report)
@@ -162,6 +166,51 @@ fn race_all(o: &Options, path: &Path) -> Result<Vec<Race>, String> {
     best.into_iter()
         .collect::<Option<Vec<Race>>>()
         .ok_or_else(|| "no race ran".into())
+}
+
+/// The targets of the weights' speed after load, for the default.
+#[cfg(unix)]
+fn steady_targets(st: &steady::Steady) -> Vec<Target> {
+    use steady::{State, Way};
+    let default = Way::Om(Choice::Auto);
+    let mut t = Vec::new();
+    for state in [State::JustWritten, State::Cold] {
+        let Some(r) = st.row(state, default) else {
+            continue;
+        };
+        let name = state.name();
+        t.push(Target::new(
+            Goal::AfterLoadSequential,
+            r.seq,
+            format!("after load, {name}: default's sequential pass / 2 MiB-page heap copy"),
+        ));
+        t.push(Target::new(
+            Goal::AfterLoadGather,
+            r.gather,
+            format!("after load, {name}: default's gather / 2 MiB-page heap copy"),
+        ));
+        t.push(Target::new(
+            Goal::AfterLoadSmallPages,
+            1.0 - r.huge_share,
+            format!("after load, {name}: share of the default's buffer not in 2 MiB pages"),
+        ));
+    }
+    if let (Some(om), Some(plain)) = (
+        st.row(State::Cold, default),
+        st.row(State::Cold, Way::PlainMmap),
+    ) {
+        t.push(Target::new(
+            Goal::ColdLoadFirstPass,
+            om.load_first.as_secs_f64() / plain.load_first.as_secs_f64(),
+            "after load, cold: default's load + first pass / plain mmap's",
+        ));
+    }
+    t.push(Target::new(
+        Goal::RelayVsColdLoad,
+        st.relay_vs_cold(),
+        "after load: default's re-lay of a just-written file (load + first pass) / a cold load's",
+    ));
+    t
 }
 
 /// The targets of one run.
@@ -274,5 +323,6 @@ fn targets_of(r: &Report, limit: u64) -> Result<Vec<Target>, String> {
             ));
         }
     }
+    t.extend(steady_targets(&r.steady));
     Ok(t)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::methods::{Method, MethodId, Race};
+use super::steady::Steady;
 use super::targets::{verdict, Target};
 use crate::cache_bench;
 use crate::fast_path::{FastPath, Figures};
@@ -27,6 +28,8 @@ pub struct Report {
     pub peak: u64,
     /// The packed-weights cache's starts.
     pub cache: cache_bench::Starts,
+    /// The weights' speed after load.
+    pub steady: Steady,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -169,6 +172,8 @@ impl Report {
             );
         }
         let _ = writeln!(out);
+        out.push_str(&self.steady.table());
+        let _ = writeln!(out);
         let _ = writeln!(out, "targets:");
         let width = targets.iter().map(|t| t.label.len()).max().unwrap_or(0);
         for t in targets {
@@ -232,6 +237,7 @@ impl Report {
                 "second": start(&self.cache.second),
                 "heap": start(&self.cache.heap),
             },
+            "after_load": self.steady.json(),
             "targets_met": self.targets.iter().filter(|t| t.met()).count(),
             "targets_total": self.targets.len(),
             "targets": self.targets.iter().map(|t| json!({

@@ -38,6 +38,17 @@ pub enum Goal {
     RaceLoads(Strategy),
     /// Bytes read in the `read` race / the file size.
     ReadRaceBytes,
+    /// The default's sequential pass after load / a 2 MiB-page heap copy's.
+    AfterLoadSequential,
+    /// The default's gather after load / a 2 MiB-page heap copy's.
+    AfterLoadGather,
+    /// The share of the default's buffer not in 2 MiB pages after load.
+    AfterLoadSmallPages,
+    /// The default's cold load + first pass / plain mmap's.
+    ColdLoadFirstPass,
+    /// The default's load + first pass of a just-written file (its
+    /// page cache re-laid once) / of a cold file.
+    RelayVsColdLoad,
 }
 
 impl Goal {
@@ -58,6 +69,9 @@ impl Goal {
             Goal::CacheAnonAfterCommit | Goal::CacheAnonSecondStart => 0.05,
             Goal::RaceWall(_) => 1.10,
             Goal::RaceLoads(_) | Goal::ReadRaceBytes => 1.0,
+            Goal::AfterLoadSequential | Goal::AfterLoadGather => 1.05,
+            Goal::AfterLoadSmallPages => 0.10,
+            Goal::ColdLoadFirstPass | Goal::RelayVsColdLoad => 1.10,
         }
     }
 
