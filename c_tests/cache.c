@@ -10,6 +10,10 @@
  *                                still works, from the heap
  *   cache args DIR               bad arguments, misaligned out-pointers and
  *                                a FIFO as the cache: each refused
+ *   cache hold PATH ID           reserve and pack two entries, print
+ *                                "reserved", wait for the end of input,
+ *                                then commit (a builder that takes a while,
+ *                                run in another pid namespace by the test)
  *   cache writer PATH ID         commit while a thread still writes the
  *                                region (a broken contract; see writer())
  * Exit 0 when every check passes. */
@@ -54,7 +58,10 @@ static int fail(const char *what) {
   return 1;
 }
 
-static int build(const char *path, const char *id, int n) {
+/* Builds entries w0..w(n-1). Where the folder cannot hold the cache
+ * (`persist` 0), commit reports it (false, "not persisted") and the entries
+ * still work. */
+static int build_in(const char *path, const char *id, int n, int persist) {
   struct om_cache *c = NULL;
   int i, packed = 0;
   char name[32];
@@ -72,7 +79,13 @@ static int build(const char *path, const char *id, int n) {
       packed++;
     }
   }
-  if (!om_cache_commit(c)) return fail("commit");
+  if (persist && !om_cache_commit(c)) return fail("commit");
+  if (!persist) {
+    const char *e;
+    if (om_cache_commit(c)) return fail("commit said it persisted where it cannot");
+    e = om_constants_last_error();
+    if (!e || !strstr(e, "not persisted")) return fail("commit's message");
+  }
   for (i = 0; i < n; i++) {
     const void *data;
     uint64_t size;
@@ -83,6 +96,30 @@ static int build(const char *path, const char *id, int n) {
   }
   if (!om_cache_close(c)) return fail("close");
   printf("packed=%d\n1 passed, 0 failed\n", packed);
+  return 0;
+}
+
+static int build(const char *path, const char *id, int n) { return build_in(path, id, n, 1); }
+
+static int hold(const char *path, const char *id) {
+  struct om_cache *c = NULL;
+  void *dst;
+  char line[64];
+  int i;
+  if (!om_cache_open(path, id, &c)) return fail("open");
+  for (i = 0; i < 2; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "w%d", i);
+    if (!om_cache_reserve(c, name, ENTRY, 64, &dst)) return fail("reserve");
+    pack(i, dst);
+  }
+  printf("reserved\n");
+  fflush(stdout);
+  while (fgets(line, sizeof line, stdin)) {
+  }
+  if (!om_cache_commit(c)) return fail("commit");
+  if (!om_cache_close(c)) return fail("close");
+  printf("1 passed, 0 failed\n");
   return 0;
 }
 
@@ -112,7 +149,7 @@ static int readonly(const char *dir, const char *id) {
     fprintf(stderr, "FAIL setup: %s is writable; the test would prove nothing\n", dir);
     return 1;
   }
-  r = build(path, id, 3);
+  r = build_in(path, id, 3, 0);
   if (r == 0 && access(path, F_OK) == 0) return fail("a file appeared in a read-only folder");
   return r;
 }
@@ -217,6 +254,7 @@ int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "args") == 0) return args(argv[2]);
   if (argc == 5 && strcmp(argv[1], "build") == 0) return build(argv[2], argv[3], atoi(argv[4]));
   if (argc == 4 && strcmp(argv[1], "crash") == 0) return crash(argv[2], argv[3]);
+  if (argc == 4 && strcmp(argv[1], "hold") == 0) return hold(argv[2], argv[3]);
   if (argc == 4 && strcmp(argv[1], "readonly") == 0) return readonly(argv[2], argv[3]);
   fprintf(stderr, "usage: cache build PATH ID N | crash PATH ID | readonly DIR ID\n");
   return 2;

@@ -250,6 +250,14 @@ static int misuse(const char *dir) {
   refused(om_mmap_binary_file(&marker, small, 4096, LE), marker, (void *)1, "ensure, slot holds LOADING",
           "no load of this slot is in flight", NULL);
 
+  /* A value the library did not write: refused, and left as it was, with
+   * a good file and with a missing one (the header's promise). */
+  foreign = (void *)(uintptr_t)0x12345000;
+  refused(om_load_constants_from_file(&foreign, small, 4096, LE), foreign, (void *)(uintptr_t)0x12345000,
+          "acquire, foreign value, good file", "did not put there", NULL);
+  refused(om_load_constants_from_file(&foreign, "no-such-file.bin", 4096, LE), foreign,
+          (void *)(uintptr_t)0x12345000, "acquire, foreign value, no file", "did not put there", NULL);
+
   /* A constant address from a base slot this library did not load. */
   foreign = host_memory;
   snprintf(shown, sizeof shown, "%p", foreign);

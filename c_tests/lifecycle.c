@@ -22,6 +22,11 @@
  *       with a bad option (OM_CONSTANT_LOAD=bogus) and stderr a full pipe,
  *       a thread's first call blocks writing the "ignoring" line; stats on
  *       the main thread must still complete.
+ *   lifecycle blocked-stderr-waiters FILE SIZE
+ *       with OM_CONSTANT_LOG=info: stderr is a full pipe while a thread
+ *       loads FILE into a slot (its log lines block); a second acquire of
+ *       that slot, an acquire of another slot on FILE, and stats must
+ *       complete: no line is written while others wait on the load.
  *   lifecycle blocked-stderr FILE_A FILE_B
  *       with OM_CONSTANT_LOG=info: stderr is a full pipe, so the log line
  *       of a load of FILE_A blocks; stats and a release on another slot
@@ -206,14 +211,12 @@ static void on_alarm(int sig) {
   _exit(7);
 }
 
-static int blocked_stderr(const char *a, const char *b) {
-  int p[2], flags, saved;
-  pthread_t loader, drainer;
-  struct om_constants_stats st;
+/* Points stderr at a pipe filled to the brim, so that the next write to
+ * stderr blocks; returns the old stderr, for unblock_stderr. */
+static int block_stderr(int p[2]) {
+  int flags, saved;
   char junk[4096];
-  CHECK(om_load_constants_from_file(&slot_b, b, 4096, LE), "load B");
   CHECK(pipe(p) == 0, "pipe");
-  /* Fill the pipe, so that the next write to stderr blocks. */
   flags = fcntl(p[1], F_GETFL);
   fcntl(p[1], F_SETFL, flags | O_NONBLOCK);
   memset(junk, 'x', sizeof junk);
@@ -222,6 +225,26 @@ static int blocked_stderr(const char *a, const char *b) {
   fcntl(p[1], F_SETFL, flags);
   saved = dup(2);
   dup2(p[1], 2);
+  return saved;
+}
+
+/* Drains the pipe until `blocked` (the thread whose write blocked) ends,
+ * then puts stderr back. */
+static void unblock_stderr(int p[2], int saved, pthread_t blocked) {
+  pthread_t drainer;
+  pthread_create(&drainer, NULL, drain, &p[0]);
+  pthread_join(blocked, NULL);
+  dup2(saved, 2);
+  close(p[1]);
+  pthread_join(drainer, NULL);
+}
+
+static int blocked_stderr(const char *a, const char *b) {
+  int p[2], saved;
+  pthread_t loader;
+  struct om_constants_stats st;
+  CHECK(om_load_constants_from_file(&slot_b, b, 4096, LE), "load B");
+  saved = block_stderr(p);
   pthread_create(&loader, NULL, load_a, (void *)a);
   usleep(300 * 1000); /* the loader is now blocked writing its log line */
   signal(SIGALRM, on_alarm);
@@ -230,11 +253,7 @@ static int blocked_stderr(const char *a, const char *b) {
   CHECK(om_constants_stats(&st), "stats");
   CHECK(om_free_constant_buffer(&slot_b), "release B");
   alarm(0);
-  pthread_create(&drainer, NULL, drain, &p[0]);
-  pthread_join(loader, NULL);
-  dup2(saved, 2);
-  close(p[1]);
-  pthread_join(drainer, NULL);
+  unblock_stderr(p, saved, loader);
   CHECK(om_free_constant_buffer(&slot_a), "release A");
   return report();
 }
@@ -266,19 +285,10 @@ static int fork_during_init(void) {
 }
 
 static int blocked_stderr_init(void) {
-  int p[2], flags, saved;
-  pthread_t first, drainer;
+  int p[2], saved;
+  pthread_t first;
   struct om_constants_stats st;
-  char junk[4096];
-  CHECK(pipe(p) == 0, "pipe");
-  flags = fcntl(p[1], F_GETFL);
-  fcntl(p[1], F_SETFL, flags | O_NONBLOCK);
-  memset(junk, 'x', sizeof junk);
-  while (write(p[1], junk, sizeof junk) > 0) {
-  }
-  fcntl(p[1], F_SETFL, flags);
-  saved = dup(2);
-  dup2(p[1], 2);
+  saved = block_stderr(p);
   pthread_create(&first, NULL, first_call, NULL);
   usleep(300 * 1000); /* the first call is now blocked writing "ignoring ..." */
   signal(SIGALRM, on_alarm);
@@ -286,11 +296,34 @@ static int blocked_stderr_init(void) {
   st.size = sizeof st;
   CHECK(om_constants_stats(&st), "stats");
   alarm(0);
-  pthread_create(&drainer, NULL, drain, &p[0]);
-  pthread_join(first, NULL);
-  dup2(saved, 2);
-  close(p[1]);
-  pthread_join(drainer, NULL);
+  unblock_stderr(p, saved, first);
+  return report();
+}
+
+static void *slot_x = NULL, *slot_y = NULL;
+static void *load_x(void *arg) {
+  (void)arg;
+  CHECK(om_load_constants_from_file(&slot_x, g_file, g_size, LE), "load X");
+  return NULL;
+}
+
+static int blocked_stderr_waiters(void) {
+  int p[2], saved;
+  pthread_t loader;
+  struct om_constants_stats st;
+  saved = block_stderr(p);
+  pthread_create(&loader, NULL, load_x, NULL);
+  usleep(300 * 1000); /* the loader is now blocked writing a line of its load */
+  signal(SIGALRM, on_alarm);
+  alarm(10);
+  CHECK(om_load_constants_from_file(&slot_x, g_file, g_size, LE), "second acquire of the slot");
+  CHECK(om_load_constants_from_file(&slot_y, g_file, g_size, LE), "acquire of another slot");
+  st.size = sizeof st;
+  CHECK(om_constants_stats(&st) && st.loads == 1, "stats: one load");
+  alarm(0);
+  unblock_stderr(p, saved, loader);
+  CHECK(om_free_constant_buffer(&slot_x) && om_free_constant_buffer(&slot_x), "release X twice");
+  CHECK(om_free_constant_buffer(&slot_y), "release Y");
   return report();
 }
 
@@ -305,6 +338,7 @@ int main(int argc, char **argv) {
   if (argc == 4 && strcmp(cmd, "chdir") == 0) return chdir_after_dlopen(argv[2], argv[3]);
   if (argc == 4 && strcmp(cmd, "blocked-stderr") == 0) return blocked_stderr(argv[2], argv[3]);
   if (argc == 2 && strcmp(cmd, "fork-during-init") == 0) return fork_during_init();
+  if (argc == 4 && strcmp(cmd, "blocked-stderr-waiters") == 0) return blocked_stderr_waiters();
   if (argc == 2 && strcmp(cmd, "blocked-stderr-init") == 0) return blocked_stderr_init();
   fprintf(stderr, "usage: see the comment at the top of c_tests/lifecycle.c\n");
   return 2;

@@ -191,12 +191,15 @@ bool om_cache_lookup(const struct om_cache *cache_handle, const char *name, cons
  * page-aligned), and stores its address in `*data`. Pack into it, then
  * call `om_cache_commit`. When the cache's folder is read-only or full,
  * the region comes from the heap (logged once) and everything still works
- * for this process, without persisting.
+ * for this process, without persisting (`om_cache_commit` then returns
+ * false and says so).
  *
  * Errors: false and the last error on NULL arguments, a misaligned `data`,
  * a zero size, a bad alignment, a name reserved twice, a cache that is
  * already complete for its identity (loaded from its file) or already
- * committed, or no memory.
+ * committed, a size no file in the cache's folder could ever hold (this
+ * call alone fails; the cache goes on building in its file), or no
+ * memory.
  *
  * # Safety
  * As for `om_cache_lookup`; `data` is NULL or writable.
@@ -214,8 +217,12 @@ bool om_cache_reserve(struct om_cache *cache_handle, const char *name, uint64_t 
  * committed cache does nothing.
  *
  * Errors: false and the last error if writing, syncing or renaming fails
- * (the entries stay usable in memory and the old file is untouched), or
- * if another thread's commit of this handle is under way.
+ * (the entries stay usable in memory and the old file is untouched), if
+ * the entries could not be persisted at all because the cache's folder
+ * could not hold the file (read-only, full: the entries live on the heap
+ * and stay usable; that reason was logged once when it happened, and this
+ * call's message repeats it without logging it again), or if another
+ * thread's commit of this handle is under way.
  *
  * # Safety
  * `cache` is NULL or an open handle.
@@ -326,8 +333,8 @@ void omGetExternalConstantAddr(void **output_addr, void **base_addr, int64_t off
  * mismatch, a file that is missing, not a regular file or shorter than
  * `size`, an I/O error, a wait that timed out, a slot already loaded with
  * another file or size (the message names both), or a slot holding a
- * value this library did not write (the LOADING marker with no load in
- * flight); `om_constants_last_error` then says why.
+ * value this library did not write (a pointer, or the LOADING marker with
+ * no load in flight); `om_constants_last_error` then says why.
  *
  * # Safety
  * `const_addr` is NULL or points at a `void *` that stays valid during the

@@ -38,6 +38,9 @@ pub enum ErrorKind {
     /// Release of a slot that is NULL: nothing was loaded into it, or it was
     /// released already.
     NotLoaded,
+    /// A cache's entries were committed in memory only: its folder could
+    /// not hold the file (the reason was logged when it happened).
+    NotPersisted,
     /// A call on a loaded slot asks for another file or size than the slot
     /// holds.
     Mismatch,

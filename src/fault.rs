@@ -46,6 +46,10 @@ pub struct Spec {
     /// Allocating or writing blocks of a file fails with `ENOSPC` (a full
     /// disk).
     pub disk_full: bool,
+    /// Closing a constants file (its buffer's last release, or a load that
+    /// shared another's buffer) sleeps this long first: a `close` on a
+    /// slow network file system.
+    pub close_delay_ms: u64,
     /// Making the process-wide registry (the first call) sleeps this long
     /// before it is published: a wide window for a fork to land in.
     pub init_delay_ms: u64,
@@ -69,6 +73,7 @@ static SPEC: Mutex<Spec> = Mutex::new(Spec {
     mlock_fails: false,
     delay_ms: 0,
     init_delay_ms: 0,
+    close_delay_ms: 0,
     disk_full: false,
     panic: false,
 });
@@ -147,6 +152,7 @@ pub fn parse(s: &str) -> Result<Spec, &'static str> {
             "mlock_fails" => spec.mlock_fails = true,
             "delay_ms" => spec.delay_ms = num()?,
             "init_delay_ms" => spec.init_delay_ms = num()?,
+            "close_delay_ms" => spec.close_delay_ms = num()?,
             "panic" => spec.panic = true,
             "disk_full" => spec.disk_full = true,
             _ => return Err("known fault names (see src/fault.rs)"),

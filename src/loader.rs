@@ -94,7 +94,7 @@ mod fake {
             read_threads: 1,
             elapsed: std::time::Duration::ZERO,
             fell_back: false,
-            huge_note: None,
+            notes: Vec::new(),
         })
     }
 }

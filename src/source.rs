@@ -66,6 +66,15 @@ pub struct Source {
     pub key: FileKey,
 }
 
+/// In the fault-injection build, a slow `close` (`close_delay_ms`).
+#[cfg(feature = "fault-injection")]
+impl Drop for Source {
+    fn drop(&mut self) {
+        let delay = crate::fault::get().close_delay_ms;
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+}
+
 impl Source {
     /// Its identity, for sharing.
     pub fn key(&self) -> FileKey {

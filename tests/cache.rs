@@ -196,32 +196,78 @@ fn ten_thousand_entries() {
 }
 
 #[test]
-fn an_unwritable_folder_falls_back_to_the_heap() {
+fn an_unwritable_folder_falls_back_to_the_heap_and_commit_says_so() {
     // /proc/self cannot hold files, even for root (the C test drops to
     // nobody for a really read-only folder).
     let path = Path::new("/proc/self/om-constants-test.cache");
-    let (c, packs) = ensure(path, "id", 3, 5000);
-    assert_eq!(packs, 3);
-    assert!(!c.is_persistent());
-    check_all(&c, 3, 5000);
-    drop(c);
-    let (_, packs) = ensure(path, "id", 3, 5000);
-    assert_eq!(packs, 3, "nothing was persisted");
+    for _ in 0..2 {
+        let c = Cache::open(path, b"id", &quiet()).unwrap();
+        for i in 0..3 {
+            let p = c.reserve(&format!("w{i}"), 5000, 64).unwrap();
+            // SAFETY: reserve returned 5000 writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
+        }
+        let e = c.commit().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotPersisted);
+        assert!(e.message().contains("is not persisted"), "{e}");
+        assert!(!c.is_persistent());
+        check_all(&c, 3, 5000);
+        c.commit().unwrap(); // committed already: nothing more to do
+    }
 }
 
+/// A reserve no file there could hold (1 PiB) is the caller's mistake: that
+/// call fails alone, and the cache still persists the other entries (it
+/// once went over to the heap for good and persisted nothing).
 #[test]
-fn temporary_files_of_dead_processes_are_removed() {
+fn an_entry_too_large_for_any_file_fails_alone() {
+    let s = Scratch::new("cache-too-large");
+    let path = s.path("w.cache");
+    let c = Cache::open(&path, b"id", &quiet()).unwrap();
+    let a = c.reserve("w0", 5000, 8).unwrap();
+    let e = c.reserve("huge", 1 << 50, 8).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(
+        e.message().contains("'huge'") && e.message().contains("refused"),
+        "{e}"
+    );
+    let b = c.reserve("w1", 5000, 8).unwrap();
+    for (p, i) in [(a, 0), (b, 1)] {
+        // SAFETY: reserve returned 5000 writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
+    }
+    c.commit().unwrap();
+    assert!(c.is_persistent());
+    drop(c);
+    let (c, packs) = ensure(&path, "id", 2, 5000);
+    assert_eq!(packs, 0, "both entries were persisted");
+    assert!(c.lookup("huge").is_none());
+}
+
+/// A builder's temporary file is alive while the builder holds its lock:
+/// an unlocked one is left over, whatever pid its name shows (even a live
+/// one: this process's), and a locked one is kept.
+#[test]
+fn temporary_files_of_dead_builders_are_removed_and_live_ones_kept() {
     let s = Scratch::new("cache-stale");
     let path = s.path("w.cache");
-    // A pid that cannot exist (above pid_max) and our own, alive.
-    let dead = s.path("w.cache.tmp-2147483646-0");
-    let alive = s.path(&format!("w.cache.tmp-{}-99", std::process::id()));
-    std::fs::write(&dead, b"junk").unwrap();
-    std::fs::write(&alive, b"junk").unwrap();
-    let c = Cache::open(&path, b"id", &quiet()).unwrap();
-    assert!(!dead.exists(), "a dead process's temporary is removed");
-    assert!(alive.exists(), "a live process's temporary is kept");
-    drop(c);
+    let left_over = s.path(&format!("w.cache.tmp-{}-99", std::process::id()));
+    std::fs::write(&left_over, b"junk").unwrap();
+    let building = Cache::open(&path, b"id", &quiet()).unwrap();
+    let p = building.reserve("w0", 5000, 8).unwrap();
+    // SAFETY: reserve returned 5000 writable bytes.
+    unsafe { std::ptr::copy_nonoverlapping(packed(0, 5000).as_ptr(), p, 5000) };
+    assert!(!left_over.exists(), "an unlocked temporary is removed");
+    assert_eq!(temporaries(&s.dir).len(), 1, "the live builder's");
+    let other = Cache::open(&path, b"id", &quiet()).unwrap();
+    assert_eq!(
+        temporaries(&s.dir).len(),
+        2,
+        "a live builder's file is kept"
+    );
+    drop(other);
+    building.commit().unwrap();
+    assert!(building.is_persistent());
 }
 
 #[test]
@@ -319,7 +365,11 @@ mod injected {
             // SAFETY: reserve returned 5000 writable bytes.
             unsafe { std::ptr::copy_nonoverlapping(packed(i, 5000).as_ptr(), p, 5000) };
         }
-        c.commit().unwrap();
+        let e = c.commit().unwrap_err();
+        assert!(
+            e.message().contains("is not persisted") && e.message().contains("No space"),
+            "{e}"
+        );
         check_all(&c, 2, 5000);
         assert!(!c.is_persistent());
         drop(c);

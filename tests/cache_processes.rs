@@ -47,6 +47,69 @@ fn temporaries(dir: &Path) -> usize {
         .count()
 }
 
+/// A builder in another pid namespace (another container sharing the
+/// volume) has a pid this process cannot see: opening the cache here must
+/// not delete its temporary file (liveness is the lock the builder holds on
+/// it, never its pid), and the builder's commit succeeds.
+#[test]
+fn a_builder_in_another_pid_namespace_keeps_its_temporary_file() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let s = Scratch::new("cache-p-ns");
+    let exe = c_program(&s.dir, "cache");
+    let path = s.path("w.cache");
+    // The builder's pid in its namespace is set high (300000), so that no
+    // process of this namespace has it: a pid check would call it dead.
+    let mut builder = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+        // Forked, not exec'd by the shell (pid 1 of the namespace).
+        .arg("echo 299999 > /proc/sys/kernel/ns_last_pid && \"$0\" hold \"$1\" ns; exit $?")
+        .arg(&exe)
+        .arg(&path)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("unshare (util-linux) is needed as root: {e}"));
+    let mut line = String::new();
+    BufReader::new(builder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "reserved", "the builder did not start");
+    let tmp: Vec<String> = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert_eq!(tmp.len(), 1, "{tmp:?}");
+    let pid: i32 = tmp[0]
+        .split(".tmp-")
+        .nth(1)
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only checks that the pid exists.
+    let seen = unsafe { libc::kill(pid, 0) } == 0;
+    assert!(
+        !seen,
+        "pid {pid} of the builder's namespace exists here too; the test proves nothing"
+    );
+    // Another process opens the cache: its clean-up runs.
+    let o = run(&exe, &["build", path.to_str().unwrap(), "other", "1"], &[]);
+    assert!(o.status.success());
+    drop(builder.stdin.take());
+    let out = builder.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the builder's commit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_new_process_finds_the_cache_and_packs_nothing() {
     let s = Scratch::new("cache-p-rt");

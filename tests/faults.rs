@@ -45,6 +45,42 @@ mod injected {
         limit: Option<u64>,
     }
 
+    /// The last release closes the buffer's file after the registry's lock
+    /// is released: a `close` that takes 2 s (NFS, SMB) stalls only the
+    /// releasing thread, never stats or acquires on other threads.
+    #[test]
+    fn a_slow_close_on_the_last_release_blocks_no_other_thread() {
+        let sc = Scratch::new("slow-close");
+        let path = sc.file("c.bin", 4096);
+        let reg = Registry::new(Config {
+            strategy: Choice::Read,
+            log: om_constants::log::Level::Off,
+            ..Config::default()
+        });
+        let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
+        let req = Request::new(name(&path), 4096, HOST_IS_LE).unwrap();
+        reg.acquire(&slot, &req).unwrap();
+        let faults = fault::inject(Spec {
+            close_delay_ms: 3000,
+            ..Spec::default()
+        });
+        std::thread::scope(|s| {
+            let releaser = s.spawn(|| reg.release(&slot).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            // The releaser is now closing the file. Stats must not wait.
+            let t = std::time::Instant::now();
+            let st = reg.stats();
+            let waited = t.elapsed();
+            assert!(
+                waited < std::time::Duration::from_millis(2000),
+                "stats waited {waited:?} for a close on another thread"
+            );
+            assert_eq!(st.live_buffers, 0, "the buffer is out of the tables");
+            releaser.join().unwrap();
+        });
+        drop(faults);
+    }
+
     #[test]
     fn every_injected_fault_is_survived_or_reported_cleanly() {
         let sc = Scratch::new("faults");

@@ -100,6 +100,35 @@ fn a_bad_option_s_line_on_a_blocked_stderr_stalls_no_other_thread() {
     passed(&o, "blocked-stderr-init");
 }
 
+/// A load's log lines (here its "loaded" line and the note on re-laying a
+/// just-written file in 2 MiB pages) are written after its waiters are
+/// woken: with stderr a full pipe, a second acquire of the slot, an acquire
+/// of another slot on the file and stats complete.
+#[test]
+fn a_load_s_log_lines_on_a_blocked_stderr_stall_no_waiter() {
+    let s = Scratch::new("blocked-stderr-waiters");
+    let exe = c_program(&s.dir, "lifecycle");
+    let f = s.path("w.bin");
+    let size = 4 << 20;
+    {
+        use std::io::Write;
+        let mut w = std::fs::File::create(&f).unwrap();
+        for i in 0..4u8 {
+            w.write_all(&vec![i; 1 << 20]).unwrap();
+        }
+    }
+    let o = run(
+        &exe,
+        &[
+            "blocked-stderr-waiters",
+            f.to_str().unwrap(),
+            &size.to_string(),
+        ],
+        &[("OM_CONSTANT_LOG", "info")],
+    );
+    passed(&o, "blocked-stderr-waiters");
+}
+
 #[test]
 fn fork_under_traffic_never_hangs_the_child() {
     let s = Scratch::new("fork-traffic");
@@ -215,6 +244,42 @@ fn reloading_the_library_leaks_nothing_per_cycle() {
 #[cfg(feature = "fault-injection")]
 mod injected {
     use super::*;
+
+    /// The lines a load writes in the middle of its work: `auto`'s fallback
+    /// from mapping to `read`, `mlock` refused under `try`, `O_DIRECT`
+    /// refused. Each is written after the waiters are woken.
+    #[test]
+    fn mid_load_log_lines_on_a_blocked_stderr_stall_no_waiter() {
+        let s = Scratch::new("blocked-stderr-faults");
+        let exe = c_program(&s.dir, "lifecycle");
+        let size = 1 << 20;
+        let f = s.file("c.bin", size);
+        for env in [
+            &[("OM_CONSTANT_FAULTS", "mmap_fails")][..],
+            &[
+                ("OM_CONSTANT_FAULTS", "mlock_fails"),
+                ("OM_CONSTANT_MLOCK", "try"),
+            ],
+            &[
+                ("OM_CONSTANT_FAULTS", "direct_io_refused"),
+                ("OM_CONSTANT_DIRECT_IO", "1"),
+                ("OM_CONSTANT_LOAD", "read"),
+            ],
+        ] {
+            let mut env = env.to_vec();
+            env.push(("OM_CONSTANT_LOG", "info"));
+            let o = run(
+                &exe,
+                &[
+                    "blocked-stderr-waiters",
+                    f.to_str().unwrap(),
+                    &size.to_string(),
+                ],
+                &env,
+            );
+            passed(&o, &format!("blocked-stderr-waiters {env:?}"));
+        }
+    }
 
     /// A child forked while another thread of its parent was making the
     /// process-wide registry (slowed to 600 ms here) takes the making over:

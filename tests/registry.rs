@@ -264,8 +264,9 @@ fn a_slot_reused_without_release_is_treated_as_empty() {
     );
     assert_pattern(p.cast(), 4096);
 
-    // A pointer the library did not put there: release refuses it, acquire
-    // replaces it, ensure-loaded trusts it (as onnx-mlir always did).
+    // A pointer the library did not put there: release and acquire refuse
+    // it and leave it there; ensure-loaded trusts it (as onnx-mlir always
+    // did).
     let mut foreign = [0u8; 8];
     let other = new_slot();
     other.store(foreign.as_mut_ptr().cast(), Ordering::Release);
@@ -277,10 +278,19 @@ fn a_slot_reused_without_release_is_treated_as_empty() {
         reg.ensure_loaded(other, || Ok(req(&path, 4096))).unwrap(),
         foreign.as_mut_ptr().cast()
     );
-    let q = reg.acquire(other, &req(&path, 4096)).unwrap();
-    assert_ne!(q, foreign.as_mut_ptr().cast::<c_void>());
-    assert_eq!(q, p, "same file, shared buffer");
-    reg.release(other).unwrap();
+    let e = reg.acquire(other, &req(&path, 4096)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.message().contains("did not put there"), "{e}");
+    assert_eq!(other.load(Ordering::Acquire), foreign.as_mut_ptr().cast());
+    let missing = path.with_extension("missing");
+    assert!(reg.acquire(other, &req(&missing, 4096)).is_err());
+    assert_eq!(
+        other.load(Ordering::Acquire),
+        foreign.as_mut_ptr().cast(),
+        "a failed acquire leaves the slot as it was"
+    );
+    assert_eq!(reg.stats().references, 1, "nothing taken");
+    let _ = p;
     reg.release(slot).unwrap();
     assert_eq!(reg.stats().live_buffers, 0);
 }

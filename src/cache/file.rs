@@ -21,7 +21,15 @@ pub(super) struct Tmp {
 }
 
 impl Tmp {
-    /// Creates a temporary file for the cache at `cache`, exclusively.
+    /// Creates a temporary file for the cache at `cache`, exclusively, and
+    /// locks it: the lock, held while this builder lives, is the mark that
+    /// the file is in use, which another process's clean-up can see
+    /// whatever its pid namespace or machine (`remove_stale_temporaries`).
+    ///
+    /// Between making the file and locking it, a clean-up may find it
+    /// unlocked and remove it: then the lock fails (the clean-up holds it)
+    /// or the name no longer leads to this file, and another name is
+    /// tried.
     pub(super) fn create(cache: &Path) -> io::Result<Tmp> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
@@ -29,17 +37,28 @@ impl Tmp {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let path = cache.with_file_name(format!(
-            "{name}.tmp-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = sys::create_new(&path)?;
-        Ok(Tmp {
-            path,
-            file,
-            replaced: false,
-        })
+        let mut last = None;
+        for _ in 0..8 {
+            let path = cache.with_file_name(format!(
+                "{name}.tmp-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let file = sys::create_new(&path)?;
+            if sys::try_lock_exclusive(&file)? && same_file(&file, &path) {
+                return Ok(Tmp {
+                    path,
+                    file,
+                    replaced: false,
+                });
+            }
+            last = Some(path);
+        }
+        Err(io::Error::other(format!(
+            "another process's clean-up removed each new temporary file of the cache (the last \
+             {}) before it could be locked",
+            last.map_or_else(String::new, |p| p.display().to_string())
+        )))
     }
 
     /// Extends the file to hold `[offset, offset+size)` with blocks
@@ -49,6 +68,14 @@ impl Tmp {
     pub(super) fn map_region(&self, offset: u64, size: usize) -> io::Result<MmapRaw> {
         sys::allocate(&self.file, offset, size as u64)?;
         sys::map_shared_writable(&self.file, offset, size)
+    }
+
+    /// Gives back what a refused region may have allocated past `len`
+    /// (the end of the last region); regions before it stay mapped.
+    pub(super) fn shrink_to(&self, len: u64) {
+        if self.file.metadata().is_ok_and(|m| m.len() > len) {
+            let _ = self.file.set_len(len);
+        }
     }
 
     /// Writes the index at `index_offset` and the header at 0, syncs the
@@ -131,8 +158,25 @@ pub(super) fn refuse_non_regular(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes temporary files of the cache at `path` left by processes that
-/// died.
+/// True when `path` still names the open `file` (the same volume and file
+/// number).
+fn same_file(file: &File, path: &Path) -> bool {
+    let ours = file.metadata().and_then(|m| sys::file_stamp(file, &m));
+    let named = sys::open_read_nonblocking(path).and_then(|f| {
+        let m = f.metadata()?;
+        sys::file_stamp(&f, &m)
+    });
+    matches!((ours, named), (Ok(a), Ok(b)) if (a.volume, a.index) == (b.volume, b.index))
+}
+
+/// Removes temporary files of the cache at `path` left by builders that
+/// died: a live builder holds a lock on its file (`Tmp::create`), so a
+/// file whose lock can be taken has no builder. Pids decide nothing: a
+/// builder in another container (pid namespace) or on another machine
+/// sharing the folder has a pid this process cannot see. Over NFS the
+/// locks are the server's (NFSv4, or NLM for v3); a mount with `nolock`
+/// keeps them local, and then machines sharing the folder must not share
+/// a cache path (README, Packed-weights cache).
 pub(super) fn remove_stale_temporaries(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return;
@@ -151,10 +195,23 @@ pub(super) fn remove_stale_temporaries(path: &Path) {
         let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        if rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_none()
+        {
+            continue;
+        }
+        // Only regular files (not a link or a FIFO of that name), opened
+        // without blocking.
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(f) = sys::open_read_nonblocking(&entry.path()) else {
             continue;
         };
-        if !sys::process_exists(pid) {
+        if f.metadata().is_ok_and(|m| m.is_file()) && sys::try_lock_exclusive(&f).unwrap_or(false) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -73,6 +73,9 @@ enum State {
 struct Entries {
     /// The temporary file; None when regions come from the heap.
     tmp: Option<Tmp>,
+    /// Why the entries will not be persisted, once they cannot be (the
+    /// folder cannot hold the file): commit reports it.
+    lost: Option<String>,
     /// Where the next region may start in the file.
     next: u64,
     regions: Vec<Region>,
@@ -83,6 +86,7 @@ impl Entries {
     fn new(tmp: Option<Tmp>, first: u64) -> Entries {
         Entries {
             tmp,
+            lost: None,
             next: first,
             regions: Vec::new(),
             names: HashMap::new(),
@@ -265,6 +269,22 @@ impl Cache {
                 entries.next = offset + size as u64;
                 Backing::File(m)
             }
+            // An entry no file there can hold is this call's mistake: it
+            // alone fails, and the cache goes on building in its file.
+            Some(Err(e)) if self.never_fits(entries, size, &e) => {
+                let folder = self.folder();
+                if let Some(t) = &entries.tmp {
+                    t.shrink_to(entries.next);
+                }
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "cache entry '{name}': {size} bytes cannot be held by a file in \
+                         {folder} ({e}); this entry is refused, and the cache goes on \
+                         building and persists the others; reserve the size the entry needs"
+                    ),
+                ));
+            }
             other => {
                 if let Some(Err(e)) = other {
                     *note = Some(heap_fallback(&self.path, entries, &e));
@@ -341,7 +361,21 @@ impl Cache {
     fn freeze_and_persist(&self, entries: &mut Entries) -> (bool, Result<()>) {
         let frozen = entries.regions.iter().try_for_each(Region::freeze);
         match entries.tmp.take() {
-            None => (false, Ok(())),
+            None => (
+                false,
+                Err(Error::new(
+                    ErrorKind::NotPersisted,
+                    format!(
+                        "cache {} is not persisted: {}. The entries stay usable in memory for \
+                         this process",
+                        self.path.display(),
+                        entries
+                            .lost
+                            .as_deref()
+                            .unwrap_or("its folder could not hold the file")
+                    ),
+                )),
+            ),
             Some(tmp) => {
                 let done = frozen
                     .map_err(|e| self.commit_error("protecting the regions of", &tmp.path, &e))
@@ -413,6 +447,31 @@ impl Cache {
 /// temporary file can be made, or at the first reserve the file refuses;
 /// either way there is no temporary file afterwards, so it is not called
 /// again.
+impl Cache {
+    /// The folder of the cache, for messages.
+    fn folder(&self) -> String {
+        self.path
+            .parent()
+            .map_or_else(|| ".".into(), |p| p.display().to_string())
+    }
+
+    /// True when `size` bytes could never be held by a file in the cache's
+    /// folder, whatever is freed: the file system's limits refused it
+    /// (`EFBIG`, `EOVERFLOW`, `EINVAL`), or it exceeds the file system's
+    /// whole size. A full disk is not that.
+    fn never_fits(&self, entries: &Entries, size: usize, e: &io::Error) -> bool {
+        if matches!(
+            e.raw_os_error(),
+            Some(code) if crate::sys::is_size_limit_error(code)
+        ) {
+            return true;
+        }
+        let folder = self.path.parent().unwrap_or(Path::new("."));
+        crate::sys::file_system_size(folder)
+            .is_ok_and(|total| entries.next.saturating_add(size as u64) > total)
+    }
+}
+
 fn heap_fallback(path: &Path, entries: &mut Entries, e: &io::Error) -> String {
     let folder = path
         .parent()
@@ -424,5 +483,6 @@ fn heap_fallback(path: &Path, entries: &mut Entries, e: &io::Error) -> String {
         path.display()
     );
     entries.tmp = None;
+    entries.lost = Some(why.clone());
     why
 }

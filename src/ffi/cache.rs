@@ -4,8 +4,9 @@
 use std::os::raw::{c_char, c_void};
 
 use super::args::{cache, out, text};
-use super::call;
+use super::{call, call_quiet_on};
 use crate::cache::Cache;
+use crate::error::ErrorKind;
 use crate::global::global;
 
 /// Opens the packed-weights cache at `path` for `identity` (the caller's
@@ -96,12 +97,15 @@ pub unsafe extern "C" fn om_cache_lookup(
 /// page-aligned), and stores its address in `*data`. Pack into it, then
 /// call `om_cache_commit`. When the cache's folder is read-only or full,
 /// the region comes from the heap (logged once) and everything still works
-/// for this process, without persisting.
+/// for this process, without persisting (`om_cache_commit` then returns
+/// false and says so).
 ///
 /// Errors: false and the last error on NULL arguments, a misaligned `data`,
 /// a zero size, a bad alignment, a name reserved twice, a cache that is
 /// already complete for its identity (loaded from its file) or already
-/// committed, or no memory.
+/// committed, a size no file in the cache's folder could ever hold (this
+/// call alone fails; the cache goes on building in its file), or no
+/// memory.
 ///
 /// # Safety
 /// As for `om_cache_lookup`; `data` is NULL or writable.
@@ -134,14 +138,19 @@ pub unsafe extern "C" fn om_cache_reserve(
 /// committed cache does nothing.
 ///
 /// Errors: false and the last error if writing, syncing or renaming fails
-/// (the entries stay usable in memory and the old file is untouched), or
-/// if another thread's commit of this handle is under way.
+/// (the entries stay usable in memory and the old file is untouched), if
+/// the entries could not be persisted at all because the cache's folder
+/// could not hold the file (read-only, full: the entries live on the heap
+/// and stay usable; that reason was logged once when it happened, and this
+/// call's message repeats it without logging it again), or if another
+/// thread's commit of this handle is under way.
 ///
 /// # Safety
 /// `cache` is NULL or an open handle.
 #[no_mangle]
 pub unsafe extern "C" fn om_cache_commit(cache_handle: *mut Cache) -> bool {
-    call(false, || {
+    // Not persisted: its reason was logged when the folder refused the file.
+    call_quiet_on(Some(ErrorKind::NotPersisted), false, || {
         // SAFETY: the caller passes a valid handle (documented above).
         unsafe { cache(cache_handle)? }.commit().map(|_| true)
     })

@@ -49,8 +49,8 @@ use crate::stats::Stats;
 /// mismatch, a file that is missing, not a regular file or shorter than
 /// `size`, an I/O error, a wait that timed out, a slot already loaded with
 /// another file or size (the message names both), or a slot holding a
-/// value this library did not write (the LOADING marker with no load in
-/// flight); `om_constants_last_error` then says why.
+/// value this library did not write (a pointer, or the LOADING marker with
+/// no load in flight); `om_constants_last_error` then says why.
 ///
 /// # Safety
 /// `const_addr` is NULL or points at a `void *` that stays valid during the

@@ -5,7 +5,7 @@
 use std::os::raw::c_void;
 
 use super::tables::{BufKey, Held, SlotEntry};
-use super::{not_our_load, Mode, Registry};
+use super::{not_our_load, not_ours, Mode, Registry};
 use crate::error::{ErrorKind, Result};
 use crate::loader;
 use crate::log::Level;
@@ -41,7 +41,10 @@ impl Registry {
                         // As the fast path does: a loaded slot is trusted.
                         return Ok(p);
                     }
-                    p
+                    // A value this library did not write: refused, and the
+                    // slot left as it was (the caller's, or another
+                    // loader's, memory is not ours to replace).
+                    return Err(not_ours(addr, p));
                 }
                 State::Empty => std::ptr::null_mut(),
                 State::Loading => {
@@ -66,21 +69,17 @@ impl Registry {
             if !slot.claim(from) {
                 continue;
             }
-            // The slot was empty or held a pointer the registry did not give
-            // it: whatever the registry had for this address belongs to a
-            // model that is gone (README "For compiler authors"), so its references go too.
+            // The slot was empty: whatever the registry had for this
+            // address belongs to a model that is gone (README "For compiler
+            // authors"), so its references go too.
             let stale = t.slots.remove(&addr);
             let freed = stale.and_then(|e| t.unuse(e.buf, self.config.keep));
             let pending = t.loading_slots.start(addr);
             drop(t);
-            if freed.is_some() {
-                self.counters.freed(1);
-                self.log(Level::Info, || {
-                    format!("slot {addr:#x} was reused without a release; freed its old buffer")
-                });
-            }
-            drop(freed);
-            return self.load_into(slot, req, pending);
+            // Waiters may already wait on this load: the old buffer is
+            // unmapped and its file closed, and the line written, after
+            // they are woken (`load_into`).
+            return self.load_into(slot, req, pending, freed);
         }
     }
 
@@ -94,11 +93,13 @@ impl Registry {
     }
 
     /// This thread owns the slot's load: do it, publish, wake the waiters.
+    /// `stale` is a buffer a gone model left in this slot, freed at the end.
     fn load_into(
         &self,
         slot: Slot,
         req: &Request,
         pending: crate::sync::Arc<Pending>,
+        stale: Option<Held>,
     ) -> Result<*mut c_void> {
         let addr = slot.addr();
         let flight = Flight::new(pending, move || {
@@ -136,7 +137,16 @@ impl Registry {
         t.loading_slots.end(&addr);
         drop(t);
         flight.settle(out.as_ref().map(|_| ()).map_err(Clone::clone));
-        // Written now: nobody waits on this load any more.
+        // Now that nobody waits on this load: free what a gone model left,
+        // and write the lines.
+        if let Some(old) = stale {
+            drop(old);
+            self.counters.freed(1);
+            notes.push((
+                Level::Info,
+                format!("slot {addr:#x} was reused without a release; freed its old buffer"),
+            ));
+        }
         for (level, note) in notes {
             self.log(level, || note);
         }
@@ -180,7 +190,11 @@ impl Registry {
         let flight = Flight::new(pending, move || self.lock().loading_files.end(&key));
         let loaded = loader::load(&opened, req.size(), &self.config);
         // The log line is made now and written after the lock is released.
-        let huge_note = loaded.as_ref().ok().and_then(|l| l.huge_note.clone());
+        let mut loaded = loaded;
+        let load_notes = loaded
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.notes))
+            .unwrap_or_default();
         let note = loaded.as_ref().ok().map(|l| {
             self.counters.loaded(l, req.size());
             let threads = match l.read_threads {
@@ -211,10 +225,11 @@ impl Registry {
         });
         drop(t);
         flight.settle(out.as_ref().map(|_| ()).map_err(Clone::clone));
-        let notes = [found_note, note, huge_note]
+        let notes = found_note
             .into_iter()
-            .flatten()
+            .chain(note)
             .map(|n| (Level::Info, n))
+            .chain(load_notes)
             .collect();
         out.map(|(key, ptr)| (key, ptr, notes))
     }

@@ -139,7 +139,8 @@ impl Registry {
         drop(t);
         if let Some(b) = freed {
             self.counters.freed(1);
-            self.log(Level::Debug, || format!("freed {} bytes", b.len()));
+            self.log(Level::Debug, || format!("freed {} bytes", b.buffer.len()));
+            drop(b);
         }
         Ok(())
     }
@@ -213,6 +214,20 @@ fn not_held(addr: usize, state: State) -> Error {
         format!(
             "release of slot {addr:#x} that holds no reference: the slot {what}; every release \
              must match one acquire (or ensure-loaded) on the same slot. Nothing was freed"
+        ),
+    )
+}
+
+/// The error for an acquire on a slot that holds a value this library did
+/// not write; the slot is left as it is.
+fn not_ours(addr: usize, p: *mut c_void) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!(
+            "slot {addr:#x} holds {p:p}, which om-constants did not put there: only \
+             om-constants may write the slot, which must start out NULL. If the model carries \
+             its own constants loader, that loader filled it (docs/ONNX-MLIR.md). The slot is \
+             left as it is"
         ),
     )
 }

@@ -71,16 +71,18 @@ pub(super) struct Tables {
 }
 
 impl Tables {
-    /// A slot stopped using the buffer `key`; returns the buffer if it must
-    /// be freed (the caller drops it after unlocking).
-    pub(super) fn unuse(&mut self, key: BufKey, keep: bool) -> Option<Buffer> {
+    /// A slot stopped using the buffer `key`; returns the buffer and its
+    /// open file if they must be freed. The caller drops them after
+    /// unlocking: unmapping and closing are I/O (a `close` on NFS can take
+    /// seconds), and nothing may wait on them under the lock.
+    pub(super) fn unuse(&mut self, key: BufKey, keep: bool) -> Option<Held> {
         let held = self.buffers.get_mut(&key)?;
         // Each use belongs to one slot entry (or one load adopting the
         // buffer), so this never goes below zero.
         debug_assert!(held.users > 0, "a buffer lost more users than it had");
         held.users -= 1;
         if held.users == 0 && !keep {
-            return self.buffers.remove(&key).map(|h| h.buffer);
+            return self.buffers.remove(&key);
         }
         None
     }

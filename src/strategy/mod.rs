@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Choice, Config, Prefetch};
 use crate::error::{Error, ErrorKind, Result};
-use crate::log::{self, Level};
+use crate::log::Level;
 use crate::source::Source;
 
 pub use chunked::{Chunked, DEFAULT_PIECE};
@@ -166,9 +166,10 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// True when `auto` wanted a mapping, it failed, and `read` was used.
     pub fell_back: bool,
-    /// For the `info` log: what was done to put the buffer in 2 MiB pages,
-    /// or why it is not (`huge.rs`).
-    pub huge_note: Option<String>,
+    /// Log lines about the load (a fallback, `mlock` refused under `try`,
+    /// the buffer's 2 MiB pages): the caller writes them once nobody waits
+    /// on the load, never during it.
+    pub notes: Vec<(Level, String)>,
 }
 
 /// Loads the first `size` bytes of `source` as `config` says.
@@ -198,15 +199,15 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
             )
         }
     };
+    let mut notes = Vec::new();
     let (memory, strategy, report, fell_back) = match mapped {
         Some(Ok((memory, strategy))) => (memory, strategy, read::ReadStats::default(), false),
         Some(Err(e)) if config.strategy != Choice::Auto => return Err(e),
         Some(Err(e)) => {
-            log::emit(
-                config.log,
+            notes.push((
                 Level::Info,
-                &format!("{e}; reading the file into memory instead"),
-            );
+                format!("{e}; reading the file into memory instead"),
+            ));
             let (h, r) = read::read(source, len, config)?;
             (Memory::Heap(h), Strategy::Read, r, true)
         }
@@ -221,28 +222,27 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
         prefetcher: None,
         locked: false,
     };
-    let mut huge_note = None;
     if strategy != Strategy::Read {
         // Before anything else faults the mapping in: see huge.rs.
-        huge_note = huge::settle(source, buffer.as_ptr(), len, config.huge_pages);
+        let huge_note = huge::settle(source, buffer.as_ptr(), len, config.huge_pages);
+        notes.extend(huge_note.map(|n| (Level::Info, n)));
         if populate {
             crate::sys::populate(buffer.as_ptr(), len);
         }
     }
     let what = format!("constants file '{}'", source.fname);
-    buffer.locked = residency::lock(buffer.as_ptr(), len, config, &what)?;
+    buffer.locked = residency::lock(buffer.as_ptr(), len, config, &what, &mut notes)?;
     if strategy != Strategy::Read {
         buffer.prefetcher = residency::prefetch(buffer.as_ptr(), len, config);
     }
     if report.direct_fallback {
-        log::emit(
-            config.log,
+        notes.push((
             Level::Info,
-            &format!(
+            format!(
                 "O_DIRECT refused for {}; read through the page cache instead",
                 source.path.display()
             ),
-        );
+        ));
     }
     Ok(Outcome {
         bytes_read: if strategy == Strategy::Read { size } else { 0 },
@@ -252,7 +252,7 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
         buffer,
         elapsed: start.elapsed(),
         fell_back,
-        huge_note,
+        notes,
     })
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::heap::page_size;
 use crate::config::{Config, Mlock, Prefetch};
 use crate::error::{Error, ErrorKind, Result};
-use crate::log::{self, Level};
+use crate::log::Level;
 use crate::sys;
 
 /// A background thread touching a buffer's pages (a raw thread: see
@@ -69,7 +69,15 @@ fn touch(addr: usize, len: usize, page: usize, stop: &AtomicBool) {
 }
 
 /// Applies `config.mlock` to `[ptr, ptr+len)`; returns whether it is locked.
-pub fn lock(ptr: *mut u8, len: usize, config: &Config, what: &str) -> Result<bool> {
+/// A refusal under `try` adds its line to `notes`, for the caller to write
+/// once nobody waits on the load.
+pub fn lock(
+    ptr: *mut u8,
+    len: usize,
+    config: &Config,
+    what: &str,
+    notes: &mut Vec<(Level, String)>,
+) -> Result<bool> {
     if config.mlock == Mlock::Off {
         return Ok(false);
     }
@@ -81,11 +89,7 @@ pub fn lock(ptr: *mut u8, len: usize, config: &Config, what: &str) -> Result<boo
          memory-lock limit (ulimit -l, RLIMIT_MEMLOCK) or set OM_CONSTANT_MLOCK=try or 0"
     );
     if config.mlock == Mlock::Try {
-        log::emit(
-            config.log,
-            Level::Error,
-            &format!("{msg} (continuing unlocked)"),
-        );
+        notes.push((Level::Error, format!("{msg} (continuing unlocked)")));
         return Ok(false);
     }
     Err(Error::new(ErrorKind::OutOfMemory, msg))

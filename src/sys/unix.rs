@@ -231,6 +231,24 @@ pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// True for the errors a file system gives a size it can never hold (too
+/// large a file or offset), as against a full disk.
+pub fn is_size_limit_error(code: i32) -> bool {
+    code == libc::EFBIG || code == libc::EOVERFLOW || code == libc::EINVAL
+}
+
+/// The whole size in bytes of the file system that holds `folder`
+/// (`statvfs`).
+pub fn file_system_size(folder: &Path) -> io::Result<u64> {
+    let c = std::ffi::CString::new(folder.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: statvfs is plain data that the call fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs.
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    Ok((st.f_blocks as u64).saturating_mul(st.f_frsize as u64))
+}
+
 // ---- mappings --------------------------------------------------------
 
 /// Makes a raw mapping read-only: a later write to it faults.
@@ -610,15 +628,21 @@ pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern 
     let _ = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
 
-/// True if a process with this id exists (it may be another's after reuse;
-/// the answer is for cleaning up after dead processes, never for safety).
-pub fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+/// Takes an exclusive lock on all of `file` without waiting (`flock`):
+/// true if taken, false if another open file holds it (in this or any
+/// process, in any pid namespace; over NFS, through the server's lock
+/// manager). Held until the file is closed.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: flock on a descriptor `file` keeps open; no memory involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(false);
+    }
+    Err(e)
 }
 
 // ---- the dynamic loader ----------------------------------------------

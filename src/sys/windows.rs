@@ -22,10 +22,11 @@ use std::os::windows::io::AsRawHandle;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapRaw;
-use windows_sys::Win32::Foundation::{CloseHandle, GetLastError, HANDLE, HMODULE, STILL_ACTIVE};
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE};
 use windows_sys::Win32::Storage::FileSystem::{
-    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, WriteFile,
-    BY_HANDLE_FILE_INFORMATION, FILE_BASIC_INFO,
+    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, LockFileEx, WriteFile,
+    BY_HANDLE_FILE_INFORMATION, FILE_BASIC_INFO, LOCKFILE_EXCLUSIVE_LOCK,
+    LOCKFILE_FAIL_IMMEDIATELY,
 };
 use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE};
 use windows_sys::Win32::System::LibraryLoader::{
@@ -38,9 +39,10 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 use windows_sys::Win32::System::Threading::{
-    CreateThread, GetCurrentProcess, GetExitCodeProcess, GetProcessWorkingSetSize, OpenProcess,
-    SetProcessWorkingSetSize, WaitForSingleObject, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION,
+    CreateThread, GetCurrentProcess, GetProcessWorkingSetSize, SetProcessWorkingSetSize,
+    WaitForSingleObject, INFINITE,
 };
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use super::{Access, FileStamp, Job};
 
@@ -79,6 +81,19 @@ pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
 /// Maps every page of `[ptr, ptr+len)` now, by reading one byte per page.
 pub fn populate(ptr: *mut u8, len: usize) {
     super::touch_pages(ptr, len, page_size());
+}
+
+/// True for the errors Windows gives a size a volume can never hold.
+pub fn is_size_limit_error(code: i32) -> bool {
+    // ERROR_FILE_TOO_LARGE (223), ERROR_INVALID_PARAMETER (87)
+    code == 223 || code == 87
+}
+
+/// The whole size in bytes of the volume that holds `folder`: not asked on
+/// Windows (the error alone decides).
+pub fn file_system_size(folder: &std::path::Path) -> io::Result<u64> {
+    let _ = folder;
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// Windows maps files in small pages only: there is no setting to read.
@@ -378,27 +393,36 @@ pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern 
     let _ = (prepare, parent, child);
 }
 
-/// True if a process with this id is running (it may be another's after
-/// reuse; the answer is for cleaning up after dead processes, never for
-/// safety). A process that cannot be opened (another user's) counts as
-/// running.
-pub fn process_exists(pid: u32) -> bool {
-    // SAFETY: opening a process by id has no preconditions; NULL is the
-    // failure, checked below.
-    let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
-    if handle.is_null() {
-        // SAFETY: no preconditions.
-        let err = unsafe { GetLastError() };
-        // ERROR_INVALID_PARAMETER: no such process.
-        return err != 87;
+/// Takes an exclusive lock on `file` without waiting (`LockFileEx`, on one
+/// byte far past any data, so that the holder's own reads, writes and
+/// views are never in the locked range): true if taken, false if another
+/// handle holds it. Held until the handle is closed.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: OVERLAPPED is plain data; all zero but the offset set below.
+    let mut at: OVERLAPPED = unsafe { std::mem::zeroed() };
+    at.Anonymous.Anonymous.Offset = 0xFFFF_FFFE;
+    at.Anonymous.Anonymous.OffsetHigh = 0x7FFF_FFFF;
+    // SAFETY: `file`'s handle is open for the call; `at` is a valid,
+    // writable OVERLAPPED for a synchronous handle.
+    let ok = unsafe {
+        LockFileEx(
+            file.as_raw_handle() as HANDLE,
+            LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+            0,
+            1,
+            0,
+            &mut at,
+        )
+    };
+    if ok != 0 {
+        return Ok(true);
     }
-    let mut code = 0u32;
-    // SAFETY: `handle` is the process handle just opened, closed once
-    // below; `code` is writable.
-    let ok = unsafe { GetExitCodeProcess(handle, &mut code) };
-    // SAFETY: as above.
-    unsafe { CloseHandle(handle) };
-    ok == 0 || code == STILL_ACTIVE as u32
+    let e = io::Error::last_os_error();
+    // ERROR_LOCK_VIOLATION (33): another handle holds it.
+    if e.raw_os_error() == Some(33) {
+        return Ok(false);
+    }
+    Err(e)
 }
 
 // ---- the module loader -----------------------------------------------
