@@ -158,10 +158,16 @@ impl Background {
 }
 
 impl Drop for Background {
+    /// Lets the thread go (`sys::let_go`): on POSIX it is joined (a raw
+    /// pthread always starts, and its job must end soon, as the prefetch
+    /// helper's does once told to stop); on Windows it is never waited
+    /// for, since the drop may run under the loader lock (a model's
+    /// `DLL_PROCESS_DETACH`) that the thread's start and exit need: the
+    /// module is pinned, and the thread owns what it uses.
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             if self.pid == std::process::id() {
-                sys::join(id);
+                sys::let_go(id);
             }
         }
     }

@@ -28,6 +28,7 @@
 
 /* Files from 16 MiB up are read by several threads. */
 #define SIZE ((int64_t)20 << 20)
+#define BIG ((int64_t)512 << 20)
 #define RACERS 8
 
 static unsigned char pattern(int64_t i, unsigned seed) {
@@ -172,6 +173,29 @@ static void models(const wchar_t *work, const char *strategy) {
     CHECK(bytes && holds(bytes(), SIZE, 1), "its bytes");
     FreeLibrary(m.dll);
     CHECK(stats().live_buffers == 0, "DLL_PROCESS_DETACH released it");
+  }
+
+  /* The same with a 512 MiB file, unloaded at once: with
+   * OM_CONSTANT_PREFETCH=background its helper thread is still touching
+   * pages when DLL_PROCESS_DETACH releases the buffer under the loader
+   * lock, which the thread's exit needs: FreeLibrary must not wait for it
+   * (it once hung for ever; the watchdog fails the host). */
+  {
+    HANDLE f = CreateFileW(constants, GENERIC_WRITE, 0, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+    LARGE_INTEGER end;
+    end.QuadPart = BIG;
+    CHECK(f != INVALID_HANDLE_VALUE && SetFilePointerEx(f, end, NULL, FILE_BEGIN) && SetEndOfFile(f),
+          "grow %ls to 512 MiB", constants);
+    if (f != INVALID_HANDLE_VALUE) CloseHandle(f);
+    SetEnvironmentVariableA("OM_TEST_LOAD_IN_DLLMAIN", "536870912");
+    m.dll = LoadLibraryW(dll);
+    SetEnvironmentVariableA("OM_TEST_LOAD_IN_DLLMAIN", NULL);
+    CHECK(m.dll != NULL, "a model loading 512 MiB in DllMain loads (error %lu): %s", GetLastError(),
+          om_constants_last_error());
+    if (m.dll) {
+      CHECK(FreeLibrary(m.dll), "FreeLibrary right after LoadLibrary");
+      CHECK(stats().live_buffers == 0, "DLL_PROCESS_DETACH released the 512 MiB buffer");
+    }
   }
 }
 

@@ -43,4 +43,7 @@ for strategy in mmap read chunked-mmap auto; do
   run OM_CONSTANT_LOAD="$strategy"
 done
 run OM_CONSTANT_LOAD=mmap OM_CONSTANT_MLOCK=1 OM_CONSTANT_PREFETCH=willneed
+# Unloading while a prefetch helper runs (the 512 MiB DllMain case).
+run OM_CONSTANT_LOAD=mmap OM_CONSTANT_PREFETCH=background
+run OM_CONSTANT_LOAD=chunked-mmap OM_CONSTANT_PREFETCH=background
 run OM_CONSTANT_LOAD=read OM_CONSTANT_MLOCK=1 OM_CONSTANT_READ_THREADS=4

@@ -14,6 +14,7 @@ mod mmap;
 mod read;
 mod residency;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Choice, Config, Prefetch};
@@ -78,7 +79,11 @@ enum Memory {
 /// The constants in memory: what the slot points at, freed on drop
 /// (unmapped or deallocated, after its prefetch helper stopped).
 pub struct Buffer {
-    memory: Memory,
+    /// Shared with a prefetch helper, if one runs: the memory goes when the
+    /// last of the two lets go, so the helper is never waited for (on
+    /// Windows a wait could be under the loader lock, which the helper's
+    /// exit needs) and never reads unmapped memory.
+    memory: Arc<Memory>,
     strategy: Strategy,
     prefetcher: Option<residency::Prefetcher>,
     locked: bool,
@@ -89,7 +94,7 @@ impl Buffer {
     #[cfg(loom)]
     pub fn from_heap(heap: HeapBuf) -> Buffer {
         Buffer {
-            memory: Memory::Heap(heap),
+            memory: Arc::new(Memory::Heap(heap)),
             strategy: Strategy::Read,
             prefetcher: None,
             locked: false,
@@ -98,7 +103,7 @@ impl Buffer {
 
     /// The address published in the slot.
     pub fn as_ptr(&self) -> *mut u8 {
-        match &self.memory {
+        match &*self.memory {
             // The mappings are read-only; the model only reads through the
             // pointer, and C's `void *` has no const to express that.
             Memory::Heap(h) => h.as_ptr(),
@@ -108,7 +113,7 @@ impl Buffer {
 
     /// Its length in bytes (the `size` the model asked for).
     pub fn len(&self) -> usize {
-        match &self.memory {
+        match &*self.memory {
             Memory::Heap(h) => h.len(),
             Memory::Mapped(c) => c.len(),
         }
@@ -122,7 +127,7 @@ impl Buffer {
     /// How many mappings it is made of (1 but for `chunked-mmap`).
     #[cfg(test)]
     pub fn pieces(&self) -> usize {
-        match &self.memory {
+        match &*self.memory {
             Memory::Mapped(c) => c.pieces(),
             _ => 1,
         }
@@ -217,7 +222,7 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
         }
     };
     let mut buffer = Buffer {
-        memory,
+        memory: Arc::new(memory),
         strategy,
         prefetcher: None,
         locked: false,
@@ -233,7 +238,8 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
     let what = format!("constants file '{}'", source.fname);
     buffer.locked = residency::lock(buffer.as_ptr(), len, config, &what, &mut notes)?;
     if strategy != Strategy::Read {
-        buffer.prefetcher = residency::prefetch(buffer.as_ptr(), len, config);
+        let keep = Arc::clone(&buffer.memory);
+        buffer.prefetcher = residency::prefetch(buffer.as_ptr(), len, config, keep);
     }
     if report.direct_fallback {
         notes.push((

@@ -17,7 +17,8 @@ use crate::log::Level;
 use crate::sys;
 
 /// A background thread touching a buffer's pages (a raw thread: see
-/// `threads` for why), stopped and joined on drop.
+/// `threads` for why), told to stop on drop and never waited for: it holds
+/// its own reference to the memory, which goes when it ends.
 pub struct Prefetcher {
     stop: Arc<AtomicBool>,
     thread: Option<crate::threads::Background>,
@@ -32,8 +33,14 @@ impl Drop for Prefetcher {
 
 /// Applies `config.prefetch` to a mapping at `ptr` of `len` bytes.
 /// `Populate` was applied when mapping; `WillNeed` is a hint; `Background`
-/// returns the helper, which must be dropped before the mapping.
-pub fn prefetch(ptr: *mut u8, len: usize, config: &Config) -> Option<Prefetcher> {
+/// returns the helper, which keeps `keep` (the owner of the mapping) alive
+/// until it ends.
+pub fn prefetch<K: Send + Sync + 'static>(
+    ptr: *mut u8,
+    len: usize,
+    config: &Config,
+    keep: std::sync::Arc<K>,
+) -> Option<Prefetcher> {
     match config.prefetch {
         Prefetch::None | Prefetch::Populate => None,
         Prefetch::WillNeed => {
@@ -44,7 +51,11 @@ pub fn prefetch(ptr: *mut u8, len: usize, config: &Config) -> Option<Prefetcher>
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             let (addr, page) = (ptr as usize, page_size());
-            let thread = crate::threads::Background::spawn(move || touch(addr, len, page, &flag))?;
+            let thread = crate::threads::Background::spawn(move || {
+                touch(addr, len, page, &flag);
+                // The last reference may be this one: the memory goes here.
+                drop(keep);
+            })?;
             Some(Prefetcher {
                 stop,
                 thread: Some(thread),
@@ -59,8 +70,9 @@ fn touch(addr: usize, len: usize, page: usize, stop: &AtomicBool) {
         if off % (512 * page) == 0 && stop.load(Ordering::Relaxed) {
             return;
         }
-        // SAFETY: addr+off is inside the live, readable buffer: the owning
-        // Buffer joins this thread (Prefetcher::drop) before unmapping it.
+        // SAFETY: addr+off is inside the live, readable buffer: this thread
+        // holds a reference to its memory (`keep` in `prefetch`), so it is
+        // unmapped only after this loop ends.
         unsafe {
             std::ptr::read_volatile((addr + off) as *const u8);
         }
