@@ -242,6 +242,33 @@ fn om_constants_itself_is_recognised() {
     assert_eq!(v["file_name"], serde_json::Value::Null, "{v}");
 }
 
+/// A model the user may not read: the error names the path, the OS error
+/// and the fix (run as nobody: root reads anything).
+#[test]
+fn an_unreadable_model_gets_a_clear_error() {
+    let s = Scratch::new("check-unreadable");
+    let so = model(&s.path("m"), "ctor", 8);
+    let locked = s.path("m/locked.so");
+    std::fs::copy(&so, &locked).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(native::tool_path())
+        .arg("check")
+        .arg(&locked)
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("setpriv (util-linux) is needed: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains(&locked.display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("check its permissions"), "the fix: {err}");
+}
+
 #[test]
 fn input_that_is_not_a_model_gets_a_clear_error() {
     let s = Scratch::new("check-input");
