@@ -13,10 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# tool -> Debian package
+# tool -> Debian package (python3 runs the Python host of tests/onnx_mlir.rs;
+# unshare and setpriv run a cache builder in another pid namespace and a
+# check as nobody)
 declare -A pkg_of=(
   [cc]=gcc [c++]=g++ [clang]=clang [cmake]=cmake [pkg-config]=pkg-config
-  [nm]=binutils [readelf]=binutils [ldd]=libc-bin [valgrind]=valgrind
+  [nm]=binutils [readelf]=binutils [ar]=binutils [strip]=binutils [ldd]=libc-bin
+  [valgrind]=valgrind [python3]=python3 [unshare]=util-linux [setpriv]=util-linux
 )
 need_pkgs=()
 for tool in "${!pkg_of[@]}"; do
