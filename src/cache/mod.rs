@@ -466,7 +466,11 @@ impl Cache {
         ) {
             return true;
         }
-        let folder = self.path.parent().unwrap_or(Path::new("."));
+        let folder = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         crate::sys::file_system_size(folder)
             .is_ok_and(|total| entries.next.saturating_add(size as u64) > total)
     }

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapRaw;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE};
 use windows_sys::Win32::Storage::FileSystem::{
-    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, LockFileEx, WriteFile,
-    BY_HANDLE_FILE_INFORMATION, FILE_BASIC_INFO, LOCKFILE_EXCLUSIVE_LOCK,
+    FileBasicInfo, GetDiskFreeSpaceExW, GetFileInformationByHandle, GetFileInformationByHandleEx,
+    LockFileEx, WriteFile, BY_HANDLE_FILE_INFORMATION, FILE_BASIC_INFO, LOCKFILE_EXCLUSIVE_LOCK,
     LOCKFILE_FAIL_IMMEDIATELY,
 };
 use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE};
@@ -89,11 +89,26 @@ pub fn is_size_limit_error(code: i32) -> bool {
     code == 223 || code == 87
 }
 
-/// The whole size in bytes of the volume that holds `folder`: not asked on
-/// Windows (the error alone decides).
+/// The whole size in bytes of the volume that holds `folder`
+/// (`GetDiskFreeSpaceExW`).
 pub fn file_system_size(folder: &std::path::Path) -> io::Result<u64> {
-    let _ = folder;
-    Err(io::Error::from(io::ErrorKind::Unsupported))
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = folder.as_os_str().encode_wide().chain(Some(0)).collect();
+    let mut total = 0u64;
+    // SAFETY: `wide` is a NUL-terminated UTF-16 path that lives for the
+    // call; `total` is writable; the other two outputs may be NULL.
+    let ok = unsafe {
+        GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            std::ptr::null_mut(),
+            &mut total,
+            std::ptr::null_mut(),
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(total)
 }
 
 /// Windows maps files in small pages only: there is no setting to read.
