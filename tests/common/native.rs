@@ -115,14 +115,22 @@ pub fn tool_path() -> PathBuf {
                     .parent()
                     .expect("deps dir has a parent")
                     .to_path_buf();
+                // <target dir>/[<triple>/]debug: the CLI lands beside deps/.
+                let mut target = debug.parent().expect("target folder").to_path_buf();
                 let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-                let target = debug.parent().expect("target folder").to_path_buf();
-                let o = Command::new(cargo)
-                    .current_dir(manifest_dir())
+                let mut cmd = Command::new(cargo);
+                cmd.current_dir(manifest_dir())
                     .args(["build", "--locked", "-p", "om-constants-cli"])
                     .args(["--features", "fault-injection"])
+                    .env_remove("RUSTFLAGS");
+                if is_cross() {
+                    // Built for the target, as the tests are (and run
+                    // through OM_TEST_RUNNER).
+                    cmd.args(["--target", env!("OM_CONSTANTS_TARGET")]);
+                    target = target.parent().expect("target folder").to_path_buf();
+                }
+                let o = cmd
                     .env("CARGO_TARGET_DIR", &target)
-                    .env_remove("RUSTFLAGS")
                     .output()
                     .expect("run cargo build -p om-constants-cli");
                 assert!(
