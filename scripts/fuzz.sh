@@ -5,7 +5,8 @@
 # fuzz/corpus/ and runs for FUZZ_SECONDS (default 60); new inputs go to a
 # scratch folder, so the committed corpus changes only by hand
 # (`cargo +nightly fuzz cmin TARGET`). A crash fails the script and leaves
-# the input in fuzz/artifacts/TARGET/: add it to the corpus once fixed.
+# the input in fuzz/artifacts/<target>/ (cargo fuzz makes the folder on a
+# crash): add it to the corpus once fixed.
 # A missing nightly toolchain is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."

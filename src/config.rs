@@ -232,16 +232,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads the options from the process environment, logging each bad
-    /// value once to stderr (unless `OM_CONSTANT_LOG=off`).
-    pub fn from_env() -> Config {
-        let (config, problems) = Config::from_lookup(|name| std::env::var_os(name));
-        for p in &problems {
-            crate::log::emit(config.log, Level::Error, p);
-        }
-        config
-    }
-
     /// Builds a configuration from `lookup(name)`; returns it and one message
     /// for every value that was ignored.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> (Config, Vec<String>) {
