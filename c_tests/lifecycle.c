@@ -18,6 +18,12 @@
  *       slowed by OM_CONSTANT_FAULTS=init_delay_ms in the fault-injection
  *       build) while the main thread forks: the child's first call must
  *       return within 10 s.
+ *   lifecycle fork-while-recording FILE SIZE
+ *       slot X holds FILE; a thread acquires slot Y on FILE, which shares
+ *       X's buffer and then pauses (OM_CONSTANT_FAULTS=record_delay_ms, the
+ *       fault-injection build) before Y is recorded as holding it; the main
+ *       thread forks then. The child acquires and releases Y, releases X,
+ *       and must then hold no buffer at all.
  *   lifecycle blocked-stderr-init
  *       with a bad option (OM_CONSTANT_LOAD=bogus) and stderr a full pipe,
  *       a thread's first call blocks writing the "ignoring" line; stats on
@@ -59,11 +65,11 @@ static int64_t g_size;
 /* ---- fork ------------------------------------------------------------ */
 
 static void *traffic_slots[2];
-static volatile int stop_traffic = 0;
+static int stop_traffic = 0; /* set once by the main thread, atomically */
 
 static void *traffic(void *arg) {
   long k = (long)arg;
-  while (!stop_traffic) {
+  while (!__atomic_load_n(&stop_traffic, __ATOMIC_RELAXED)) {
     void **s = &traffic_slots[k % 2];
     if (om_load_constants_from_file(s, g_file, g_size, LE)) om_free_constant_buffer(s);
   }
@@ -106,7 +112,7 @@ static int fork_traffic(int forks) {
     if (pid == 0) _exit(child_work(&traffic_slots[i % 2]));
     if (pid < 0 || reap(pid, "fork-traffic") != 0) bad++;
   }
-  stop_traffic = 1;
+  __atomic_store_n(&stop_traffic, 1, __ATOMIC_RELAXED);
   for (k = 0; k < 4; k++) pthread_join(t[k], NULL);
   CHECK(bad == 0, "%d of %d children failed or hung", bad, forks);
   printf("fork-traffic: %d children, %d failed\n", forks, bad);
@@ -284,6 +290,39 @@ static int fork_during_init(void) {
   return report();
 }
 
+static void *slot_r = NULL, *slot_s = NULL;
+static void *acquire_s(void *arg) {
+  (void)arg;
+  CHECK(om_load_constants_from_file(&slot_s, g_file, g_size, LE), "acquire Y");
+  return NULL;
+}
+
+static int fork_while_recording(void) {
+  pthread_t t;
+  pid_t pid;
+  CHECK(om_load_constants_from_file(&slot_r, g_file, g_size, LE), "acquire X");
+  pthread_create(&t, NULL, acquire_s, NULL);
+  usleep(150 * 1000); /* Y counts as a user of X's buffer, not yet recorded */
+  pid = fork();
+  if (pid == 0) {
+    struct om_constants_stats s;
+    int ok;
+    alarm(10);
+    ok = om_load_constants_from_file(&slot_s, g_file, g_size, LE) && om_free_constant_buffer(&slot_s) &&
+         om_free_constant_buffer(&slot_r);
+    s.size = sizeof s;
+    ok = ok && om_constants_stats(&s);
+    if (ok && s.live_buffers != 0) fprintf(stderr, "child: %llu buffers live after every release\n",
+                                           (unsigned long long)s.live_buffers);
+    _exit(!ok ? 3 : s.live_buffers != 0 ? 4 : 0);
+  }
+  CHECK(pid > 0 && reap(pid, "fork-while-recording") == 0,
+        "the child of a fork between a use's count and its record did not free everything");
+  pthread_join(t, NULL);
+  CHECK(om_free_constant_buffer(&slot_s) && om_free_constant_buffer(&slot_r), "release X and Y");
+  return report();
+}
+
 static int blocked_stderr_init(void) {
   int p[2], saved;
   pthread_t first;
@@ -339,6 +378,7 @@ int main(int argc, char **argv) {
   if (argc == 4 && strcmp(cmd, "blocked-stderr") == 0) return blocked_stderr(argv[2], argv[3]);
   if (argc == 2 && strcmp(cmd, "fork-during-init") == 0) return fork_during_init();
   if (argc == 4 && strcmp(cmd, "blocked-stderr-waiters") == 0) return blocked_stderr_waiters();
+  if (argc == 4 && strcmp(cmd, "fork-while-recording") == 0) return fork_while_recording();
   if (argc == 2 && strcmp(cmd, "blocked-stderr-init") == 0) return blocked_stderr_init();
   fprintf(stderr, "usage: see the comment at the top of c_tests/lifecycle.c\n");
   return 2;

@@ -5,7 +5,8 @@
 # symbol checks, valgrind for the leak checks), then format, lint, every test
 # of the workspace (Rust, C, IR models, CMake, header, ABI) against the
 # library as it ships, the fault-injection tests in a build of their own,
-# the model check, the README's main command, and the other platforms:
+# the sanitizers and Miri (scripts/sanitizers.sh, scripts/miri.sh; they
+# install the nightly parts they need), the model check, the README's main command, and the other platforms:
 # Windows under wine (scripts/test-windows.sh), and Linux on s390x under
 # qemu-user (scripts/test-linux-cross.sh; aarch64 the same way, by hand),
 # each of which installs what it needs.
@@ -48,6 +49,10 @@ echo "== the fault-injection build, a build of its own: every test named injecte
 # Its own target folder too: cargo names the cdylib without a hash, so a
 # shared folder would hand the C tests whichever build linked last.
 CARGO_TARGET_DIR=target/fault-injection cargo test --locked --features fault-injection --tests -- injected:: fault::tests
+echo "== AddressSanitizer and ThreadSanitizer, builds of their own (scripts/sanitizers.sh)"
+bash scripts/sanitizers.sh
+echo "== Miri over the modules without system calls (scripts/miri.sh)"
+bash scripts/miri.sh
 echo "== loom: every interleaving of the slot state machine (tests/loom.rs)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
 echo "== coverage-guided fuzzing, bounded (scripts/fuzz.sh; cargo +nightly fuzz)"

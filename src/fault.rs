@@ -10,7 +10,8 @@
 //! eof_at=8192,direct_io_refused,direct_io_einval_at=8192,alloc_fails,
 //! mmap_fails,mmap_piece_fails=3,mlock_fails,delay_ms=200,panic,disk_full`.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// What can be injected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,6 +51,9 @@ pub struct Spec {
     /// shared another's buffer) sleeps this long first: a `close` on a
     /// slow network file system.
     pub close_delay_ms: u64,
+    /// A load that took a use of a buffer sleeps this long before its slot
+    /// is recorded as holding it: a wide window for a fork to land in.
+    pub record_delay_ms: u64,
     /// Making the process-wide registry (the first call) sleeps this long
     /// before it is published: a wide window for a fork to land in.
     pub init_delay_ms: u64,
@@ -60,34 +64,41 @@ pub struct Spec {
     pub panic: bool,
 }
 
-static SPEC: Mutex<Spec> = Mutex::new(Spec {
-    one_byte_reads: false,
-    eintr: false,
-    eio_at: None,
-    eof_at: None,
-    direct_io_refused: false,
-    direct_io_einval_at: None,
-    alloc_fails: false,
-    mmap_fails: false,
-    mmap_piece_fails: None,
-    mlock_fails: false,
-    delay_ms: 0,
-    init_delay_ms: 0,
-    close_delay_ms: 0,
-    disk_full: false,
-    panic: false,
-});
+/// Every spec ever set, in order, each written once: readers never take a
+/// lock, so a child forked while another thread was reading or setting the
+/// faults finds them as they were (a `Mutex` held at fork by a thread the
+/// child does not have would hang it in its first load).
+static SPECS: [OnceLock<Spec>; MAX_SETS] = [const { OnceLock::new() }; MAX_SETS];
+/// How many specs were ever set (the next free index of `SPECS`).
+static SETS: AtomicUsize = AtomicUsize::new(0);
+/// The spec in force: an index into `SPECS`, plus one; 0 for none.
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+/// More than any test process sets (two per injecting test).
+const MAX_SETS: usize = 4096;
 
 /// Serialises the tests that inject faults.
 static EXCLUSIVE: Mutex<()> = Mutex::new(());
 
 /// The faults in force.
 pub fn get() -> Spec {
-    *SPEC.lock().unwrap_or_else(PoisonError::into_inner)
+    match CURRENT.load(Ordering::Acquire) {
+        0 => Spec::default(),
+        n => SPECS
+            .get(n - 1)
+            .and_then(OnceLock::get)
+            .copied()
+            .unwrap_or_default(),
+    }
 }
 
 fn set(spec: Spec) {
-    *SPEC.lock().unwrap_or_else(PoisonError::into_inner) = spec;
+    let i = SETS.fetch_add(1, Ordering::Relaxed);
+    // A fresh cell, set by this call alone: `set` cannot fail or wait.
+    let Some(cell) = SPECS.get(i) else {
+        panic!("more than {MAX_SETS} fault specs set in one process");
+    };
+    let _ = cell.set(spec);
+    CURRENT.store(i + 1, Ordering::Release);
 }
 
 /// Faults injected until this guard is dropped.
@@ -153,6 +164,7 @@ pub fn parse(s: &str) -> Result<Spec, &'static str> {
             "delay_ms" => spec.delay_ms = num()?,
             "init_delay_ms" => spec.init_delay_ms = num()?,
             "close_delay_ms" => spec.close_delay_ms = num()?,
+            "record_delay_ms" => spec.record_delay_ms = num()?,
             "panic" => spec.panic = true,
             "disk_full" => spec.disk_full = true,
             _ => return Err("known fault names (see src/fault.rs)"),

@@ -104,6 +104,8 @@ fn publish() -> &'static Registry {
     #[cfg(not(loom))]
     crate::fork::install(registry);
     STATE.store(DONE, Ordering::Release);
+    // Once nobody waits on this thread (on Windows it takes the loader lock).
+    crate::sys::pin_library();
     // Written once nobody waits on this thread.
     for p in &problems {
         crate::log::emit(level, crate::log::Level::Error, p);

@@ -13,7 +13,7 @@
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::sys::{self, Job, ThreadId};
 
@@ -44,10 +44,12 @@ fn run_with<'a, T: Send + 'a>(
 /// runs a new thread only once the loader lock is released, which is after
 /// the load that waits for it. So each job is handed over in a [`Handoff`]
 /// that the thread and the caller race to claim: after its own job, the
-/// caller runs every job no thread has claimed yet, waits for the threads
-/// that did claim theirs (they are running, so they end), and lets the
-/// others go (`sys::let_go`: joined where threads always start, as on
-/// POSIX; not waited for on Windows).
+/// caller runs every job no thread has claimed yet, waits for the jobs
+/// that threads did claim to finish (not for those threads to exit: on
+/// Windows a thread's exit needs the loader lock, which another thread may
+/// hold while it waits for this very load), and lets every thread go
+/// (`sys::let_go`: joined where a thread's start and exit need no lock, as
+/// on POSIX; not waited for on Windows).
 fn run_into<'a, T: Send + 'a>(
     jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
     results: &mut [Option<T>],
@@ -79,11 +81,10 @@ fn run_into<'a, T: Send + 'a>(
         let _ = catch_unwind(AssertUnwindSafe(work));
     }
     for (handoff, id) in handed {
-        if handoff.run() {
-            sys::let_go(id);
-        } else {
-            sys::join(id);
+        if !handoff.run() {
+            handoff.wait_finished();
         }
+        sys::let_go(id);
     }
 }
 
@@ -93,6 +94,9 @@ struct Handoff {
     claimed: AtomicBool,
     /// The job, its borrows' lifetime erased: see [`Handoff::new`].
     job: UnsafeCell<Option<Job<'static>>>,
+    /// Set (and waited for) once the claimant's job has run and is dropped.
+    finished: Mutex<bool>,
+    finished_changed: Condvar,
 }
 
 // SAFETY: `job` is touched only by the one party whose swap of `claimed`
@@ -103,13 +107,16 @@ impl Handoff {
     fn new(job: Job<'_>) -> Arc<Handoff> {
         // SAFETY: only the lifetime changes. The job runs, and its borrows
         // are used, only by its claimant: the caller, or a worker that the
-        // caller joins before those borrows end (run_into). A worker that
-        // loses the claim, and may outlive the borrows, drops its Arc
-        // without touching the job, which the caller has already taken.
+        // caller waits for (wait_finished) before those borrows end
+        // (run_into). A worker that loses the claim, and may outlive the
+        // borrows, drops its Arc without touching the job, which the
+        // caller has already taken.
         let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(job) };
         Arc::new(Handoff {
             claimed: AtomicBool::new(false),
             job: UnsafeCell::new(Some(job)),
+            finished: Mutex::new(false),
+            finished_changed: Condvar::new(),
         })
     }
 
@@ -121,10 +128,25 @@ impl Handoff {
         // SAFETY: the swap above made this the only claimant (see Sync).
         let job = unsafe { (*self.job.get()).take() };
         if let Some(job) = job {
-            // A panicking job leaves its result None.
+            // A panicking job leaves its result None. The job is consumed
+            // (dropped) here, before `finished` is set.
             let _ = catch_unwind(AssertUnwindSafe(job));
         }
+        *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.finished_changed.notify_all();
         true
+    }
+
+    /// Waits until the job's claimant has run it: the caller's side, for a
+    /// job a worker claimed (a running worker, so this ends).
+    fn wait_finished(&self) {
+        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*finished {
+            finished = self
+                .finished_changed
+                .wait(finished)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 }
 

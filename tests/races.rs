@@ -13,9 +13,7 @@ use std::sync::{Arc, Barrier};
 use common::{name, Rng, Scratch, HOST_IS_LE};
 use om_constants::{Choice, Config, Registry, Request};
 
-fn slot() -> &'static AtomicPtr<c_void> {
-    Box::leak(Box::new(AtomicPtr::new(std::ptr::null_mut())))
-}
+use common::static_slot as slot;
 
 #[test]
 fn stress_64_threads_random_operations_keep_the_invariants() {

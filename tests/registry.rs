@@ -26,9 +26,7 @@ fn registry(strategy: Choice) -> Arc<Registry> {
     }))
 }
 
-fn new_slot() -> &'static AtomicPtr<c_void> {
-    Box::leak(Box::new(AtomicPtr::new(std::ptr::null_mut())))
-}
+use common::static_slot as new_slot;
 
 fn req(path: &std::path::Path, size: usize) -> Request<'_> {
     Request::new(

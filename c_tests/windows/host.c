@@ -102,6 +102,13 @@ static DWORD WINAPI racer(LPVOID arg) {
   return m->load() ? 0 : 1;
 }
 
+/* Loads the file named by `arg` (UTF-8, BIG bytes) through a slot of its
+ * own: the load a model's DllMain then waits for (models_and_unload). */
+static void *big_slot;
+static DWORD WINAPI load_big(LPVOID arg) {
+  return om_load_constants_from_file(&big_slot, (const char *)arg, BIG, LE) ? 0 : 1;
+}
+
 /* A hang is a failure, not a stuck CI job. */
 static DWORD WINAPI watchdog(LPVOID arg) {
   (void)arg;
@@ -196,6 +203,35 @@ static void models(const wchar_t *work, const char *strategy) {
       CHECK(FreeLibrary(m.dll), "FreeLibrary right after LoadLibrary");
       CHECK(stats().live_buffers == 0, "DLL_PROCESS_DETACH released the 512 MiB buffer");
     }
+  }
+
+  /* Another thread loads the 512 MiB file (with `read`, by worker threads)
+   * and a model's DllMain, under the loader lock, waits for that load. The
+   * workers started before the lock was taken, and their exit needs it: the
+   * load must not wait for them to exit, only for their work (it once did,
+   * and the two threads waited on each other until the watchdog). */
+  {
+    char path[4 * MAX_PATH];
+    HANDLE loader;
+    DWORD code = 1;
+    WideCharToMultiByte(CP_UTF8, 0, constants, -1, path, sizeof path, NULL, NULL);
+    loader = CreateThread(NULL, 0, load_big, path, 0, NULL);
+    CHECK(loader != NULL, "start the loading thread");
+    Sleep(5); /* its workers are running */
+    SetEnvironmentVariableA("OM_TEST_LOAD_IN_DLLMAIN", "536870912");
+    m.dll = LoadLibraryW(dll);
+    SetEnvironmentVariableA("OM_TEST_LOAD_IN_DLLMAIN", NULL);
+    CHECK(m.dll != NULL, "a DllMain waiting for another thread's load loads (error %lu): %s", GetLastError(),
+          om_constants_last_error());
+    if (loader) {
+      WaitForSingleObject(loader, INFINITE);
+      GetExitCodeThread(loader, &code);
+      CloseHandle(loader);
+    }
+    CHECK(code == 0, "the other thread's load succeeded");
+    if (m.dll) FreeLibrary(m.dll);
+    CHECK(om_free_constant_buffer(&big_slot), "release the other thread's reference");
+    CHECK(stats().live_buffers == 0, "both released");
   }
 }
 

@@ -243,7 +243,7 @@ mod tests {
             assert!(peek(base).is_null());
             assert_eq!(peek(base.add(1)), cells[1]);
             for off in 1..8 {
-                let p = (base as usize + off) as *mut *mut c_void;
+                let p = base.cast::<u8>().wrapping_add(off).cast::<*mut c_void>();
                 assert!(peek(p).is_null(), "offset {off}");
             }
         }

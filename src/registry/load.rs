@@ -105,16 +105,27 @@ impl Registry {
         let flight = Flight::new(pending, move || {
             let mut t = self.lock();
             t.loading_slots.end(&addr);
+            // A use the load took and never recorded (it panicked between).
+            let unused = t
+                .uses_in_flight
+                .remove(&addr)
+                .and_then(|key| t.unuse(key, self.config.keep));
             slot.publish(std::ptr::null_mut());
             drop(t);
+            drop(unused);
             self.counters.failed();
         });
         let result = self.load_buffer(addr, req);
+        #[cfg(feature = "fault-injection")]
+        std::thread::sleep(std::time::Duration::from_millis(
+            crate::fault::get().record_delay_ms,
+        ));
         let mut notes = Notes::new();
         let mut t = self.lock();
         let out = match result {
             Ok((key, ptr, n)) => {
                 notes = n;
+                t.uses_in_flight.remove(&addr);
                 t.slots.insert(
                     slot.addr(),
                     SlotEntry {
@@ -166,6 +177,7 @@ impl Registry {
             if let Some(h) = t.buffers.get_mut(&key) {
                 h.users += 1;
                 let ptr = h.buffer.as_ptr().cast::<c_void>();
+                t.uses_in_flight.insert(slot_addr, key);
                 drop(t);
                 self.counters.shared();
                 let mut notes: Vec<(Level, String)> =
@@ -221,6 +233,7 @@ impl Registry {
                     _file: opened,
                 },
             );
+            t.uses_in_flight.insert(slot_addr, key);
             (key, ptr)
         });
         drop(t);

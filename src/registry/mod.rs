@@ -74,7 +74,11 @@ impl Registry {
     /// Locks the tables until the guard is dropped (`fork.rs`).
     #[cfg(not(loom))]
     pub(crate) fn lock_for_fork(&self) -> ForkGuard<'_> {
-        ForkGuard(self.lock())
+        ForkGuard {
+            tables: self.lock(),
+            keep: self.config.keep,
+            unused: Vec::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Tables> {
@@ -248,15 +252,28 @@ fn not_our_load(addr: usize) -> Error {
 /// The registry's tables, locked across `fork` (see `fork.rs`): no thread
 /// of the parent can hold them when the child is made.
 #[cfg(not(loom))]
-pub(crate) struct ForkGuard<'a>(MutexGuard<'a, Tables>);
+pub(crate) struct ForkGuard<'a> {
+    tables: MutexGuard<'a, Tables>,
+    keep: bool,
+    /// Buffers the child gave its last use back for: dropped with the
+    /// guard, after `tables` (fields drop in order), so their unmapping and
+    /// closing happen once the lock is let go.
+    unused: Vec<Held>,
+}
 
 #[cfg(not(loom))]
 impl ForkGuard<'_> {
     /// In the child: loads in flight in the parent are not in flight here
     /// (their threads were not copied), so their slots go back to NULL and
-    /// their waits are forgotten; the next call loads afresh.
+    /// their waits are forgotten; the next call loads afresh. The uses of
+    /// buffers those loads had taken are given back; a buffer left without
+    /// users is freed when the guard is dropped, after the lock.
     pub(crate) fn forget_loads_in_flight(&mut self) {
-        let t = &mut *self.0;
+        let t = &mut *self.tables;
+        let uses: Vec<BufKey> = t.uses_in_flight.drain().map(|(_, key)| key).collect();
+        for key in uses {
+            self.unused.extend(t.unuse(key, self.keep));
+        }
         for addr in t.loading_slots.forget() {
             // SAFETY: `addr` is the slot of a call that was in flight when
             // the process forked: valid memory for that call, copied into

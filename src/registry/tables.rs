@@ -68,6 +68,10 @@ pub(super) struct Tables {
     pub(super) buffers: HashMap<BufKey, Held>,
     pub(super) loading_slots: Flights<usize>,
     pub(super) loading_files: Flights<BufKey>,
+    /// Uses of a buffer taken by a slot's load (counted in its `Held`) that
+    /// the slot is not yet recorded as holding: the lock is let go between
+    /// the two, so a child forked there must give them back (`fork.rs`).
+    pub(super) uses_in_flight: HashMap<usize, BufKey>,
 }
 
 impl Tables {

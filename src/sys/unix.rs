@@ -600,22 +600,17 @@ pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
     }
 }
 
-/// Waits for a thread started by [`spawn`]; call it once per thread.
-pub fn join(id: ThreadId) {
+/// Ends a thread started by [`spawn`] once its job is done or taken
+/// (`threads.rs`): here, joins it. A raw pthread starts and exits without
+/// any loader lock, even inside `dlopen`, so it ends at once; joining keeps
+/// its stack reusable and no code of ours running after the call. Once per
+/// thread.
+pub fn let_go(id: ThreadId) {
     // SAFETY: `id` names a joinable thread started by spawn; ThreadId is
-    // only made there, and callers join each once.
+    // only made there, and callers let each go once.
     unsafe {
         libc::pthread_join(id.0, std::ptr::null_mut());
     }
-}
-
-/// Ends a thread started by [`spawn`] whose job the caller ran itself
-/// (`threads.rs`): here, joins it. A raw pthread runs at once, even inside
-/// `dlopen` (it needs no loader lock), so it finds its job taken and ends
-/// at once; joining keeps its stack reusable and no code of ours running
-/// after the call. Instead of [`join`], once per thread.
-pub fn let_go(id: ThreadId) {
-    join(id);
 }
 
 /// Registers `fork` handlers for the whole process.
@@ -691,6 +686,11 @@ pub fn pin_object_at(addr: usize) {
         );
     }
 }
+
+/// Nothing to do when the registry is made: on POSIX, pinning takes no
+/// lock a waiter may hold (a raw pthread starts and exits without the
+/// loader's lock), so each user pins as it goes ([`pin_object_at`]).
+pub fn pin_library() {}
 
 // ---- stderr ----------------------------------------------------------
 

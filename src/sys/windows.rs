@@ -20,6 +20,7 @@ use std::os::windows::ffi::OsStringExt;
 use std::os::windows::fs::FileExt;
 use std::os::windows::io::AsRawHandle;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::MmapRaw;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE};
@@ -40,7 +41,6 @@ use windows_sys::Win32::System::Memory::{
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 use windows_sys::Win32::System::Threading::{
     CreateThread, GetCurrentProcess, GetProcessWorkingSetSize, SetProcessWorkingSetSize,
-    WaitForSingleObject, INFINITE,
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
@@ -374,25 +374,12 @@ pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
     }
 }
 
-/// Waits for a thread started by [`spawn`] and closes its handle; call it
-/// once per thread.
-pub fn join(id: ThreadId) {
-    let handle = id.0 as HANDLE;
-    // SAFETY: `handle` is the live handle CreateThread returned; ThreadId
-    // is only made in spawn, and callers join each once, so it is waited
-    // for and closed exactly once.
-    unsafe {
-        WaitForSingleObject(handle, INFINITE);
-        CloseHandle(handle);
-    }
-}
-
-/// Ends a thread started by [`spawn`] whose job the caller ran itself
-/// (`threads.rs`): closes its handle without waiting. Inside `DllMain` the
-/// thread cannot run before the loader lock is released, so waiting for it
-/// there would hang. It will run later, find its job taken and end; the
-/// module holding this code is pinned first, so that code is still mapped
-/// then. Instead of [`join`], once per thread.
+/// Ends a thread started by [`spawn`] once its job is done or taken
+/// (`threads.rs`): closes its handle without waiting. A thread's start and
+/// exit need the loader lock, which the caller (inside `DllMain`) or a
+/// thread waiting for the caller may hold, so waiting for it could hang.
+/// It runs or exits later; the module holding this code is pinned first,
+/// so that code is still mapped then. Once per thread.
 pub fn let_go(id: ThreadId) {
     pin_object_at(let_go as fn(ThreadId) as usize);
     // SAFETY: `id.0` is the live handle CreateThread returned, neither
@@ -483,10 +470,29 @@ pub fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
     Some((module as usize, name))
 }
 
-/// Marks the module holding `addr` as never to be unloaded
-/// (`GET_MODULE_HANDLE_EX_FLAG_PIN`). For the executable this is harmless.
+/// Marks the module holding `addr`, which is this library's code, as never
+/// to be unloaded (`GET_MODULE_HANDLE_EX_FLAG_PIN`); for an executable this
+/// is harmless. Once per process: the call takes the loader lock, which a
+/// thread waiting for one of our loads may hold (a model's `DllMain`), so
+/// it is made when the registry is made ([`pin_library`]) and is a no-op on
+/// the load paths after that.
 pub fn pin_object_at(addr: usize) {
-    let _ = module_at(addr, GET_MODULE_HANDLE_EX_FLAG_PIN);
+    if PINNED.load(Ordering::Acquire) {
+        return;
+    }
+    if module_at(addr, GET_MODULE_HANDLE_EX_FLAG_PIN).is_some() {
+        PINNED.store(true, Ordering::Release);
+    }
+}
+
+/// Whether [`pin_object_at`] has pinned this library's module.
+static PINNED: AtomicBool = AtomicBool::new(false);
+
+/// Pins the module holding this library's code, once per process; called
+/// when the process-wide registry is made, before any load can be waited
+/// for (see [`pin_object_at`]).
+pub fn pin_library() {
+    pin_object_at(pin_library as fn() as usize);
 }
 
 // ---- stderr ----------------------------------------------------------

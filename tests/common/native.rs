@@ -4,6 +4,8 @@
 //! (`cargo test --features fault-injection` in target/fault-injection, the
 //! tests named `injected::`) uses its own debug build instead, which cargo
 //! puts beside the test binary; nothing from it ever reaches target/release.
+//! So do the sanitizer builds (scripts/sanitizers.sh), which are fault
+//! builds too and compile every C host with the same sanitizer.
 
 #![allow(dead_code)]
 
@@ -57,6 +59,14 @@ pub fn unshadow(cmd: &mut Command) {
     cmd.env_remove("LD_LIBRARY_PATH");
 }
 
+/// The sanitizer this build was made with (`address` or `thread`), as
+/// scripts/sanitizers.sh names it in `OM_SANITIZER` for the build; C hosts
+/// are then compiled with `-fsanitize=` the same, and link the sanitizer
+/// runtime the library's instrumented code calls into.
+pub fn sanitizer() -> Option<&'static str> {
+    option_env!("OM_SANITIZER").filter(|s| !s.is_empty())
+}
+
 /// The folder holding this test binary (target/debug/deps).
 pub fn deps_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -65,9 +75,9 @@ pub fn deps_dir() -> PathBuf {
 
 /// The folder with the artefacts under test: target/release, freshly built
 /// by `cargo build --release --locked` (a no-op when it is up to date); or,
-/// in the fault-injection build, the deps folder of that build.
+/// in the fault-injection and sanitizer builds, the deps folder of that build.
 pub fn artefacts() -> PathBuf {
-    if cfg!(feature = "fault-injection") {
+    if cfg!(feature = "fault-injection") || sanitizer().is_some() {
         return deps_dir();
     }
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -179,6 +189,22 @@ pub fn compiler(lang: Lang) -> Command {
     };
     let mut cmd = b.get_compiler().to_command();
     cmd.args([std, "-Wall", "-Wextra", "-Werror", "-pedantic"]);
+    if let Some(san) = sanitizer() {
+        // Instrumented as the library is, and linked with the runtime the
+        // library's own instrumentation was made for (the toolchain's, not
+        // the C compiler's, which may be older: clang 14's AddressSanitizer
+        // does not lock its allocator at fork, and its children can hang in
+        // malloc), exported for the library. The flag goes to the compiler
+        // proper (-Xclang), so the driver links no runtime of its own.
+        let runtime = std::env::var("OM_SANITIZER_RUNTIME").unwrap_or_else(|_| {
+            panic!("a {san} build needs OM_SANITIZER_RUNTIME (scripts/sanitizers.sh sets it)")
+        });
+        cmd.args(["-Xclang", &format!("-fsanitize={san}"), "-g"])
+            .arg("-Wl,--whole-archive")
+            .arg(runtime)
+            .args(["-Wl,--no-whole-archive", "-Wl,--export-dynamic"])
+            .args(["-lpthread", "-ldl", "-lm", "-lrt"]);
+    }
     cmd.arg("-I").arg(manifest_dir().join("include"));
     cmd
 }
