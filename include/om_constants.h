@@ -143,156 +143,6 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Opens the packed-weights cache at `path` for `identity` (the caller's
- * model hash and packing-code version, at most 2048 bytes) and stores its
- * handle in `*out`.
- *
- * If `path` holds a valid cache built for the same identity by this
- * library's format, it is mapped read-only and every entry is served by
- * `om_cache_lookup` without packing or writing anything. Otherwise (no
- * file, another identity or format version, a damaged file: every
- * checksum is verified) the file is ignored, never trusted, and entries
- * are built with `om_cache_reserve` and `om_cache_commit`.
- *
- * Ownership: close the handle with `om_cache_close`; pointers it gave out
- * are valid until then. Thread safety: a handle may be used from several
- * threads; calls on it are serialised, except that a commit holds no lock
- * while it writes: meanwhile lookups find nothing, and reserve and a
- * second commit fail. A handle is not for use in a child forked while
- * another thread was inside one of its calls.
- *
- * Errors: false, with `*out` set to NULL and the last error, on NULL
- * arguments, a misaligned `out`, a path naming no file or naming a FIFO,
- * device or folder (refused without blocking), or an identity too long.
- *
- * # Safety
- * `path` and `identity` are NULL or NUL-terminated strings; `out` is NULL
- * or writable.
- */
-bool om_cache_open(const char *path, const char *identity, struct om_cache **out_cache);
-
-/**
- * Looks up the committed entry `name`: if present, sets `*found` to true
- * and `*data` (read-only) and `*size`; if absent, sets `*found` to false.
- * Entries reserved but not yet committed are absent.
- *
- * Errors: false and the last error, writing nothing, on NULL arguments or
- * an out-pointer not aligned for its type.
- *
- * # Safety
- * `cache` is NULL or an open handle; `name` is NULL or a NUL-terminated
- * string; the out pointers are NULL or writable.
- */
-bool om_cache_lookup(const struct om_cache *cache_handle, const char *name, const void **data, uint64_t *size, bool *found);
-
-/**
- * Reserves a writable region of `size` bytes for the entry `name`,
- * aligned to `align` (a power of two up to the page size; regions are
- * page-aligned), and stores its address in `*data`. Pack into it, then
- * call `om_cache_commit`. When the cache's folder is read-only or full,
- * the region comes from the heap (logged once) and everything still works
- * for this process, without persisting (`om_cache_commit` then returns
- * false and says so).
- *
- * Errors: false and the last error on NULL arguments, a misaligned `data`,
- * a zero size, a bad alignment, a name reserved twice, a cache that is
- * already complete for its identity (loaded from its file) or already
- * committed, a size no file in the cache's folder could ever hold (this
- * call alone fails; the cache goes on building in its file), or no
- * memory.
- *
- * # Safety
- * As for `om_cache_lookup`; `data` is NULL or writable.
- */
-bool om_cache_reserve(struct om_cache *cache_handle, const char *name, uint64_t size, uint64_t align, void **data);
-
-/**
- * Makes every reserved entry durable and its pages clean: makes the
- * regions read-only, syncs them, writes the index and header (with
- * checksums) into the temporary file, syncs it and renames it over the
- * cache file, so that a crash at any point leaves the old cache or none.
- * Finish writing every region before calling: a write after the regions
- * turn read-only faults (so a file never holds checksums that disagree
- * with its bytes). Region addresses stay valid. Committing a loaded or
- * committed cache does nothing.
- *
- * Errors: false and the last error if writing, syncing or renaming fails
- * (the entries stay usable in memory and the old file is untouched), if
- * the entries could not be persisted at all because the cache's folder
- * could not hold the file (read-only, full: the entries live on the heap
- * and stay usable; that reason was logged once when it happened, and this
- * call's message repeats it without logging it again), or if another
- * thread's commit of this handle is under way.
- *
- * # Safety
- * `cache` is NULL or an open handle.
- */
-bool om_cache_commit(struct om_cache *cache_handle);
-
-/**
- * Closes the cache: unmaps or frees every region and removes an
- * uncommitted temporary file. Every pointer the handle gave out becomes
- * invalid. Closing NULL does nothing and returns true (like `free`).
- *
- * # Safety
- * `cache` is NULL or an open handle, not used again after this call.
- */
-bool om_cache_close(struct om_cache *cache_handle);
-
-/**
- * Ensure loaded (onnx-mlir's per-inference call): if the slot already holds
- * a buffer, returns true at once without changing any count (one atomic
- * load: no lock, no shared write, and the last error is left as it was);
- * otherwise loads the file exactly as
- * `om_load_constants_from_file` does, and the slot holds that one reference
- * (released only by an explicit `om_free_constant_buffer`).
- *
- * Arguments, thread safety and errors: as `om_load_constants_from_file`.
- *
- * # Safety
- * As for `om_load_constants_from_file`.
- */
-bool om_mmap_binary_file(void **const_addr, const char *fname, int64_t size, int64_t is_le);
-
-/**
- * Sets `*output_addr` to `*base_addr + offset` (the address of one constant
- * inside the loaded buffer), unless `*output_addr` is already non-NULL.
- *
- * `base_addr` is a slot loaded by one of the load functions; `offset` must
- * lie within its buffer (checked against the buffer the slot holds at the
- * moment of the call). Concurrent calls for the same constant agree.
- *
- * Errors: on a NULL or misaligned pointer, a base slot that this library
- * did not load (empty, still loading, or holding another pointer), or an
- * offset outside the buffer, leaves `*output_addr` unchanged and sets the
- * last error (the function returns nothing, as onnx-mlir's does). When
- * `*output_addr` is already set it returns at once (one atomic load) and
- * leaves the last error as it was.
- *
- * # Safety
- * `output_addr` and `base_addr` are each NULL or point at a `void *` that
- * stays valid during the call.
- */
-void om_get_external_constant_addr(void **output_addr, void **base_addr, int64_t offset);
-
-/**
- * onnx-mlir name of `om_mmap_binary_file` (ensure loaded), with onnx-mlir's
- * signature, so models compiled by any onnx-mlir version link unchanged.
- *
- * # Safety
- * As for `om_mmap_binary_file`.
- */
-bool omMMapBinaryFile(void **const_addr, const char *fname, int64_t size, int64_t is_le);
-
-/**
- * onnx-mlir name of `om_get_external_constant_addr`.
- *
- * # Safety
- * As for `om_get_external_constant_addr`.
- */
-void omGetExternalConstantAddr(void **output_addr, void **base_addr, int64_t offset);
-
-/**
  * Acquire: takes one reference on the constants buffer of the slot
  * `*const_addr`, loading the file into it first if the slot is empty.
  *
@@ -435,6 +285,157 @@ bool omLoadConstantData(void **const_addr, const char *fname, int64_t size, int6
  * As for `om_free_constant_buffer`.
  */
 bool omUnloadConstantData(void **const_addr, int64_t size);
+
+/**
+ * Ensure loaded (onnx-mlir's per-inference call): if the slot already holds
+ * a buffer, returns true at once without changing any count (one atomic
+ * load: no lock, no shared write, and the last error is left as it was);
+ * otherwise loads the file exactly as
+ * `om_load_constants_from_file` does, and the slot holds that one reference
+ * (released only by an explicit `om_free_constant_buffer`).
+ *
+ * Arguments, thread safety and errors: as `om_load_constants_from_file`.
+ *
+ * # Safety
+ * As for `om_load_constants_from_file`.
+ */
+bool om_mmap_binary_file(void **const_addr, const char *fname, int64_t size, int64_t is_le);
+
+/**
+ * Sets `*output_addr` to `*base_addr + offset` (the address of one constant
+ * inside the loaded buffer), unless `*output_addr` is already non-NULL.
+ *
+ * `base_addr` is a slot loaded by one of the load functions; `offset` must
+ * lie within its buffer (checked against the buffer the slot holds at the
+ * moment of the call). Concurrent calls for the same constant agree.
+ *
+ * Errors: on a NULL or misaligned pointer, a base slot that this library
+ * did not load (empty, still loading, or holding another pointer), or an
+ * offset outside the buffer, leaves `*output_addr` unchanged and sets the
+ * last error (the function returns nothing, as onnx-mlir's does). When
+ * `*output_addr` is already set it returns at once (one atomic load) and
+ * leaves the last error as it was.
+ *
+ * # Safety
+ * `output_addr` and `base_addr` are each NULL or point at a `void *` that
+ * stays valid during the call.
+ */
+void om_get_external_constant_addr(void **output_addr, void **base_addr, int64_t offset);
+
+/**
+ * onnx-mlir name of `om_mmap_binary_file` (ensure loaded), with onnx-mlir's
+ * signature, so models compiled by any onnx-mlir version link unchanged.
+ *
+ * # Safety
+ * As for `om_mmap_binary_file`.
+ */
+bool omMMapBinaryFile(void **const_addr, const char *fname, int64_t size, int64_t is_le);
+
+/**
+ * onnx-mlir name of `om_get_external_constant_addr`.
+ *
+ * # Safety
+ * As for `om_get_external_constant_addr`.
+ */
+void omGetExternalConstantAddr(void **output_addr, void **base_addr, int64_t offset);
+
+/**
+ * Opens the packed-weights cache at `path` for `identity` (the caller's
+ * model hash and packing-code version, at most 2048 bytes) and stores its
+ * handle in `*out`.
+ *
+ * If `path` holds a valid cache built for the same identity by this
+ * library's format, it is mapped read-only and every entry is served by
+ * `om_cache_lookup` without packing or writing anything. Otherwise (no
+ * file, another identity or format version, a damaged file: every
+ * checksum is verified) the file is ignored, never trusted, and entries
+ * are built with `om_cache_reserve` and `om_cache_commit`.
+ *
+ * Ownership: close the handle with `om_cache_close`; pointers it gave out
+ * are valid until then. Thread safety: a handle may be used from several
+ * threads; calls on it are serialised, except that a commit holds no lock
+ * while it writes: meanwhile lookups find nothing, and reserve and a
+ * second commit fail. A handle is not for use in a child forked while
+ * another thread was inside one of its calls.
+ *
+ * Errors: false, with `*out_cache` set to NULL and the last error, on
+ * NULL arguments, a misaligned `out_cache`, a path naming no file or naming a FIFO,
+ * device or folder (refused without blocking), or an identity too long.
+ *
+ * # Safety
+ * `path` and `identity` are NULL or NUL-terminated strings; `out_cache`
+ * is NULL or writable.
+ */
+bool om_cache_open(const char *path, const char *identity, struct om_cache **out_cache);
+
+/**
+ * Looks up the committed entry `name`: if present, sets `*found` to true
+ * and `*data` (read-only) and `*size`; if absent, sets `*found` to false.
+ * Entries reserved but not yet committed are absent.
+ *
+ * Errors: false and the last error, writing nothing, on NULL arguments or
+ * an out-pointer not aligned for its type.
+ *
+ * # Safety
+ * `cache_handle` is NULL or an open handle; `name` is NULL or a NUL-terminated
+ * string; the out pointers are NULL or writable.
+ */
+bool om_cache_lookup(const struct om_cache *cache_handle, const char *name, const void **data, uint64_t *size, bool *found);
+
+/**
+ * Reserves a writable region of `size` bytes for the entry `name`,
+ * aligned to `align` (a power of two up to the page size; regions are
+ * page-aligned), and stores its address in `*data`. Pack into it, then
+ * call `om_cache_commit`. When the cache's folder is read-only or full,
+ * the region comes from the heap (logged once) and everything still works
+ * for this process, without persisting (`om_cache_commit` then returns
+ * false and says so).
+ *
+ * Errors: false and the last error on NULL arguments, a misaligned `data`,
+ * a zero size, a bad alignment, a name reserved twice, a cache that is
+ * already complete for its identity (loaded from its file) or already
+ * committed, a size no file in the cache's folder could ever hold (this
+ * call alone fails; the cache goes on building in its file), or no
+ * memory.
+ *
+ * # Safety
+ * As for `om_cache_lookup`; `data` is NULL or writable.
+ */
+bool om_cache_reserve(struct om_cache *cache_handle, const char *name, uint64_t size, uint64_t align, void **data);
+
+/**
+ * Makes every reserved entry durable and its pages clean: makes the
+ * regions read-only, syncs them, writes the index and header (with
+ * checksums) into the temporary file, syncs it and renames it over the
+ * cache file, so that a crash at any point leaves the old cache or none.
+ * Finish writing every region before calling: a write after the regions
+ * turn read-only faults (so a file never holds checksums that disagree
+ * with its bytes). Region addresses stay valid. Committing a loaded or
+ * committed cache does nothing.
+ *
+ * Errors: false and the last error if writing, syncing or renaming fails
+ * (the entries stay usable in memory and the old file is untouched), if
+ * the entries could not be persisted at all because the cache's folder
+ * could not hold the file (read-only, full: the entries live on the heap
+ * and stay usable; that reason was logged once when it happened, and this
+ * call's message repeats it without logging it again), or if another
+ * thread's commit of this handle is under way.
+ *
+ * # Safety
+ * `cache_handle` is NULL or an open handle.
+ */
+bool om_cache_commit(struct om_cache *cache_handle);
+
+/**
+ * Closes the cache: unmaps or frees every region and removes an
+ * uncommitted temporary file. Every pointer the handle gave out becomes
+ * invalid. Closing NULL does nothing and returns true (like `free`).
+ *
+ * # Safety
+ * `cache_handle` is NULL or an open handle, not used again after this
+ * call.
+ */
+bool om_cache_close(struct om_cache *cache_handle);
 
 #ifdef __cplusplus
 }  // extern "C"

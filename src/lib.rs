@@ -9,28 +9,8 @@
 //!
 //! ## Module map
 //!
-//! docs/ARCHITECTURE.md has the whole map: the modules, a call's way from C
+//! docs/ARCHITECTURE.md has the one map: the modules, a call's way from C
 //! to memory and back, and each invariant with the place that enforces it.
-//!
-//! | module | concern |
-//! |---|---|
-//! | [`ffi`] | every `extern "C"` function: argument checks, `catch_unwind`, error → false |
-//! | `registry` | slots ↔ buffers, one owner per count, acquire / release / trim |
-//! | `slot` | the run-once protocol: slot states, loads in flight, waiting |
-//! | `strategy` | turning a file into memory: `mmap`, `read`, `chunked-mmap`; 2 MiB pages (`huge.rs`); prefetch, `mlock` |
-//! | `threads` | worker threads that are safe to start inside `dlopen` |
-//! | `sys` | every system call, behind safe functions (`unix.rs`) |
-//! | `fault` | faults to inject, in the fault-injection build only (`sys/faulty.rs` injects them) |
-//! | `fork`, `global` | `pthread_atfork` handlers; the process-wide registry |
-//! | `loader` | the I/O behind a load: open, then a strategy (an in-memory stand-in under loom) |
-//! | `sync` | std's locks and atomics, or loom's when model-checking |
-//! | `source` | opening and checking the file, its identity for sharing |
-//! | [`locate`] | finding the file the model names |
-//! | [`cache`] | the packed-weights cache: file-backed, persisted, crash-safe |
-//! | [`config`] | `OM_CONSTANT_*` options |
-//! | `stats` | counters behind `om_constants_stats` ([`Stats`]) |
-//! | [`error`] | errors and the thread-local last error |
-//! | [`log`] | one-line diagnostics on stderr |
 //!
 //! The public Rust interface is the C ABI's functions ([`ffi`]), the
 //! [`Registry`] with its [`Config`], [`Request`] and [`Stats`], the cache

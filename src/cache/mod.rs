@@ -17,9 +17,10 @@
 //! hold the file (read-only, full), regions come from the heap instead,
 //! with one log line, and the process works on without persisting.
 //!
-//! A cache is in one of three states (`State`): complete (a valid file,
-//! served as it is), building (entries being reserved and packed), or
-//! committed (the entries are final for this process, persisted or not).
+//! A cache is in one of four states (`State`): complete (a valid file,
+//! served as it is), building (entries being reserved and packed),
+//! committing (a thread writes the file, holding no lock), or committed
+//! (the entries are final for this process, persisted or not).
 //! The file mechanics are in `file.rs`, a reserved entry in `region.rs`.
 
 mod file;

@@ -27,13 +27,13 @@ use crate::global::global;
 /// second commit fail. A handle is not for use in a child forked while
 /// another thread was inside one of its calls.
 ///
-/// Errors: false, with `*out` set to NULL and the last error, on NULL
-/// arguments, a misaligned `out`, a path naming no file or naming a FIFO,
+/// Errors: false, with `*out_cache` set to NULL and the last error, on
+/// NULL arguments, a misaligned `out_cache`, a path naming no file or naming a FIFO,
 /// device or folder (refused without blocking), or an identity too long.
 ///
 /// # Safety
-/// `path` and `identity` are NULL or NUL-terminated strings; `out` is NULL
-/// or writable.
+/// `path` and `identity` are NULL or NUL-terminated strings; `out_cache`
+/// is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn om_cache_open(
     path: *const c_char,
@@ -65,7 +65,7 @@ pub unsafe extern "C" fn om_cache_open(
 /// an out-pointer not aligned for its type.
 ///
 /// # Safety
-/// `cache` is NULL or an open handle; `name` is NULL or a NUL-terminated
+/// `cache_handle` is NULL or an open handle; `name` is NULL or a NUL-terminated
 /// string; the out pointers are NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn om_cache_lookup(
@@ -146,7 +146,7 @@ pub unsafe extern "C" fn om_cache_reserve(
 /// thread's commit of this handle is under way.
 ///
 /// # Safety
-/// `cache` is NULL or an open handle.
+/// `cache_handle` is NULL or an open handle.
 #[no_mangle]
 pub unsafe extern "C" fn om_cache_commit(cache_handle: *mut Cache) -> bool {
     // Not persisted: its reason was logged when the folder refused the file.
@@ -161,7 +161,8 @@ pub unsafe extern "C" fn om_cache_commit(cache_handle: *mut Cache) -> bool {
 /// invalid. Closing NULL does nothing and returns true (like `free`).
 ///
 /// # Safety
-/// `cache` is NULL or an open handle, not used again after this call.
+/// `cache_handle` is NULL or an open handle, not used again after this
+/// call.
 #[no_mangle]
 pub unsafe extern "C" fn om_cache_close(cache_handle: *mut Cache) -> bool {
     call(false, || {

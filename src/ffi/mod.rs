@@ -12,12 +12,19 @@
 //! | `fast_path.rs` | the per-inference calls (ensure loaded, constant address) and their onnx-mlir names: one acquire load on a loaded slot |
 //! | `cache.rs` | the packed-weights cache |
 
-// In the header's order: the slot functions, the per-inference calls, the
-// cache (cbindgen follows these declarations).
-mod args;
-mod cache;
-mod fast_path;
+// In the header's order: cbindgen reads the modules in the order they are
+// declared here (kept apart, so that rustfmt does not sort them).
+
+// 1. The slot functions: acquire, release, errors, stats.
 mod slots;
+
+// 2. The per-inference calls.
+mod fast_path;
+
+// 3. The packed-weights cache.
+mod cache;
+
+mod args;
 
 pub use cache::*;
 pub use fast_path::*;
