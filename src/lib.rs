@@ -26,6 +26,7 @@
 // declarations below allow that, in the loom build only.
 
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cache;

@@ -6,7 +6,7 @@
 //! locking and publication code without touching the file system.
 
 #[cfg(not(loom))]
-pub use real::*;
+pub(crate) use real::*;
 
 #[cfg(not(loom))]
 mod real {
@@ -14,13 +14,13 @@ mod real {
     use crate::error::Result;
     use crate::locate;
     use crate::request::Request;
-    pub use crate::source::Source;
+    pub(crate) use crate::source::Source;
     use crate::strategy::{self, Outcome};
 
     /// Finds `req`'s file for the slot at `slot_addr` and opens it; also
     /// returns the search's note for the `info` log, if it has one, for the
     /// caller to write once nobody waits on it.
-    pub fn open(
+    pub(crate) fn open(
         req: &Request,
         config: &Config,
         slot_addr: usize,
@@ -33,13 +33,13 @@ mod real {
     }
 
     /// Loads the opened file with the configured strategy.
-    pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
+    pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
         strategy::load(source, size, config)
     }
 }
 
 #[cfg(loom)]
-pub use fake::*;
+pub(crate) use fake::*;
 
 #[cfg(loom)]
 mod fake {
@@ -50,11 +50,11 @@ mod fake {
     use crate::strategy::{Buffer, HeapBuf, Outcome};
 
     /// A "file": its name.
-    pub struct Source(String);
+    pub(crate) struct Source(String);
 
     impl Source {
         /// The same name is the same file.
-        pub fn key(&self) -> FileKey {
+        pub(crate) fn key(&self) -> FileKey {
             let h = self.0.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
             });
@@ -62,13 +62,13 @@ mod fake {
         }
 
         /// Its name.
-        pub fn shown(&self) -> String {
+        pub(crate) fn shown(&self) -> String {
             self.0.clone()
         }
     }
 
     /// Always succeeds, with no note.
-    pub fn open(
+    pub(crate) fn open(
         req: &Request,
         _config: &Config,
         _slot_addr: usize,
@@ -77,7 +77,7 @@ mod fake {
     }
 
     /// A heap buffer, or an I/O error for names starting with "fail".
-    pub fn load(opened: &Source, size: u64, config: &Config) -> Result<Outcome> {
+    pub(crate) fn load(opened: &Source, size: u64, config: &Config) -> Result<Outcome> {
         if opened.0.starts_with("fail") {
             return Err(Error::new(
                 ErrorKind::Io,

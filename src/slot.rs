@@ -37,7 +37,7 @@ pub const LOADING: *mut c_void = 1 as *mut c_void;
 
 /// What a slot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// NULL: nothing loaded.
     Empty,
     /// A thread is loading.
@@ -48,38 +48,38 @@ pub enum State {
 
 /// A model's slot, borrowed for the duration of one call.
 #[derive(Clone, Copy)]
-pub struct Slot<'a>(&'a AtomicPtr<c_void>);
+pub(crate) struct Slot<'a>(&'a AtomicPtr<c_void>);
 
 impl<'a> Slot<'a> {
     /// Wraps a slot.
-    pub fn new(cell: &'a AtomicPtr<c_void>) -> Self {
+    pub(crate) fn new(cell: &'a AtomicPtr<c_void>) -> Self {
         Slot(cell)
     }
 
     /// Its address: the registry's key for it.
-    pub fn addr(self) -> usize {
+    pub(crate) fn addr(self) -> usize {
         self.0 as *const AtomicPtr<c_void> as usize
     }
 
     /// The current state (acquire: a loaded address comes with its bytes).
-    pub fn state(self) -> State {
+    pub(crate) fn state(self) -> State {
         classify(self.0.load(Ordering::Acquire))
     }
 
     /// `from → LOADING`; true if this thread now owns the load.
-    pub fn claim(self, from: *mut c_void) -> bool {
+    pub(crate) fn claim(self, from: *mut c_void) -> bool {
         self.0
             .compare_exchange(from, LOADING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
     /// Publishes `value` (an address, or NULL) with release ordering.
-    pub fn publish(self, value: *mut c_void) {
+    pub(crate) fn publish(self, value: *mut c_void) {
         self.0.store(value, Ordering::Release);
     }
 
     /// Spins briefly while the slot is LOADING; returns the state seen last.
-    pub fn spin_while_loading(self) -> State {
+    pub(crate) fn spin_while_loading(self) -> State {
         let mut spin = Spin::new();
         loop {
             let s = self.state();
@@ -91,7 +91,7 @@ impl<'a> Slot<'a> {
 }
 
 /// Reads a raw slot value.
-pub fn classify(p: *mut c_void) -> State {
+pub(crate) fn classify(p: *mut c_void) -> State {
     if p.is_null() {
         State::Empty
     } else if p == LOADING {
@@ -102,7 +102,7 @@ pub fn classify(p: *mut c_void) -> State {
 }
 
 /// One load in flight: waiters block here until the loader completes it.
-pub struct Pending {
+pub(crate) struct Pending {
     outcome: Mutex<Option<Result<()>>>,
     done: Condvar,
 }
@@ -118,12 +118,12 @@ impl Default for Pending {
 
 impl Pending {
     /// A load that has not finished.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records the loader's outcome and wakes every waiter.
-    pub fn complete(&self, outcome: Result<()>) {
+    pub(crate) fn complete(&self, outcome: Result<()>) {
         let mut g = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
         if g.is_none() {
             *g = Some(outcome);
@@ -134,7 +134,7 @@ impl Pending {
 
     /// Blocks until the load completes (its outcome) or `timeout` passes
     /// (a `Timeout` error naming `what`).
-    pub fn wait(&self, timeout: Duration, what: &str) -> Result<()> {
+    pub(crate) fn wait(&self, timeout: Duration, what: &str) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut g = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
@@ -164,7 +164,7 @@ impl Pending {
 
 /// The loads in flight, at most one per key; kept in the registry's tables
 /// and touched only under its lock.
-pub struct Flights<K>(HashMap<K, Arc<Pending>>);
+pub(crate) struct Flights<K>(HashMap<K, Arc<Pending>>);
 
 impl<K> Default for Flights<K> {
     fn default() -> Self {
@@ -174,32 +174,32 @@ impl<K> Default for Flights<K> {
 
 impl<K: Eq + Hash + Copy> Flights<K> {
     /// The load in flight for `key`, to wait for.
-    pub fn get(&self, key: &K) -> Option<Arc<Pending>> {
+    pub(crate) fn get(&self, key: &K) -> Option<Arc<Pending>> {
         self.0.get(key).cloned()
     }
 
     /// Starts the load for `key`, which has none in flight.
-    pub fn start(&mut self, key: K) -> Arc<Pending> {
+    pub(crate) fn start(&mut self, key: K) -> Arc<Pending> {
         let pending = Arc::new(Pending::new());
         self.0.insert(key, pending.clone());
         pending
     }
 
     /// Ends the load for `key`; its [`Flight`] wakes the waiters.
-    pub fn end(&mut self, key: &K) {
+    pub(crate) fn end(&mut self, key: &K) {
         self.0.remove(key);
     }
 
     /// Forgets every load in flight (a forked child: their threads are not
     /// in this process); yields their keys.
     #[cfg_attr(loom, allow(dead_code))] // used by fork.rs, not built under loom
-    pub fn forget(&mut self) -> impl Iterator<Item = K> + '_ {
+    pub(crate) fn forget(&mut self) -> impl Iterator<Item = K> + '_ {
         self.0.drain().map(|(k, _)| k)
     }
 }
 
 /// The right to finish one load, held by the thread that started it.
-pub struct Flight<'a> {
+pub(crate) struct Flight<'a> {
     pending: Arc<Pending>,
     /// Undoes the start when the flight is dropped unsettled.
     cleanup: Option<Box<dyn FnOnce() + 'a>>,
@@ -208,7 +208,7 @@ pub struct Flight<'a> {
 impl<'a> Flight<'a> {
     /// A flight for `pending`; `cleanup` (take the lock, end the flight,
     /// reset what it claimed) runs only if it is dropped unsettled.
-    pub fn new(pending: Arc<Pending>, cleanup: impl FnOnce() + 'a) -> Flight<'a> {
+    pub(crate) fn new(pending: Arc<Pending>, cleanup: impl FnOnce() + 'a) -> Flight<'a> {
         Flight {
             pending,
             cleanup: Some(Box::new(cleanup)),
@@ -217,7 +217,7 @@ impl<'a> Flight<'a> {
 
     /// The load is over and the caller has ended it in the tables: wake
     /// every waiter with `outcome`.
-    pub fn settle(mut self, outcome: Result<()>) {
+    pub(crate) fn settle(mut self, outcome: Result<()>) {
         self.cleanup = None;
         self.pending.complete(outcome);
     }

@@ -15,7 +15,7 @@ use crate::sys;
 
 /// What makes two opens "the same file" for sharing a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileKey {
+pub(crate) struct FileKey {
     /// Volume, file number, mtime and ctime. The ctime changes on any
     /// write or metadata change and cannot be set back by tools that
     /// restore mtime (`cp -p`, tar, SOURCE_DATE_EPOCH builds).
@@ -26,7 +26,7 @@ pub struct FileKey {
 impl FileKey {
     /// A key that is not a file's (the model checker's stand-in files).
     #[cfg(loom)]
-    pub fn synthetic(n: u64) -> FileKey {
+    pub(crate) fn synthetic(n: u64) -> FileKey {
         FileKey {
             stamp: sys::FileStamp {
                 volume: 0,
@@ -47,7 +47,7 @@ impl FileKey {
 
     /// True when `file` is the same file (volume and file number: device
     /// and inode on POSIX).
-    pub fn same_file(&self, file: &File) -> std::io::Result<bool> {
+    pub(crate) fn same_file(&self, file: &File) -> std::io::Result<bool> {
         let other = sys::file_stamp(file, &file.metadata()?)?;
         Ok(self.stamp.volume == other.volume && self.stamp.index == other.index)
     }
@@ -55,7 +55,7 @@ impl FileKey {
 
 /// An open, checked constants file.
 #[derive(Debug)]
-pub struct Source {
+pub(crate) struct Source {
     /// The open file (read-only, close-on-exec).
     pub file: File,
     /// The path it was opened at.
@@ -77,18 +77,18 @@ impl Drop for Source {
 
 impl Source {
     /// Its identity, for sharing.
-    pub fn key(&self) -> FileKey {
+    pub(crate) fn key(&self) -> FileKey {
         self.key
     }
 
     /// Where it was found, for messages.
-    pub fn shown(&self) -> String {
+    pub(crate) fn shown(&self) -> String {
         self.path.display().to_string()
     }
 
     /// Opens `path` (found for the model's `fname`) and checks that it is a
     /// regular file of at least `size` bytes.
-    pub fn open(path: &Path, fname: &str, size: u64) -> Result<Source> {
+    pub(crate) fn open(path: &Path, fname: &str, size: u64) -> Result<Source> {
         let opened = sys::open_read_nonblocking(path);
         // Windows refuses to open a folder as a file ("access denied"):
         // say what the path really is, as POSIX systems let us.
@@ -142,7 +142,7 @@ impl Source {
 }
 
 /// What a non-regular file is, for messages ("a FIFO (named pipe)").
-pub fn describe(meta: &Metadata) -> &'static str {
+pub(crate) fn describe(meta: &Metadata) -> &'static str {
     if meta.is_dir() {
         "a directory"
     } else {

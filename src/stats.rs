@@ -114,7 +114,7 @@ impl Default for Stats {
 }
 
 /// The smallest `size` a caller may pass: room for `size` and one count.
-pub const MIN_SIZE: u64 = 16;
+pub(crate) const MIN_SIZE: u64 = 16;
 
 #[derive(Default)]
 struct StrategyCounters {
@@ -125,7 +125,7 @@ struct StrategyCounters {
 
 /// The cumulative counters of one registry.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     shared: AtomicU64,
     waits: AtomicU64,
     failures: AtomicU64,
@@ -144,7 +144,7 @@ fn nanos(d: Duration) -> u64 {
 
 impl Counters {
     /// A completed load of `bytes` bytes.
-    pub fn loaded(&self, l: &Outcome, bytes: u64) {
+    pub(crate) fn loaded(&self, l: &Outcome, bytes: u64) {
         let c = &self.per[l.buffer.strategy() as usize];
         c.loads.fetch_add(1, Relaxed);
         c.bytes.fetch_add(bytes, Relaxed);
@@ -156,28 +156,28 @@ impl Counters {
             .fetch_add(u64::from(l.direct_fallback), Relaxed);
     }
     /// An acquire served by an existing buffer.
-    pub fn shared(&self) {
+    pub(crate) fn shared(&self) {
         self.shared.fetch_add(1, Relaxed);
     }
     /// A call that waited for another thread's load.
-    pub fn waited(&self) {
+    pub(crate) fn waited(&self) {
         self.waits.fetch_add(1, Relaxed);
     }
     /// A failed load.
-    pub fn failed(&self) {
+    pub(crate) fn failed(&self) {
         self.failures.fetch_add(1, Relaxed);
     }
     /// A wait that timed out.
-    pub fn timed_out(&self) {
+    pub(crate) fn timed_out(&self) {
         self.timeouts.fetch_add(1, Relaxed);
     }
     /// Buffers freed.
-    pub fn freed(&self, n: u64) {
+    pub(crate) fn freed(&self, n: u64) {
         self.frees.fetch_add(n, Relaxed);
     }
 
     /// Fills the cumulative fields of `out`.
-    pub fn fill(&self, out: &mut Stats) {
+    pub(crate) fn fill(&self, out: &mut Stats) {
         let get = |a: &AtomicU64| a.load(Relaxed);
         out.shared = get(&self.shared);
         out.waits = get(&self.waits);

@@ -3,13 +3,13 @@
 //! interleaving of the slot state machine (tests/loom.rs).
 
 #[cfg(loom)]
-pub use loom::sync::{atomic::AtomicPtr, Arc, Condvar, Mutex, MutexGuard};
+pub(crate) use loom::sync::{atomic::AtomicPtr, Arc, Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub use std::sync::{atomic::AtomicPtr, Arc, Condvar, Mutex, MutexGuard};
+pub(crate) use std::sync::{atomic::AtomicPtr, Arc, Condvar, Mutex, MutexGuard};
 
 /// Lets another thread run while this one waits for a load: a short spin
 /// (crossbeam's `Backoff`), or under loom a single scheduling point.
-pub struct Spin {
+pub(crate) struct Spin {
     #[cfg(not(loom))]
     backoff: crossbeam_utils::Backoff,
     #[cfg(loom)]
@@ -18,7 +18,7 @@ pub struct Spin {
 
 impl Spin {
     /// A fresh spin.
-    pub fn new() -> Spin {
+    pub(crate) fn new() -> Spin {
         Spin {
             #[cfg(not(loom))]
             backoff: crossbeam_utils::Backoff::new(),
@@ -28,7 +28,7 @@ impl Spin {
     }
 
     /// Waits a little longer each call; false once it is time to block.
-    pub fn snooze(&mut self) -> bool {
+    pub(crate) fn snooze(&mut self) -> bool {
         #[cfg(not(loom))]
         {
             if self.backoff.is_completed() {

@@ -24,7 +24,9 @@ type Starter = for<'j> unsafe fn(Job<'j>) -> Result<ThreadId, Job<'j>>;
 /// Runs every job, each but the first on its own thread (inline where no
 /// thread can be had), and returns when all have finished. A job that
 /// panicked leaves its result `None`.
-pub fn run_all<'a, T: Send + 'a>(jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>) -> Vec<Option<T>> {
+pub(crate) fn run_all<'a, T: Send + 'a>(
+    jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
+) -> Vec<Option<T>> {
     run_with(jobs, sys::spawn)
 }
 
@@ -157,14 +159,14 @@ impl Handoff {
 /// thread is running (docs/ARCHITECTURE.md, "Unload"). In a child forked
 /// after it started, the thread does not exist: dropping it there does not
 /// join.
-pub struct Background {
+pub(crate) struct Background {
     id: Option<ThreadId>,
     pid: u32,
 }
 
 impl Background {
     /// Starts `job`; `None` if no thread can be had.
-    pub fn spawn(job: impl FnOnce() + Send + 'static) -> Option<Background> {
+    pub(crate) fn spawn(job: impl FnOnce() + Send + 'static) -> Option<Background> {
         // Pin the object that holds this code (the shared library, or the
         // model or program it was linked into statically); the shared
         // library is also linked with `-z nodelete` (build.rs).

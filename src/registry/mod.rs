@@ -294,7 +294,7 @@ impl ForkGuard<'_> {
 /// check before any of this, in `ffi::peek`, so that a loaded slot never
 /// reaches the registry.)
 #[inline]
-pub fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
+pub(crate) fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
     match Slot::new(cell).state() {
         State::Loaded(p) => Some(p),
         _ => None,

@@ -1,4 +1,10 @@
-//! The `chunked-mmap` strategy: zero copy above a per-mapping size limit.
+//! The mapping strategies: `chunked-mmap`, zero copy above a per-mapping
+//! size limit, and `mmap`, the same with one piece (`strategy::load`).
+//!
+//! Zero copy: pages fault in from the page cache on first touch and are
+//! shared with every other process mapping the same file. The hazard, which
+//! the README states: truncating the file in place while it is mapped
+//! makes reads past the new end raise SIGBUS; replace files by rename.
 //!
 //! z/OS refuses single mappings above about 1 GiB. We reserve one
 //! contiguous address range (`PROT_NONE`, `MAP_NORESERVE`: address space
@@ -21,10 +27,10 @@ use crate::sys::{self, Reservation};
 
 /// Piece size when `chunked-mmap` is forced and no limit is configured:
 /// z/OS's limit, the reason this strategy exists.
-pub const DEFAULT_PIECE: u64 = 1 << 30;
+pub(crate) const DEFAULT_PIECE: u64 = 1 << 30;
 
 /// A reserved address range with the file mapped into it; unmapped on drop.
-pub struct Chunked {
+pub(crate) struct Chunked {
     #[cfg(unix)]
     range: Reservation,
     #[cfg(windows)]
@@ -36,7 +42,7 @@ pub struct Chunked {
 
 impl Chunked {
     /// The start of the mapping.
-    pub fn as_ptr(&self) -> *mut u8 {
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
         #[cfg(unix)]
         return self.range.as_ptr();
         #[cfg(windows)]
@@ -44,13 +50,13 @@ impl Chunked {
     }
 
     /// Its length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// How many pieces were mapped.
     #[cfg(test)]
-    pub fn pieces(&self) -> usize {
+    pub(crate) fn pieces(&self) -> usize {
         self.pieces
     }
 }
@@ -63,7 +69,13 @@ impl Chunked {
 /// 2 MiB folios with 2 MiB entries only there (`huge.rs`). `populate` is
 /// applied by the caller, after that advice.
 #[cfg(unix)]
-pub fn map(source: &Source, len: usize, piece: u64, huge: bool, what: &str) -> Result<Chunked> {
+pub(super) fn map(
+    source: &Source,
+    len: usize,
+    piece: u64,
+    huge: bool,
+    what: &str,
+) -> Result<Chunked> {
     let fail = |e: &std::io::Error| Error::io(what, &source.fname, &source.path, e);
     let page = super::heap::page_size();
     // Pieces smaller than a huge page (a tiny OM_CONSTANT_MMAP_LIMIT, in
@@ -93,7 +105,13 @@ pub fn map(source: &Source, len: usize, piece: u64, huge: bool, what: &str) -> R
 /// Maps the first `len` bytes of `source` as one view (see the module
 /// docs): `piece` and `huge` have no effect on Windows.
 #[cfg(windows)]
-pub fn map(source: &Source, len: usize, _piece: u64, _huge: bool, what: &str) -> Result<Chunked> {
+pub(super) fn map(
+    source: &Source,
+    len: usize,
+    _piece: u64,
+    _huge: bool,
+    what: &str,
+) -> Result<Chunked> {
     let range = crate::sys::map_file(&source.file, len, false)
         .map_err(|e| Error::io(what, &source.fname, &source.path, &e))?;
     Ok(Chunked {

@@ -12,15 +12,15 @@ use std::ptr::NonNull;
 use crate::sys;
 
 /// Size and alignment of a huge page on the platforms that have them.
-pub const HUGE_PAGE: usize = 2 << 20;
+pub(super) const HUGE_PAGE: usize = 2 << 20;
 
 /// The system's page size.
-pub fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     sys::page_size()
 }
 
 /// An owned, aligned, uninitialised heap allocation of `len` bytes.
-pub struct HeapBuf {
+pub(crate) struct HeapBuf {
     ptr: NonNull<u8>,
     layout: Layout,
 }
@@ -36,7 +36,7 @@ impl HeapBuf {
     /// Allocates `len` (> 0) bytes; `None` if the allocator refuses.
     /// With `huge`, buffers of 2 MiB and more are 2 MiB-aligned and advised
     /// for transparent huge pages.
-    pub fn alloc(len: usize, huge: bool) -> Option<HeapBuf> {
+    pub(crate) fn alloc(len: usize, huge: bool) -> Option<HeapBuf> {
         let huge = huge && len >= HUGE_PAGE;
         let align = if huge { HUGE_PAGE } else { page_size() };
         let layout = Layout::from_size_align(len.max(1), align).ok()?;
@@ -48,12 +48,12 @@ impl HeapBuf {
     }
 
     /// The start of the allocation.
-    pub fn as_ptr(&self) -> *mut u8 {
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// Its length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.layout.size()
     }
 }

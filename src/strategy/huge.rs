@@ -31,7 +31,7 @@ const ENOUGH: f64 = 0.9;
 /// advised when `mode` wants huge pages). Returns a line for the `info` log:
 /// what was done, or why the buffer is not in 2 MiB pages; `None` when
 /// there is nothing to say.
-pub fn settle(source: &Source, ptr: *mut u8, len: usize, mode: HugePages) -> Option<String> {
+pub(super) fn settle(source: &Source, ptr: *mut u8, len: usize, mode: HugePages) -> Option<String> {
     if !mode.wanted() || len < sys::HUGE_PAGE {
         return None;
     }

@@ -10,7 +10,6 @@
 mod chunked;
 mod heap;
 mod huge;
-mod mmap;
 mod read;
 mod residency;
 
@@ -22,8 +21,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log::Level;
 use crate::source::Source;
 
-pub use chunked::{Chunked, DEFAULT_PIECE};
-pub use heap::{page_size, HeapBuf};
+pub(crate) use chunked::{Chunked, DEFAULT_PIECE};
+pub(crate) use heap::{page_size, HeapBuf};
 
 /// The strategy that actually produced a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +77,7 @@ enum Memory {
 
 /// The constants in memory: what the slot points at, freed on drop
 /// (unmapped or deallocated, after its prefetch helper stopped).
-pub struct Buffer {
+pub(crate) struct Buffer {
     /// Shared with a prefetch helper, if one runs: the memory goes when the
     /// last of the two lets go, so the helper is never waited for (on
     /// Windows a wait could be under the loader lock, which the helper's
@@ -92,7 +91,7 @@ pub struct Buffer {
 impl Buffer {
     /// A plain heap buffer (the model checker's stand-in loads).
     #[cfg(loom)]
-    pub fn from_heap(heap: HeapBuf) -> Buffer {
+    pub(crate) fn from_heap(heap: HeapBuf) -> Buffer {
         Buffer {
             memory: Arc::new(Memory::Heap(heap)),
             strategy: Strategy::Read,
@@ -102,7 +101,7 @@ impl Buffer {
     }
 
     /// The address published in the slot.
-    pub fn as_ptr(&self) -> *mut u8 {
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
         match &*self.memory {
             // The mappings are read-only; the model only reads through the
             // pointer, and C's `void *` has no const to express that.
@@ -112,7 +111,7 @@ impl Buffer {
     }
 
     /// Its length in bytes (the `size` the model asked for).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match &*self.memory {
             Memory::Heap(h) => h.len(),
             Memory::Mapped(c) => c.len(),
@@ -120,13 +119,13 @@ impl Buffer {
     }
 
     /// The strategy that produced it.
-    pub fn strategy(&self) -> Strategy {
+    pub(crate) fn strategy(&self) -> Strategy {
         self.strategy
     }
 
     /// How many mappings it is made of (1 but for `chunked-mmap`).
     #[cfg(test)]
-    pub fn pieces(&self) -> usize {
+    pub(crate) fn pieces(&self) -> usize {
         match &*self.memory {
             Memory::Mapped(c) => c.pieces(),
             _ => 1,
@@ -156,7 +155,7 @@ impl std::fmt::Debug for Buffer {
 
 /// A finished load: the buffer, and what the load did (for stats and logs).
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The memory.
     pub buffer: Buffer,
     /// Bytes copied by `read` (0 for a mapping).
@@ -178,7 +177,7 @@ pub struct Outcome {
 }
 
 /// Loads the first `size` bytes of `source` as `config` says.
-pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
+pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
     let start = Instant::now();
     let len = usize::try_from(size).map_err(|_| {
         Error::new(
@@ -193,9 +192,12 @@ pub fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
     let huge = config.huge_pages.wanted();
     let mapped = match resolve(config.strategy, size, config.mmap_limit) {
         Strategy::Read => None,
-        Strategy::Mmap => {
-            Some(mmap::map(source, len, huge).map(|m| (Memory::Mapped(m), Strategy::Mmap)))
-        }
+        // `mmap` is `chunked-mmap` with one piece, so that on Unix it too
+        // starts on a 2 MiB boundary and is advised before its first fault.
+        Strategy::Mmap => Some(
+            chunked::map(source, len, u64::MAX, huge, "map (mmap)")
+                .map(|m| (Memory::Mapped(m), Strategy::Mmap)),
+        ),
         Strategy::ChunkedMmap => {
             let piece = config.mmap_limit.unwrap_or(DEFAULT_PIECE);
             Some(

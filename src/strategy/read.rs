@@ -25,10 +25,10 @@ use crate::source::Source;
 use crate::sys::{self, Access};
 
 /// The largest single `pread`.
-pub const CHUNK: usize = 1 << 30;
+pub(super) const CHUNK: usize = 1 << 30;
 
 /// Below this size one thread reads: spawning costs more than it saves.
-pub const PARALLEL_MIN: usize = 16 << 20;
+pub(super) const PARALLEL_MIN: usize = 16 << 20;
 
 /// `O_DIRECT` transfers are aligned to this (the largest common logical
 /// block size; our buffer and range starts are at least this aligned).
@@ -36,7 +36,7 @@ const DIRECT_ALIGN: usize = 4096;
 
 /// What a read did besides filling the buffer.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ReadStats {
+pub(super) struct ReadStats {
     /// Threads used.
     pub threads: usize,
     /// Bytes read with `O_DIRECT`.
@@ -46,7 +46,7 @@ pub struct ReadStats {
 }
 
 /// Allocates `len` bytes and fills them from the start of `source`.
-pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, ReadStats)> {
+pub(super) fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, ReadStats)> {
     let buf = HeapBuf::alloc(len, config.huge_pages.wanted()).ok_or_else(|| {
         Error::new(
             ErrorKind::OutOfMemory,
@@ -98,7 +98,7 @@ pub fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, Re
 
 /// Threads for a `len`-byte read: 1 below [`PARALLEL_MIN`], else the
 /// smaller of `max` and the CPUs.
-pub fn thread_count(len: usize, max: usize) -> usize {
+pub(super) fn thread_count(len: usize, max: usize) -> usize {
     if len < PARALLEL_MIN {
         return 1;
     }
@@ -108,7 +108,7 @@ pub fn thread_count(len: usize, max: usize) -> usize {
 
 /// Splits `0..len` into at most `parts` contiguous ranges whose starts are
 /// multiples of `align` (so no two threads fault the same huge page).
-pub fn split(len: usize, parts: usize, align: usize) -> Vec<Range<usize>> {
+pub(super) fn split(len: usize, parts: usize, align: usize) -> Vec<Range<usize>> {
     let per = len.div_ceil(parts.max(1)).div_ceil(align).max(1) * align;
     (0..parts)
         .map(|i| (i * per).min(len)..((i + 1) * per).min(len))
@@ -283,7 +283,7 @@ pub(super) mod tests {
 
     #[cfg_attr(not(unix), allow(dead_code))]
     impl TestFile {
-        pub fn new(tag: &str, len: usize) -> TestFile {
+        pub(super) fn new(tag: &str, len: usize) -> TestFile {
             let dir = std::env::temp_dir().join(format!("om-read-{}-{tag}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join("c.bin");

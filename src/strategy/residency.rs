@@ -19,7 +19,7 @@ use crate::sys;
 /// A background thread touching a buffer's pages (a raw thread: see
 /// `threads` for why), told to stop on drop and never waited for: it holds
 /// its own reference to the memory, which goes when it ends.
-pub struct Prefetcher {
+pub(super) struct Prefetcher {
     stop: Arc<AtomicBool>,
     thread: Option<crate::threads::Background>,
 }
@@ -35,7 +35,7 @@ impl Drop for Prefetcher {
 /// `Populate` was applied when mapping; `WillNeed` is a hint; `Background`
 /// returns the helper, which keeps `keep` (the owner of the mapping) alive
 /// until it ends.
-pub fn prefetch<K: Send + Sync + 'static>(
+pub(super) fn prefetch<K: Send + Sync + 'static>(
     ptr: *mut u8,
     len: usize,
     config: &Config,
@@ -83,7 +83,7 @@ fn touch(addr: usize, len: usize, page: usize, stop: &AtomicBool) {
 /// Applies `config.mlock` to `[ptr, ptr+len)`; returns whether it is locked.
 /// A refusal under `try` adds its line to `notes`, for the caller to write
 /// once nobody waits on the load.
-pub fn lock(
+pub(super) fn lock(
     ptr: *mut u8,
     len: usize,
     config: &Config,
@@ -108,6 +108,6 @@ pub fn lock(
 }
 
 /// Undoes [`lock`].
-pub fn unlock(ptr: *mut u8, len: usize) {
+pub(super) fn unlock(ptr: *mut u8, len: usize) {
     sys::unlock_memory(ptr, len);
 }

@@ -41,7 +41,7 @@ fn slow_or_panicking_load() {
     }
 }
 
-pub fn open_direct(path: &Path) -> io::Result<File> {
+pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
     if get().direct_io_refused {
         return Err(os(libc::EINVAL));
     }
@@ -50,7 +50,7 @@ pub fn open_direct(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let s = get();
     let mut len = buf.len();
     let calls = PREADS.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +82,7 @@ pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     unix::pread(file, &mut buf[..len], offset)
 }
 
-pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+pub(crate) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
     slow_or_panicking_load();
     if get().alloc_fails {
         return None;
@@ -96,7 +96,12 @@ fn piece_fails(n: u64) -> Option<io::Error> {
     (s.mmap_fails || s.mmap_piece_fails == Some(n)).then(|| os(libc::ENOMEM))
 }
 
-pub fn map_piece(res: &Reservation, file: &File, offset: usize, len: usize) -> io::Result<()> {
+pub(crate) fn map_piece(
+    res: &Reservation,
+    file: &File,
+    offset: usize,
+    len: usize,
+) -> io::Result<()> {
     // Pieces are mapped in order from offset 0 by one thread per load.
     if offset == 0 {
         slow_or_panicking_load();
@@ -109,21 +114,21 @@ pub fn map_piece(res: &Reservation, file: &File, offset: usize, len: usize) -> i
     unix::map_piece(res, file, offset, len)
 }
 
-pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
+pub(crate) fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
     if get().mlock_fails {
         return Err(os(libc::EPERM));
     }
     unix::lock_memory(ptr, len)
 }
 
-pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if get().disk_full {
         return Err(os(libc::ENOSPC));
     }
     unix::allocate(file, offset, len)
 }
 
-pub fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+pub(crate) fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     if get().disk_full {
         return Err(os(libc::ENOSPC));
     }

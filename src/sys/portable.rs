@@ -14,7 +14,7 @@ use memmap2::{Mmap, MmapOptions, MmapRaw};
 
 /// `layout.size()` (> 0) bytes aligned to `layout.align()`, uninitialised;
 /// `None` if the allocator refuses. Free with [`dealloc`].
-pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+pub(crate) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
     if layout.size() == 0 {
         return None;
     }
@@ -26,21 +26,21 @@ pub fn alloc(layout: Layout) -> Option<NonNull<u8>> {
 ///
 /// # Safety
 /// `ptr` came from [`alloc`] with this `layout` and is freed once.
-pub unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
+pub(crate) unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
     // SAFETY: the caller's contract is exactly System.dealloc's.
     unsafe { System.dealloc(ptr.as_ptr(), layout) }
 }
 
 /// The size of a huge (PMD) page where the library asks for them (x86_64,
 /// aarch64 with 4 KiB pages, s390x): 2 MiB.
-pub const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Reads one byte every `stride` bytes of `[ptr, ptr+len)`: each read
 /// faults its page (and, in a 2 MiB-advised file mapping, its whole 2 MiB
 /// folio) in.
 ///
 /// The range must be readable memory for the whole call.
-pub fn touch_pages(ptr: *mut u8, len: usize, stride: usize) {
+pub(crate) fn touch_pages(ptr: *mut u8, len: usize, stride: usize) {
     let mut off = 0;
     while off < len {
         // SAFETY: ptr+off lies inside the readable range (caller's contract).
@@ -60,7 +60,7 @@ pub fn touch_pages(ptr: *mut u8, len: usize, stride: usize) {
 /// only files they checked are at least `len` long, and the README tells
 /// users to replace files by rename, never in place.
 #[cfg_attr(unix, allow(dead_code))]
-pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
+pub(crate) fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
     let mut options = MmapOptions::new();
     options.len(len);
     if populate {
@@ -74,7 +74,7 @@ pub fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
 }
 
 /// Maps all of `file` read-only, as [`map_file`] does.
-pub fn map_whole_file(file: &File) -> io::Result<Mmap> {
+pub(crate) fn map_whole_file(file: &File) -> io::Result<Mmap> {
     // SAFETY: as in map_file: read-only, and files mapped this way (the
     // packed-weights cache) are only ever replaced by rename.
     unsafe { MmapOptions::new().map(file) }
@@ -83,7 +83,7 @@ pub fn map_whole_file(file: &File) -> io::Result<Mmap> {
 /// Maps `[offset, offset+len)` of `file` shared and writable. A raw
 /// mapping: no Rust reference to its bytes exists, since C code writes
 /// them (see [`protect_read_only`]).
-pub fn map_shared_writable(file: &File, offset: u64, len: usize) -> io::Result<MmapRaw> {
+pub(crate) fn map_shared_writable(file: &File, offset: u64, len: usize) -> io::Result<MmapRaw> {
     MmapOptions::new().offset(offset).len(len).map_raw(file)
 }
 
@@ -91,7 +91,7 @@ pub fn map_shared_writable(file: &File, offset: u64, len: usize) -> io::Result<M
 
 /// How a file will be read, for [`advise_file`].
 #[derive(Debug, Clone, Copy)]
-pub enum Access {
+pub(crate) enum Access {
     /// From start to end.
     Sequential,
     /// Soon: start reading it ahead.
@@ -99,13 +99,13 @@ pub enum Access {
 }
 
 /// A job for a raw thread.
-pub type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+pub(crate) type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
 
 /// What identifies an open file and its version: the volume and the file's
 /// number on it (device and inode on POSIX, volume serial and file index
 /// on Windows), and its modification and change times in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileStamp {
+pub(crate) struct FileStamp {
     /// The device (POSIX) or volume serial number (Windows).
     pub volume: u64,
     /// The inode (POSIX) or file index (Windows).

@@ -18,7 +18,7 @@ use memmap2::MmapRaw;
 use super::{touch_pages, Access, FileStamp, Job};
 
 /// The longest path the system accepts.
-pub const PATH_MAX: usize = libc::PATH_MAX as usize;
+pub(crate) const PATH_MAX: usize = libc::PATH_MAX as usize;
 
 fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
@@ -31,7 +31,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 // ---- memory ----------------------------------------------------------
 
 /// The system's page size.
-pub fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
@@ -39,7 +39,7 @@ pub fn page_size() -> usize {
 
 /// Asks for transparent huge pages for `[ptr, ptr+len)`; a hint, whose
 /// refusal (THP off, another OS) changes nothing.
-pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
+pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     // SAFETY: MADV_HUGEPAGE only changes how the kernel backs the range; it
     // never changes its contents, and a range that is not mapped is an
@@ -54,7 +54,7 @@ pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
 /// Maps every page of `[ptr, ptr+len)` now (`MADV_POPULATE_READ`, Linux
 /// 5.14; elsewhere, or if refused, by reading one byte per page). The
 /// range must be a readable mapping.
-pub fn populate(ptr: *mut u8, len: usize) {
+pub(crate) fn populate(ptr: *mut u8, len: usize) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         const MADV_POPULATE_READ: libc::c_int = 22;
@@ -68,7 +68,7 @@ pub fn populate(ptr: *mut u8, len: usize) {
 }
 
 /// Asks the kernel to read `[ptr, ptr+len)` ahead; a hint.
-pub fn advise_will_need(ptr: *mut u8, len: usize) {
+pub(crate) fn advise_will_need(ptr: *mut u8, len: usize) {
     // SAFETY: MADV_WILLNEED only starts read-ahead; it never changes the
     // range's contents, and an unmapped range is an error, not UB.
     unsafe {
@@ -77,14 +77,14 @@ pub fn advise_will_need(ptr: *mut u8, len: usize) {
 }
 
 /// Pins `[ptr, ptr+len)` in RAM (`mlock`).
-pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
+pub(crate) fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
     // SAFETY: mlock only pins pages; it reads and writes no memory, and an
     // unmapped range is an error (ENOMEM), not UB.
     check(unsafe { libc::mlock(ptr.cast(), len) })
 }
 
 /// Undoes [`lock_memory`].
-pub fn unlock_memory(ptr: *mut u8, len: usize) {
+pub(crate) fn unlock_memory(ptr: *mut u8, len: usize) {
     // SAFETY: as for mlock.
     unsafe {
         libc::munlock(ptr.cast(), len);
@@ -97,7 +97,7 @@ pub fn unlock_memory(ptr: *mut u8, len: usize) {
 /// mistake is opened at once (and then refused by its caller) instead of
 /// blocking until a writer appears. For regular files the flag has no
 /// effect on Linux.
-pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
+pub(crate) fn open_read_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -106,7 +106,7 @@ pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
 
 /// Opens `path` read-only with `O_DIRECT` (reads bypass the page cache);
 /// `EINVAL` where the file system refuses it or the platform has none.
-pub fn open_direct(path: &Path) -> io::Result<File> {
+pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return OpenOptions::new()
         .read(true)
@@ -121,13 +121,13 @@ pub fn open_direct(path: &Path) -> io::Result<File> {
 
 /// True if `e` is the refusal of direct I/O ([`open_direct`], or a direct
 /// read the file system rejects mid-way): `EINVAL`.
-pub fn refuses_direct_io(e: &io::Error) -> bool {
+pub(crate) fn refuses_direct_io(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINVAL)
 }
 
 /// Creates `path` for reading and writing, failing if it exists; mode 0644
 /// (less the umask), so other users' processes can read the cache.
-pub fn create_new(path: &Path) -> io::Result<File> {
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -138,7 +138,7 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 
 /// The identity of an open file: device and inode, and the times that
 /// change when it is written.
-pub fn file_stamp(_file: &File, meta: &Metadata) -> io::Result<FileStamp> {
+pub(crate) fn file_stamp(_file: &File, meta: &Metadata) -> io::Result<FileStamp> {
     Ok(FileStamp {
         volume: meta.dev(),
         index: meta.ino(),
@@ -149,7 +149,7 @@ pub fn file_stamp(_file: &File, meta: &Metadata) -> io::Result<FileStamp> {
 
 /// What a file that is neither a regular file nor a folder is, for
 /// messages: FIFO, socket or device.
-pub fn special_kind(meta: &Metadata) -> Option<&'static str> {
+pub(crate) fn special_kind(meta: &Metadata) -> Option<&'static str> {
     let t = meta.file_type();
     if t.is_fifo() {
         Some("a FIFO (named pipe)")
@@ -163,24 +163,24 @@ pub fn special_kind(meta: &Metadata) -> Option<&'static str> {
 }
 
 /// A file name as C passed it: POSIX names are bytes, taken as they are.
-pub fn path_from_c(bytes: &[u8]) -> Option<&Path> {
+pub(crate) fn path_from_c(bytes: &[u8]) -> Option<&Path> {
     Some(Path::new(OsStr::from_bytes(bytes)))
 }
 
 /// Reads up to `buf.len()` bytes at `offset`: the number read (0 at the
 /// end of the file), or the OS error (`Interrupted` included).
-pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     file.read_at(buf, offset)
 }
 
 /// Writes all of `bytes` at `offset`.
-pub fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+pub(crate) fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     file.write_all_at(bytes, offset)
 }
 
 /// `posix_fadvise` for `[offset, offset+len)` of `file`: a hint whose
 /// failure (or absence, on macOS) changes nothing.
-pub fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
+pub(crate) fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     {
         let advice = match access {
@@ -206,7 +206,7 @@ pub fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
 /// is an error now and not a SIGBUS when the range is written through a
 /// mapping. Where the file system (or the platform) cannot, the file is
 /// extended sparsely instead.
-pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: fallocate only allocates blocks of an open file that
@@ -233,13 +233,13 @@ pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
 
 /// True for the errors a file system gives a size it can never hold (too
 /// large a file or offset), as against a full disk.
-pub fn is_size_limit_error(code: i32) -> bool {
+pub(crate) fn is_size_limit_error(code: i32) -> bool {
     code == libc::EFBIG || code == libc::EOVERFLOW || code == libc::EINVAL
 }
 
 /// The whole size in bytes of the file system that holds `folder`
 /// (`statvfs`).
-pub fn file_system_size(folder: &Path) -> io::Result<u64> {
+pub(crate) fn file_system_size(folder: &Path) -> io::Result<u64> {
     let c = std::ffi::CString::new(folder.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: statvfs is plain data that the call fills.
@@ -252,7 +252,7 @@ pub fn file_system_size(folder: &Path) -> io::Result<u64> {
 // ---- mappings --------------------------------------------------------
 
 /// Makes a raw mapping read-only: a later write to it faults.
-pub fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
+pub(crate) fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
     // SAFETY: [ptr, ptr+len) is exactly the live mapping `map` owns;
     // MmapRaw makes no claim about its protection, and mprotect changes
     // only the access the pages allow.
@@ -267,7 +267,7 @@ pub fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
 /// reservation unmapped first, and another thread's `mmap` could take the
 /// hole in between. `MAP_FIXED` over a range we reserved replaces only our
 /// own pages and can never clobber anyone else's mapping.
-pub struct Reservation {
+pub(crate) struct Reservation {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -283,7 +283,7 @@ impl Reservation {
     /// starting at a multiple of `align` (a power of two, at least a page):
     /// the kernel can map a file's 2 MiB folios with 2 MiB entries only at
     /// addresses that are 2 MiB-aligned like their file offsets.
-    pub fn new(len: usize, align: usize) -> io::Result<Reservation> {
+    pub(crate) fn new(len: usize, align: usize) -> io::Result<Reservation> {
         let page = page_size();
         let len = len.div_ceil(page) * page;
         let align = align.max(page);
@@ -329,7 +329,7 @@ impl Reservation {
     }
 
     /// The start of the range.
-    pub fn as_ptr(&self) -> *mut u8 {
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 }
@@ -338,7 +338,12 @@ impl Reservation {
 /// `res`. `offset` must be a multiple of the page size and the piece must
 /// lie inside the reservation and inside the file. Nothing is faulted in
 /// (`populate` does that, after any advice).
-pub fn map_piece(res: &Reservation, file: &File, offset: usize, len: usize) -> io::Result<()> {
+pub(crate) fn map_piece(
+    res: &Reservation,
+    file: &File,
+    offset: usize,
+    len: usize,
+) -> io::Result<()> {
     let inside = offset
         .checked_add(len)
         .is_some_and(|end| end <= res.len && offset % page_size() == 0);
@@ -379,7 +384,7 @@ impl Drop for Reservation {
 
 /// The transparent huge page setting (`always`, `madvise`, `never`), or
 /// `None` where there is none to read (not Linux, or no THP).
-pub fn thp_mode() -> Option<String> {
+pub(crate) fn thp_mode() -> Option<String> {
     let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
     let start = text.find('[')? + 1;
     let end = start + text[start..].find(']')?;
@@ -389,7 +394,7 @@ pub fn thp_mode() -> Option<String> {
 /// Bytes of `[ptr, ptr+len)` mapped now with huge (2 MiB) entries, as the
 /// kernel's page table says (`PAGEMAP_SCAN`, Linux 6.7; the mapping's
 /// `/proc/self/smaps` lines before that). An error where neither can tell.
-pub fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
+pub(crate) fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         match pagemap_huge_bytes(ptr, len) {
@@ -500,7 +505,7 @@ fn smaps_huge_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
 
 /// Pages of `[ptr, ptr+len)` whose data is in memory (the page cache, for
 /// a file mapping), mapped or not (`mincore`); the range is page-aligned.
-pub fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
+pub(crate) fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
     let page = page_size();
     let mut vec = vec![0u8; len.div_ceil(page)];
     // SAFETY: `ptr` is page-aligned and [ptr, ptr+len) is a mapping of
@@ -512,7 +517,7 @@ pub fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
 /// Asks the kernel to rebuild `[ptr, ptr+len)` in huge pages in place
 /// (`MADV_COLLAPSE`, Linux 6.1; for a file mapping, only on kernels built
 /// with `CONFIG_READ_ONLY_THP_FOR_FS`). No I/O; contents unchanged.
-pub fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
+pub(crate) fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         const MADV_COLLAPSE: libc::c_int = 25;
@@ -538,7 +543,7 @@ pub fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
 /// The range must be a private, read-only mapping of `file` that nobody
 /// else in this process reads yet (its contents are the file's before and
 /// after; only the backing changes).
-pub fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
+pub(crate) fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
     // SAFETY: MADV_DONTNEED on a read-only file mapping only drops page
     // table entries; the next read faults the same file bytes back in. The
     // caller guarantees no one reads the range meanwhile.
@@ -568,7 +573,7 @@ pub fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()>
 
 /// A thread started by [`spawn`].
 #[derive(Debug, Clone, Copy)]
-pub struct ThreadId(libc::pthread_t);
+pub(crate) struct ThreadId(libc::pthread_t);
 
 extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the Box<Job> leaked by `spawn` for this thread only.
@@ -585,7 +590,7 @@ extern "C" fn trampoline(arg: *mut c_void) -> *mut c_void {
 /// # Safety
 /// Everything `job` borrows must outlive the thread: the caller must
 /// [`join`] it before any borrow ends.
-pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
+pub(crate) unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
     let raw = Box::into_raw(Box::new(job));
     // SAFETY: zeroed is a valid "not yet written" pthread_t.
     let mut id: libc::pthread_t = unsafe { std::mem::zeroed() };
@@ -605,7 +610,7 @@ pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
 /// any loader lock, even inside `dlopen`, so it ends at once; joining keeps
 /// its stack reusable and no code of ours running after the call. Once per
 /// thread.
-pub fn let_go(id: ThreadId) {
+pub(crate) fn let_go(id: ThreadId) {
     // SAFETY: `id` names a joinable thread started by spawn; ThreadId is
     // only made there, and callers let each go once.
     unsafe {
@@ -615,7 +620,7 @@ pub fn let_go(id: ThreadId) {
 
 /// Registers `fork` handlers for the whole process.
 #[cfg(not(loom))]
-pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     // SAFETY: the handlers are plain functions of this library, which is
     // never unloaded (docs/ARCHITECTURE.md, "Unload"), and never unwind.
     // The only failure is ENOMEM, after which only a child forked at a bad
@@ -627,7 +632,7 @@ pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern 
 /// true if taken, false if another open file holds it (in this or any
 /// process, in any pid namespace; over NFS, through the server's lock
 /// manager). Held until the file is closed.
-pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     // SAFETY: flock on a descriptor `file` keeps open; no memory involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc == 0 {
@@ -645,7 +650,7 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
 /// The loaded object (shared library or executable) whose image contains
 /// `addr`: its load address, and its name as the loader knows it (which may
 /// be relative), or `None` if no object contains `addr`.
-pub fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
+pub(crate) fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
     // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only looks the address up in the loader's tables; it
@@ -669,7 +674,7 @@ pub fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
 /// Marks the object holding `addr` as never to be unloaded (`dlopen` of it
 /// by the name the loader knows, with `RTLD_NOLOAD | RTLD_NODELETE`). For
 /// the main program this may find nothing, which is harmless.
-pub fn pin_object_at(addr: usize) {
+pub(crate) fn pin_object_at(addr: usize) {
     // SAFETY: `Dl_info` is plain data; all-zero is a valid value for it.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: as in object_at.
@@ -690,7 +695,7 @@ pub fn pin_object_at(addr: usize) {
 /// Nothing to do when the registry is made: on POSIX, pinning takes no
 /// lock a waiter may hold (a raw pthread starts and exits without the
 /// loader's lock), so each user pins as it goes ([`pin_object_at`]).
-pub fn pin_library() {}
+pub(crate) fn pin_library() {}
 
 // ---- stderr ----------------------------------------------------------
 
@@ -699,7 +704,7 @@ pub fn pin_library() {}
 /// thread or a forked child would wait for), one call for a short line, so
 /// that concurrent lines do not interleave. A closed or failing stderr is
 /// not the library's to report.
-pub fn write_stderr(mut bytes: &[u8]) {
+pub(crate) fn write_stderr(mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: `bytes` is a live slice; write reads at most its length.
         let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };

@@ -48,7 +48,7 @@ use super::{Access, FileStamp, Job};
 
 /// The longest path Windows accepts (in UTF-16 units, with the `\\?\`
 /// prefix that the standard library adds to long paths).
-pub const PATH_MAX: usize = 32_767;
+pub(crate) const PATH_MAX: usize = 32_767;
 
 fn check(ok: i32) -> io::Result<()> {
     if ok != 0 {
@@ -61,7 +61,7 @@ fn check(ok: i32) -> io::Result<()> {
 // ---- memory ----------------------------------------------------------
 
 /// The system's page size.
-pub fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: SYSTEM_INFO is plain data; GetSystemInfo only writes it.
     let mut info: SYSTEM_INFO = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid, writable SYSTEM_INFO.
@@ -74,24 +74,24 @@ pub fn page_size() -> usize {
 
 /// Windows has no transparent huge pages for ordinary memory (large pages
 /// need a privilege and `VirtualAlloc(MEM_LARGE_PAGES)`): nothing to do.
-pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
+pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
     let _ = (ptr, len);
 }
 
 /// Maps every page of `[ptr, ptr+len)` now, by reading one byte per page.
-pub fn populate(ptr: *mut u8, len: usize) {
+pub(crate) fn populate(ptr: *mut u8, len: usize) {
     super::touch_pages(ptr, len, page_size());
 }
 
 /// True for the errors Windows gives a size a volume can never hold.
-pub fn is_size_limit_error(code: i32) -> bool {
+pub(crate) fn is_size_limit_error(code: i32) -> bool {
     // ERROR_FILE_TOO_LARGE (223), ERROR_INVALID_PARAMETER (87)
     code == 223 || code == 87
 }
 
 /// The whole size in bytes of the volume that holds `folder`
 /// (`GetDiskFreeSpaceExW`).
-pub fn file_system_size(folder: &std::path::Path) -> io::Result<u64> {
+pub(crate) fn file_system_size(folder: &std::path::Path) -> io::Result<u64> {
     use std::os::windows::ffi::OsStrExt;
     let wide: Vec<u16> = folder.as_os_str().encode_wide().chain(Some(0)).collect();
     let mut total = 0u64;
@@ -112,37 +112,37 @@ pub fn file_system_size(folder: &std::path::Path) -> io::Result<u64> {
 }
 
 /// Windows maps files in small pages only: there is no setting to read.
-pub fn thp_mode() -> Option<String> {
+pub(crate) fn thp_mode() -> Option<String> {
     None
 }
 
 /// Windows cannot tell (and file views are never in large pages).
-pub fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
+pub(crate) fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
     let _ = (ptr, len);
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// Not asked on Windows: file views are never in large pages.
-pub fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
+pub(crate) fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
     let _ = (ptr, len);
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// Not on Windows.
-pub fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
+pub(crate) fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
     let _ = (ptr, len);
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// Not on Windows: file views are never in large pages.
-pub fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
+pub(crate) fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
     let _ = (file, ptr, len);
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// Asks Windows to read `[ptr, ptr+len)` ahead (`PrefetchVirtualMemory`,
 /// Windows 8 and later); a hint whose failure changes nothing.
-pub fn advise_will_need(ptr: *mut u8, len: usize) {
+pub(crate) fn advise_will_need(ptr: *mut u8, len: usize) {
     let range = WIN32_MEMORY_RANGE_ENTRY {
         VirtualAddress: ptr.cast(),
         NumberOfBytes: len,
@@ -158,7 +158,7 @@ pub fn advise_will_need(ptr: *mut u8, len: usize) {
 /// Pins `[ptr, ptr+len)` in RAM (`VirtualLock`). Windows limits locked
 /// memory to the process's minimum working set, so that minimum (and the
 /// maximum) is first raised by `len`.
-pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
+pub(crate) fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
     let (mut min, mut max) = (0usize, 0usize);
     // SAFETY: the pseudo-handle of this process; the two sizes are
     // writable locals.
@@ -180,7 +180,7 @@ pub fn lock_memory(ptr: *mut u8, len: usize) -> io::Result<()> {
 
 /// Undoes [`lock_memory`]: unlocks the range and gives back the working
 /// set it added.
-pub fn unlock_memory(ptr: *mut u8, len: usize) {
+pub(crate) fn unlock_memory(ptr: *mut u8, len: usize) {
     // SAFETY: as for VirtualLock.
     unsafe {
         VirtualUnlock(ptr.cast(), len);
@@ -203,12 +203,12 @@ pub fn unlock_memory(ptr: *mut u8, len: usize) {
 /// block on. The standard library shares the file for reading, writing and
 /// deleting, so others can still replace or remove it by name while it is
 /// open (and, once unmapped, it goes).
-pub fn open_read_nonblocking(path: &Path) -> io::Result<File> {
+pub(crate) fn open_read_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).open(path)
 }
 
 /// Direct I/O is refused (module docs): `read` then reads buffered.
-pub fn open_direct(path: &Path) -> io::Result<File> {
+pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
     let _ = path;
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
@@ -217,12 +217,12 @@ pub fn open_direct(path: &Path) -> io::Result<File> {
 }
 
 /// True if `e` is the refusal of direct I/O by [`open_direct`].
-pub fn refuses_direct_io(e: &io::Error) -> bool {
+pub(crate) fn refuses_direct_io(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
 }
 
 /// Creates `path` for reading and writing, failing if it exists.
-pub fn create_new(path: &Path) -> io::Result<File> {
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -237,7 +237,7 @@ fn filetime_ns(t: i64) -> i128 {
 
 /// The identity of an open file: the volume's serial number and the file's
 /// index on it, and its last write and change times.
-pub fn file_stamp(file: &File, _meta: &Metadata) -> io::Result<FileStamp> {
+pub(crate) fn file_stamp(file: &File, _meta: &Metadata) -> io::Result<FileStamp> {
     let handle = file.as_raw_handle() as HANDLE;
     // SAFETY: plain data, written by the call below.
     let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
@@ -266,14 +266,14 @@ pub fn file_stamp(file: &File, _meta: &Metadata) -> io::Result<FileStamp> {
 
 /// Windows paths name regular files or folders (devices such as `NUL`
 /// show as neither): nothing more specific to say.
-pub fn special_kind(meta: &Metadata) -> Option<&'static str> {
+pub(crate) fn special_kind(meta: &Metadata) -> Option<&'static str> {
     let _ = meta;
     None
 }
 
 /// A file name as C passed it: UTF-8 (what onnx-mlir writes), converted to
 /// Windows's UTF-16; `None` if the bytes are not UTF-8.
-pub fn path_from_c(bytes: &[u8]) -> Option<&Path> {
+pub(crate) fn path_from_c(bytes: &[u8]) -> Option<&Path> {
     std::str::from_utf8(bytes).ok().map(Path::new)
 }
 
@@ -281,12 +281,12 @@ pub fn path_from_c(bytes: &[u8]) -> Option<&Path> {
 /// end of the file), or the OS error. A positioned `ReadFile`; threads may
 /// call it on one handle at once, though Windows serialises synchronous
 /// I/O on a handle.
-pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     file.seek_read(buf, offset)
 }
 
 /// Writes all of `bytes` at `offset`.
-pub fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
+pub(crate) fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
     while !bytes.is_empty() {
         match file.seek_write(bytes, offset) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -303,14 +303,14 @@ pub fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Resul
 
 /// No read-ahead hint for an open handle on Windows (its hint,
 /// `FILE_FLAG_SEQUENTIAL_SCAN`, is given at open): nothing to do.
-pub fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
+pub(crate) fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
     let _ = (file, offset, len, access);
 }
 
 /// Makes `[offset, offset+len)` of `file` part of the file. NTFS allocates
 /// the blocks of a file extended by `SetEndOfFile` (it is not sparse
 /// unless marked so), so a full disk is an error here, not at write.
-pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let end = offset + len;
     if file.metadata()?.len() < end {
         file.set_len(end)?;
@@ -321,7 +321,7 @@ pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
 // ---- mappings --------------------------------------------------------
 
 /// Makes a raw mapping read-only: a later write to it faults.
-pub fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
+pub(crate) fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
     let mut old: PAGE_PROTECTION_FLAGS = 0;
     // SAFETY: [ptr, ptr+len) is exactly the live view `map` owns; MmapRaw
     // makes no claim about its protection, and VirtualProtect changes only
@@ -334,7 +334,7 @@ pub fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
 /// A thread started by [`spawn`]: its handle, as an address so that the
 /// id can cross threads (a HANDLE is a raw pointer).
 #[derive(Debug, Clone, Copy)]
-pub struct ThreadId(usize);
+pub(crate) struct ThreadId(usize);
 
 unsafe extern "system" fn trampoline(arg: *mut c_void) -> u32 {
     // SAFETY: `arg` is the Box<Job> leaked by `spawn` for this thread only.
@@ -352,7 +352,7 @@ unsafe extern "system" fn trampoline(arg: *mut c_void) -> u32 {
 /// # Safety
 /// Everything `job` borrows must outlive the thread: the caller must
 /// [`join`] it before any borrow ends.
-pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
+pub(crate) unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
     let raw = Box::into_raw(Box::new(job));
     // SAFETY: the trampoline takes ownership of `raw` only if the thread
     // starts; default security and stack size; no thread id wanted.
@@ -380,7 +380,7 @@ pub unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
 /// thread waiting for the caller may hold, so waiting for it could hang.
 /// It runs or exits later; the module holding this code is pinned first,
 /// so that code is still mapped then. Once per thread.
-pub fn let_go(id: ThreadId) {
+pub(crate) fn let_go(id: ThreadId) {
     pin_object_at(let_go as fn(ThreadId) as usize);
     // SAFETY: `id.0` is the live handle CreateThread returned, neither
     // joined nor let go before; the thread runs on without it.
@@ -391,7 +391,7 @@ pub fn let_go(id: ThreadId) {
 
 /// Windows has no `fork`: no handlers to register.
 #[cfg(not(loom))]
-pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     let _ = (prepare, parent, child);
 }
 
@@ -399,7 +399,7 @@ pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern 
 /// byte far past any data, so that the holder's own reads, writes and
 /// views are never in the locked range): true if taken, false if another
 /// handle holds it. Held until the handle is closed.
-pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     // SAFETY: OVERLAPPED is plain data; all zero but the offset set below.
     let mut at: OVERLAPPED = unsafe { std::mem::zeroed() };
     at.Anonymous.Anonymous.Offset = 0xFFFF_FFFE;
@@ -449,7 +449,7 @@ fn module_at(addr: usize, flags: u32) -> Option<HMODULE> {
 /// The loaded module whose image contains `addr`: its load address, and
 /// its full path (`GetModuleFileNameW`), or `None` if no module contains
 /// `addr`.
-pub fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
+pub(crate) fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
     let module = module_at(addr, GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT)?;
     let mut buf = vec![0u16; 1024];
     let name = loop {
@@ -476,7 +476,7 @@ pub fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
 /// thread waiting for one of our loads may hold (a model's `DllMain`), so
 /// it is made when the registry is made ([`pin_library`]) and is a no-op on
 /// the load paths after that.
-pub fn pin_object_at(addr: usize) {
+pub(crate) fn pin_object_at(addr: usize) {
     if PINNED.load(Ordering::Acquire) {
         return;
     }
@@ -491,7 +491,7 @@ static PINNED: AtomicBool = AtomicBool::new(false);
 /// Pins the module holding this library's code, once per process; called
 /// when the process-wide registry is made, before any load can be waited
 /// for (see [`pin_object_at`]).
-pub fn pin_library() {
+pub(crate) fn pin_library() {
     pin_object_at(pin_library as fn() as usize);
 }
 
@@ -500,7 +500,7 @@ pub fn pin_library() {
 /// Writes `bytes` to the standard error handle with plain `WriteFile`
 /// calls: no lock, one call for a short line. A closed or failing stderr
 /// is not the library's to report.
-pub fn write_stderr(mut bytes: &[u8]) {
+pub(crate) fn write_stderr(mut bytes: &[u8]) {
     // SAFETY: no preconditions; the handle may be NULL or invalid, which
     // WriteFile then reports as an error.
     let handle = unsafe { GetStdHandle(STD_ERROR_HANDLE) };
