@@ -214,7 +214,7 @@ static void refused(bool ok, void *cell, void *before, const char *what, const c
 
 static int misuse(const char *dir) {
   char small[4096], other[4096], shown[64];
-  void *slot = NULL, *marker = (void *)1, *foreign, *out = NULL, *loaded;
+  void *slot = NULL, *marker = (void *)OM_CONSTANTS_LOADING, *foreign, *out = NULL, *loaded;
   static uint64_t host_memory[8];
   unsigned char raw[sizeof(struct om_constants_stats) + 64];
   struct om_constants_stats *st = (struct om_constants_stats *)(void *)raw;
@@ -244,10 +244,10 @@ static int misuse(const char *dir) {
     fprintf(stderr, "FAIL the refused calls took references: %s\n", om_constants_last_error());
   }
 
-  /* The LOADING marker with no load in flight: an error, at once. */
-  refused(om_load_constants_from_file(&marker, small, 4096, LE), marker, (void *)1, "slot holds LOADING",
+  /* The LOADING marker (OM_CONSTANTS_LOADING) with no load in flight: an error, at once. */
+  refused(om_load_constants_from_file(&marker, small, 4096, LE), marker, (void *)OM_CONSTANTS_LOADING, "slot holds LOADING",
           "no load of this slot is in flight", NULL);
-  refused(om_mmap_binary_file(&marker, small, 4096, LE), marker, (void *)1, "ensure, slot holds LOADING",
+  refused(om_mmap_binary_file(&marker, small, 4096, LE), marker, (void *)OM_CONSTANTS_LOADING, "ensure, slot holds LOADING",
           "no load of this slot is in flight", NULL);
 
   /* A value the library did not write: refused, and left as it was, with

@@ -137,7 +137,7 @@ static int fork_loading(void) {
   for (attempt = 0; attempt < 50 && !seen; attempt++) {
     __atomic_store_n(&loader_done, 0, __ATOMIC_RELEASE);
     pthread_create(&t, NULL, load_it, NULL);
-    while (!(seen = __atomic_load_n(&loading_slot, __ATOMIC_ACQUIRE) == (void *)1) &&
+    while (!(seen = __atomic_load_n(&loading_slot, __ATOMIC_ACQUIRE) == (void *)OM_CONSTANTS_LOADING) &&
            !__atomic_load_n(&loader_done, __ATOMIC_ACQUIRE)) {
     }
     if (!seen) pthread_join(t, NULL);

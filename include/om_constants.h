@@ -11,6 +11,16 @@
 #include <stdint.h>
 
 /**
+ * The value a slot holds while a thread loads it: `(void *)
+ * OM_CONSTANTS_LOADING`. Only the library writes it, and a slot never
+ * keeps it once the load ends (it then holds the buffer, or NULL if the
+ * load failed). A host that reads a slot directly and finds this value
+ * must treat the slot as not loaded yet. The value is odd and in the
+ * never-mapped first page, so no buffer can ever have it.
+ */
+#define OM_CONSTANTS_LOADING 1
+
+/**
  * An open cache (C: `struct om_cache`, opaque).
  */
 struct om_cache;
@@ -138,6 +148,8 @@ struct om_constants_stats {
   uint64_t huge_page_bytes;
 };
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -183,7 +195,7 @@ extern "C" {
  * mismatch, a file that is missing, not a regular file or shorter than
  * `size`, an I/O error, a wait that timed out, a slot already loaded with
  * another file or size (the message names both), or a slot holding a
- * value this library did not write (a pointer, or the LOADING marker with
+ * value this library did not write (a pointer, or `OM_CONSTANTS_LOADING` with
  * no load in flight); `om_constants_last_error` then says why.
  *
  * # Safety

@@ -28,12 +28,13 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::{Arc, AtomicPtr, Condvar, Mutex, Spin};
 
-/// The LOADING sentinel: address 1 is odd and in the never-mapped first page,
-/// so no buffer can ever have it.
-// The value 1 itself is the point (C hosts see it), not "some dangling
+/// The LOADING sentinel, as the header names it (`OM_CONSTANTS_LOADING`,
+/// `ffi`): address 1 is odd and in the never-mapped first page, so no
+/// buffer can ever have it.
+// The value itself is the point (C hosts see it), not "some dangling
 // pointer", so it is spelled out.
 #[allow(clippy::manual_dangling_ptr)]
-pub const LOADING: *mut c_void = 1 as *mut c_void;
+pub const LOADING: *mut c_void = crate::ffi::OM_CONSTANTS_LOADING as *mut c_void;
 
 /// What a slot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::error::{Error, ErrorKind, Result};
 use crate::strategy::{Outcome, Strategy};
 
 /// Per-strategy figures (C: `struct om_constants_strategy_stats`).
@@ -114,7 +115,28 @@ impl Default for Stats {
 }
 
 /// The smallest `size` a caller may pass: room for `size` and one count.
-pub(crate) const MIN_SIZE: u64 = 16;
+const MIN_SIZE: u64 = 16;
+
+impl Stats {
+    /// How many bytes of a `Stats` to give a caller whose struct has
+    /// `asked` bytes (its `size` field): whole fields, never more than
+    /// either side has, so an older host's shorter struct is never written
+    /// past and a newer host's extra fields are left alone. An error for a
+    /// `size` too small to hold anything, which means it was not set.
+    pub(crate) fn bytes_to_fill(asked: u64) -> Result<u64> {
+        let ours = std::mem::size_of::<Stats>() as u64;
+        if asked < MIN_SIZE {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "om_constants_stats: out->size is {asked}; set it to \
+                     sizeof(struct om_constants_stats) before the call (this library's is {ours})"
+                ),
+            ));
+        }
+        Ok(asked.min(ours) / 8 * 8)
+    }
+}
 
 #[derive(Default)]
 struct StrategyCounters {

@@ -24,6 +24,14 @@ mod fast_path;
 // 3. The packed-weights cache.
 mod cache;
 
+/// The value a slot holds while a thread loads it: `(void *)
+/// OM_CONSTANTS_LOADING`. Only the library writes it, and a slot never
+/// keeps it once the load ends (it then holds the buffer, or NULL if the
+/// load failed). A host that reads a slot directly and finds this value
+/// must treat the slot as not loaded yet. The value is odd and in the
+/// never-mapped first page, so no buffer can ever have it.
+pub const OM_CONSTANTS_LOADING: usize = 1;
+
 mod args;
 
 pub use cache::*;

@@ -5,7 +5,7 @@ use std::os::raw::{c_char, c_void};
 
 use super::args::{checked, request, slot_ref};
 use super::{call, call_quiet_on};
-use crate::error::{self, Error, ErrorKind};
+use crate::error::{self, ErrorKind};
 use crate::global::global;
 use crate::stats::Stats;
 
@@ -49,7 +49,7 @@ use crate::stats::Stats;
 /// mismatch, a file that is missing, not a regular file or shorter than
 /// `size`, an I/O error, a wait that timed out, a slot already loaded with
 /// another file or size (the message names both), or a slot holding a
-/// value this library did not write (a pointer, or the LOADING marker with
+/// value this library did not write (a pointer, or `OM_CONSTANTS_LOADING` with
 /// no load in flight); `om_constants_last_error` then says why.
 ///
 /// # Safety
@@ -145,22 +145,11 @@ pub unsafe extern "C" fn om_constants_stats(out: *mut Stats) -> bool {
         // SAFETY: non-NULL and, by contract, at least its `size` field is
         // readable; read_unaligned tolerates any alignment.
         let asked = unsafe { std::ptr::addr_of!((*out).size).read_unaligned() };
-        if asked < crate::stats::MIN_SIZE {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "om_constants_stats: out->size is {asked}; set it to \
-                     sizeof(struct om_constants_stats) before the call (this library's is {})",
-                    std::mem::size_of::<Stats>()
-                ),
-            ));
-        }
-        let ours = std::mem::size_of::<Stats>() as u64;
-        let n = asked.min(ours) / 8 * 8;
+        let n = Stats::bytes_to_fill(asked)?;
         let mut s = global().stats();
         s.size = n;
         // SAFETY: `out` has room for `asked >= n` bytes by contract; `s` is
-        // a local of `ours >= n` bytes; the two cannot overlap.
+        // a local Stats, of at least `n` bytes; the two cannot overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 (&s as *const Stats).cast::<u8>(),
