@@ -14,15 +14,11 @@
 //!
 //! (`sys::Reservation` says why `MAP_FIXED` and not `MAP_FIXED_NOREPLACE`.)
 //!
-//! On Windows, pieces at fixed places would need placeholders
-//! (`VirtualAlloc2`, `MapViewOfFile3`: Windows 10 1803 and later, and not
-//! in the wine that tests the port). Windows has no per-mapping limit to
-//! work around, so there the strategy maps the file as one view, as `mmap`
-//! does, and reports one piece (README, Platforms).
+//! On Windows the file is mapped as one view, one piece
+//! (`sys::ONE_PIECE_ONLY`; README, Platforms).
 
 use crate::error::{Error, Result};
 use crate::source::Source;
-#[cfg(unix)]
 use crate::sys::{self, Reservation};
 
 /// Piece size when `chunked-mmap` is forced and no limit is configured:
@@ -31,22 +27,16 @@ pub(crate) const DEFAULT_PIECE: u64 = 1 << 30;
 
 /// A reserved address range with the file mapped into it; unmapped on drop.
 pub(crate) struct Chunked {
-    #[cfg(unix)]
     range: Reservation,
-    #[cfg(windows)]
-    range: memmap2::Mmap,
     len: usize,
-    #[cfg_attr(windows, allow(dead_code))] // read by tests only, on Windows
+    #[cfg_attr(not(test), allow(dead_code))] // read by tests only
     pieces: usize,
 }
 
 impl Chunked {
     /// The start of the mapping.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        #[cfg(unix)]
-        return self.range.as_ptr();
-        #[cfg(windows)]
-        return self.range.as_ptr().cast_mut();
+        self.range.as_ptr()
     }
 
     /// Its length in bytes.
@@ -63,12 +53,11 @@ impl Chunked {
 
 /// Maps the first `len` bytes of `source` in pieces of at most `piece`
 /// bytes (rounded down to whole pages; one piece for the `mmap` strategy,
-/// which shares this code on Unix). With `huge`, the range starts on a
+/// and on Windows, `sys::ONE_PIECE_ONLY`). With `huge`, the range starts on a
 /// 2 MiB boundary (pieces are then whole 2 MiB multiples) and is advised
 /// `MADV_HUGEPAGE` before anything faults in: the kernel maps a file's
 /// 2 MiB folios with 2 MiB entries only there (`huge.rs`). `populate` is
 /// applied by the caller, after that advice.
-#[cfg(unix)]
 pub(super) fn map(
     source: &Source,
     len: usize,
@@ -82,7 +71,11 @@ pub(super) fn map(
     // tests) keep their size: no alignment then.
     let huge = huge && piece >= sys::HUGE_PAGE as u64;
     let unit = if huge { sys::HUGE_PAGE.max(page) } else { page };
-    let piece = (usize::try_from(piece).unwrap_or(usize::MAX) / unit).max(1) * unit;
+    let piece = if sys::ONE_PIECE_ONLY {
+        len
+    } else {
+        (usize::try_from(piece).unwrap_or(usize::MAX) / unit).max(1) * unit
+    };
     // From here on, dropping `out` releases everything mapped so far.
     let mut out = Chunked {
         range: Reservation::new(len, unit).map_err(|e| fail(&e))?,
@@ -100,23 +93,4 @@ pub(super) fn map(
         sys::advise_huge_pages(out.as_ptr(), len);
     }
     Ok(out)
-}
-
-/// Maps the first `len` bytes of `source` as one view (see the module
-/// docs): `piece` and `huge` have no effect on Windows.
-#[cfg(windows)]
-pub(super) fn map(
-    source: &Source,
-    len: usize,
-    _piece: u64,
-    _huge: bool,
-    what: &str,
-) -> Result<Chunked> {
-    let range = crate::sys::map_file(&source.file, len, false)
-        .map_err(|e| Error::io(what, &source.fname, &source.path, &e))?;
-    Ok(Chunked {
-        range,
-        len,
-        pieces: 1,
-    })
 }

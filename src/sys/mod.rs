@@ -35,20 +35,17 @@ pub(crate) use portable::{
     dealloc, map_shared_writable, map_whole_file, touch_pages, Access, FileStamp, Job, HUGE_PAGE,
 };
 
-#[cfg(unix)]
-pub(crate) use unix::Reservation;
+pub(crate) use os::{Reservation, ONE_PIECE_ONLY};
 
 #[cfg(not(loom))]
 pub(crate) use os::at_fork;
 
 #[cfg(not(feature = "fault-injection"))]
+pub(crate) use os::map_piece;
+#[cfg(not(feature = "fault-injection"))]
 pub(crate) use os::{allocate, lock_memory, open_direct, pread, write_all_at};
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use portable::alloc;
-#[cfg(windows)]
-pub(crate) use portable::map_file;
-#[cfg(all(unix, not(feature = "fault-injection")))]
-pub(crate) use unix::map_piece;
 
 #[cfg(feature = "fault-injection")]
 pub(crate) use faulty::{

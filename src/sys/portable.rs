@@ -52,8 +52,9 @@ pub(crate) fn touch_pages(ptr: *mut u8, len: usize, stride: usize) {
 // ---- mappings --------------------------------------------------------
 
 /// Maps the first `len` bytes of `file` read-only and private; with
-/// `populate`, every page is mapped before returning (Linux). Windows'
-/// `mmap` strategy; on Unix the strategies map with `unix::map_piece`.
+/// `populate`, every page is mapped before returning (Linux). The one view
+/// of a Windows `Reservation` (`windows::map_piece`); on Unix the
+/// strategies map pieces into a reserved range (`unix::map_piece`).
 ///
 /// The mapping reflects the file: if someone truncates the file in place
 /// while it is mapped, reads past the new end raise SIGBUS. Callers map

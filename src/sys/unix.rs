@@ -259,6 +259,9 @@ pub(crate) fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
     check(unsafe { libc::mprotect(map.as_mut_ptr().cast(), map.len(), libc::PROT_READ) })
 }
 
+/// A file can be mapped in pieces at fixed places of a [`Reservation`].
+pub(crate) const ONE_PIECE_ONLY: bool = false;
+
 /// A range of address space reserved (`PROT_NONE`, no memory), into which
 /// pieces of a file are then mapped at fixed places; unmapped on drop.
 ///

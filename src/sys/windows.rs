@@ -21,6 +21,7 @@ use std::os::windows::fs::FileExt;
 use std::os::windows::io::AsRawHandle;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use memmap2::MmapRaw;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE};
@@ -468,6 +469,58 @@ pub(crate) fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
         buf.resize((buf.len() * 2).min(PATH_MAX + 1), 0);
     };
     Some((module as usize, name))
+}
+
+// ---- mappings ----------------------------------------------------------
+
+/// Windows maps a file as one view: pieces at fixed places would need
+/// placeholders (`VirtualAlloc2`, `MapViewOfFile3`: Windows 10 1803 and
+/// later, and not in the wine that tests the port), and Windows has no
+/// per-mapping limit to work around. So a [`Reservation`] takes one piece,
+/// the whole range (README, Platforms).
+pub(crate) const ONE_PIECE_ONLY: bool = true;
+
+/// The range a file is mapped into: here, the one view [`map_piece`] makes
+/// (nothing is reserved before it); unmapped on drop.
+pub(crate) struct Reservation {
+    view: OnceLock<memmap2::Mmap>,
+    len: usize,
+}
+
+impl Reservation {
+    /// A range of `len` bytes, mapped by one [`map_piece`] call; `align`
+    /// has no effect (views start on the allocation granularity, 64 KiB).
+    pub(crate) fn new(len: usize, align: usize) -> io::Result<Reservation> {
+        let _ = align;
+        Ok(Reservation {
+            view: OnceLock::new(),
+            len,
+        })
+    }
+
+    /// The start of the range: NULL until it is mapped.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.view
+            .get()
+            .map_or(std::ptr::null_mut(), |m| m.as_ptr().cast_mut())
+    }
+}
+
+/// Maps the first `len` bytes of `file` as the reservation's one view:
+/// `offset` must be 0 and `len` the whole range, once ([`ONE_PIECE_ONLY`]).
+pub(crate) fn map_piece(
+    res: &Reservation,
+    file: &File,
+    offset: usize,
+    len: usize,
+) -> io::Result<()> {
+    if offset != 0 || len != res.len || res.view.get().is_some() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let view = super::portable::map_file(file, len, false)?;
+    res.view
+        .set(view)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Marks the module holding `addr`, which is this library's code, as never
