@@ -51,33 +51,14 @@ pub(crate) fn touch_pages(ptr: *mut u8, len: usize, stride: usize) {
 
 // ---- mappings --------------------------------------------------------
 
-/// Maps the first `len` bytes of `file` read-only and private; with
-/// `populate`, every page is mapped before returning (Linux). The one view
-/// of a Windows `Reservation` (`windows::map_piece`); on Unix the
-/// strategies map pieces into a reserved range (`unix::map_piece`).
+/// Maps all of `file` read-only and private.
 ///
 /// The mapping reflects the file: if someone truncates the file in place
-/// while it is mapped, reads past the new end raise SIGBUS. Callers map
-/// only files they checked are at least `len` long, and the README tells
-/// users to replace files by rename, never in place.
-#[cfg_attr(unix, allow(dead_code))]
-pub(crate) fn map_file(file: &File, len: usize, populate: bool) -> io::Result<Mmap> {
-    let mut options = MmapOptions::new();
-    options.len(len);
-    if populate {
-        options.populate();
-    }
-    // SAFETY: memmap2 marks mapping unsafe because the file can change
-    // under the mapping. It is mapped read-only, `len` is within the
-    // file's checked length, and the remaining hazard (in-place
-    // truncation) is the user's documented duty (see above).
-    unsafe { options.map(file) }
-}
-
-/// Maps all of `file` read-only, as [`map_file`] does.
+/// while it is mapped, reads past the new end raise SIGBUS.
 pub(crate) fn map_whole_file(file: &File) -> io::Result<Mmap> {
-    // SAFETY: as in map_file: read-only, and files mapped this way (the
-    // packed-weights cache) are only ever replaced by rename.
+    // SAFETY: memmap2 marks mapping unsafe because the file can change
+    // under the mapping. It is mapped read-only, and files mapped this way
+    // (the packed-weights cache) are only ever replaced by rename.
     unsafe { MmapOptions::new().map(file) }
 }
 

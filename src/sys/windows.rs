@@ -517,7 +517,12 @@ pub(crate) fn map_piece(
     if offset != 0 || len != res.len || res.view.get().is_some() {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    let view = super::portable::map_file(file, len, false)?;
+    // SAFETY: memmap2 marks mapping unsafe because the file can change
+    // under the mapping. It is mapped read-only, `len` is within the
+    // file's checked length, and the remaining hazard (truncating a mapped
+    // file in place) is the user's documented duty (README: replace files
+    // by rename).
+    let view = unsafe { memmap2::MmapOptions::new().len(len).map(file) }?;
     res.view
         .set(view)
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
