@@ -39,7 +39,7 @@ fn main() {
         println!("cargo:rustc-env=OM_CONSTANTS_HOST={host}");
         // Built for another architecture (scripts/test-linux-cross.sh):
         // the tests of the host's own tools (the README's commands, the
-        // CMake package, valgrind) are compiled out; README, Platforms.
+        // CMake package, valgrind) are compiled out; docs/PLATFORMS.md.
         if std::env::var("TARGET").is_ok_and(|t| t != host) {
             println!("cargo:rustc-cfg=om_cross");
         }

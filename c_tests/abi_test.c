@@ -1,5 +1,5 @@
 /* Every function of the C ABI from C, including every bad input of
- * README "Semantics". Usage: abi_test SCRATCH_DIR. Exit 0 when all checks pass. */
+ * docs/SEMANTICS.md. Usage: abi_test SCRATCH_DIR. Exit 0 when all checks pass. */
 #define _POSIX_C_SOURCE 200809L
 #include "om_constants.h"
 #include "byte_order.h"

@@ -11,7 +11,7 @@
  *                         struct: each returns false with a message naming
  *                         both sides, and changes nothing
  *
- * Out of scope, as the README says: a slot pointer into read-only memory
+ * Out of scope, as docs/SEMANTICS.md says: a slot pointer into read-only memory
  * (the library must write the slot; that is the caller's contract). */
 #define _GNU_SOURCE
 #include "om_constants.h"

@@ -1,4 +1,4 @@
-/* The host's whole life (README "The host's whole life"): fork, directory
+/* The host's whole life (docs/SEMANTICS.md, "The host's whole life"): fork, directory
  * changes and a blocked stderr, each a scenario of its own (unloading is
  * c_tests/unload.c, a host that does not link the library).
  *

@@ -1,6 +1,6 @@
 /* Unloading, from a host that does not link the library: it only
  * dlopens the library or a model that links it, so dlclose can really
- * unload the library (README "The host's whole life").
+ * unload the library (docs/SEMANTICS.md, "The host's whole life").
  *
  *   unload library LIB.so FILE SIZE
  *       dlopen the library, ensure-load FILE with a slot of the host's on

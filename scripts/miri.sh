@@ -3,13 +3,14 @@
 # (cargo +nightly miri, strict provenance): undefined behaviour, a data
 # race, or a leak in them fails the run.
 #
-# Run: the slot state machine (slot::), the cache file format
-# (cache::format::), option parsing (config::, log::), the C boundary's
-# argument checks (ffi::args::, ffi::fast_path::), error messages and the
+# Run: the slot's run-once protocol and its waits (registry::once::,
+# registry::pending::), the cache file format (cache::format::), option
+# parsing (config::, log::), the C boundary's
+# argument checks (ffi::args::, ffi::per_inference::), error messages and the
 # last-error store (error::), range splitting for the read threads
 # (strategy::read::tests::split), and the thread pool (threads::).
 # Not run, because Miri cannot make their system calls (files, mmap,
-# madvise, /proc, dladdr, pthread_atfork): registry::, locate::, source::,
+# madvise, /proc, dladdr, pthread_atfork): the rest of registry::, locate::, source::,
 # global::, strategy:: except the split, strategy::heap:: (madvise); their
 # memory and threads are checked by scripts/sanitizers.sh instead.
 set -euo pipefail
@@ -21,8 +22,8 @@ for c in miri rust-src; do
     || rustup component add "$c" --toolchain nightly
 done
 
-filters=(slot:: cache::format:: config:: log:: ffi::args:: ffi::fast_path:: error::
-  strategy::read::tests::split threads::)
+filters=(registry::once:: registry::pending:: cache::format:: config:: log::
+  ffi::args:: ffi::per_inference:: error:: strategy::read::tests::split threads::)
 out=$(mktemp)
 MIRIFLAGS="-Zmiri-strict-provenance" CARGO_TARGET_DIR=target/miri \
   cargo +nightly miri test --lib --locked -- "${filters[@]}" 2>&1 | tee "$out"

@@ -28,7 +28,7 @@ tests=(--lib --test registry --test races --test lifecycle --test file_changes
 # detect_leaks stays on: nothing the library allocates may be unreachable.
 # die_after_fork=0: tests fork hosts that run other threads (fork under
 # traffic, a child that loads for itself), which the library supports and
-# tests (README, Guarantees); TSan's default kills such a child as soon as it
+# tests (docs/GUARANTEES.md); TSan's default kills such a child as soon as it
 # starts a thread, which would report our tests, not a bug.
 # log_path: reports go to files, never to stderr, which some tests block on
 # purpose (a report written there would hang, not fail); they are printed

@@ -470,7 +470,7 @@ mod tests {
         assert_eq!(
             parse_seconds("1e-300"),
             None,
-            "rounds to zero (found by tests/fuzz.rs)"
+            "rounds to zero (found by tests/properties.rs)"
         );
         assert_eq!(parse_seconds("-1"), None);
         assert_eq!(parse_bool("YES"), Some(true));

@@ -8,7 +8,7 @@
 //! names the process that runs the initialiser, so a child that finds its
 //! parent's mark takes the initialisation over. Nothing in the initialiser
 //! blocks: a bad option's message is written after the registry is
-//! published, by the thread that made it (README "Reliability").
+//! published, by the thread that made it (docs/GUARANTEES.md).
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;

@@ -21,9 +21,9 @@
 //! Rust code can use [`Registry`] directly (one per test, with its own
 //! options and counters); the C ABI uses the process-wide `global()`.
 
-// Under `--cfg loom` the loader is an in-memory stand-in (loader.rs), so
-// the modules that open, locate and read real files go unused there: their
-// declarations below allow that, in the loom build only.
+// Under `--cfg loom` the file system is an in-memory stand-in
+// (registry/io.rs), so the modules that open, locate and read real files go
+// unused there: their declarations below allow that, in the loom build only.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
@@ -38,13 +38,11 @@ pub mod ffi;
 #[cfg(not(loom))]
 mod fork;
 mod global;
-pub(crate) mod loader;
 #[cfg_attr(loom, allow(dead_code))]
 pub mod locate;
 pub mod log;
 pub(crate) mod registry;
 pub(crate) mod request;
-pub(crate) mod slot;
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod source;
 pub(crate) mod stats;
@@ -59,7 +57,7 @@ pub use config::{Choice, Config};
 pub use error::{Error, ErrorKind};
 pub use global::global;
 pub use registry::Registry;
+pub use registry::LOADING;
 pub use request::Request;
-pub use slot::LOADING;
 pub use stats::{Stats, StrategyStats};
 pub use strategy::{huge_backed_bytes, resolve, Strategy};

@@ -173,9 +173,10 @@ impl Counters {
         c.nanos.fetch_add(nanos(l.elapsed), Relaxed);
         self.bytes_read.fetch_add(l.bytes_read, Relaxed);
         self.direct_bytes.fetch_add(l.direct_bytes, Relaxed);
-        self.fallbacks.fetch_add(u64::from(l.fell_back), Relaxed);
+        self.fallbacks
+            .fetch_add(u64::from(l.read_after_map_failed), Relaxed);
         self.direct_fallbacks
-            .fetch_add(u64::from(l.direct_fallback), Relaxed);
+            .fetch_add(u64::from(l.direct_refused), Relaxed);
     }
     /// An acquire served by an existing buffer.
     pub(crate) fn shared(&self) {

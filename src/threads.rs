@@ -50,7 +50,7 @@ fn run_with<'a, T: Send + 'a>(
 /// that threads did claim to finish (not for those threads to exit: on
 /// Windows a thread's exit needs the loader lock, which another thread may
 /// hold while it waits for this very load), and lets every thread go
-/// (`sys::let_go`: joined where a thread's start and exit need no lock, as
+/// (`sys::release_thread`: joined where a thread's start and exit need no lock, as
 /// on POSIX; not waited for on Windows).
 fn run_into<'a, T: Send + 'a>(
     jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>,
@@ -86,7 +86,7 @@ fn run_into<'a, T: Send + 'a>(
         if !handoff.run() {
             handoff.wait_finished();
         }
-        sys::let_go(id);
+        sys::release_thread(id);
     }
 }
 
@@ -182,7 +182,7 @@ impl Background {
 }
 
 impl Drop for Background {
-    /// Lets the thread go (`sys::let_go`): on POSIX it is joined (a raw
+    /// Lets the thread go (`sys::release_thread`): on POSIX it is joined (a raw
     /// pthread always starts, and its job must end soon, as the prefetch
     /// helper's does once told to stop); on Windows it is never waited
     /// for, since the drop may run under the loader lock (a model's
@@ -191,7 +191,7 @@ impl Drop for Background {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             if self.pid == std::process::id() {
-                sys::let_go(id);
+                sys::release_thread(id);
             }
         }
     }
@@ -300,7 +300,7 @@ mod tests {
     }
 
     /// Windows only: there, a thread whose job the caller took is not
-    /// waited for (`sys::let_go`); POSIX threads always start, and are.
+    /// waited for (`sys::release_thread`); POSIX threads always start, and are.
     #[cfg(windows)]
     #[test]
     fn jobs_of_threads_that_have_not_started_run_on_the_caller() {

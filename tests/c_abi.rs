@@ -2,7 +2,7 @@
 //! and 64 threads racing on one slot with each strategy (c_tests/race.c).
 
 // Unix only: C hosts. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
 
 mod common;

@@ -5,7 +5,7 @@
 //! the heap with one log line.
 
 // Unix only: C hosts and signals. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
 
 mod common;

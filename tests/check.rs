@@ -5,7 +5,7 @@
 
 #![cfg(unix)]
 // Native builds only: Python hosts and binutils' `ar`/`strip` run on this
-// machine, not under the emulator (README, Platforms); symbol lookup and the
+// machine, not under the emulator (docs/PLATFORMS.md); symbol lookup and the
 // ELF reading are the same on every Linux architecture.
 #![cfg(not(om_cross))]
 

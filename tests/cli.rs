@@ -2,7 +2,7 @@
 //! a small file (figures are not judged here; the bench prints them).
 
 // Unix only: the CLI built by a nested cargo. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
 
 mod common;
@@ -72,7 +72,7 @@ fn load_of_a_missing_file_fails_with_the_reason() {
 /// The table says how its columns relate, and ends with one verdict line
 /// that agrees with the target lines above it.
 // Native only: the bench starts itself again as a child process, which
-// qemu-user cannot do without binfmt_misc (README, Platforms).
+// qemu-user cannot do without binfmt_misc (docs/PLATFORMS.md).
 #[cfg(not(om_cross))]
 #[test]
 fn bench_table_explains_its_columns_and_ends_with_a_verdict() {
@@ -107,7 +107,7 @@ fn bench_table_explains_its_columns_and_ends_with_a_verdict() {
 }
 
 // Native only: the bench starts itself again as a child process, which
-// qemu-user cannot do without binfmt_misc (README, Platforms).
+// qemu-user cannot do without binfmt_misc (docs/PLATFORMS.md).
 #[cfg(not(om_cross))]
 #[test]
 fn bench_runs_every_method_and_prints_json() {

@@ -4,12 +4,14 @@
 //! request, and a C program builds with pkg-config.
 
 // Unix only: CMake and pkg-config packaging. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
-// Native builds only: the CMake package is built for this machine (README, Platforms).
+// Native builds only: the CMake package is built for this machine (docs/PLATFORMS.md).
 #![cfg(not(om_cross))]
 
 mod common;
+#[path = "common/docs.rs"]
+mod docs;
 #[path = "common/native.rs"]
 mod native;
 
@@ -42,24 +44,31 @@ fn install_then_find_package_and_pkg_config() {
     let s = Scratch::new("cmake");
     let prefix = s.path("prefix");
     let build = s.path("build");
-    sh(
-        Command::new("cmake")
-            .arg("-S")
-            .arg(manifest_dir().join("cmake"))
-            .arg("-B")
-            .arg(&build)
-            .arg("-DCMAKE_BUILD_TYPE=Release")
-            .arg(format!("-DCMAKE_INSTALL_PREFIX={}", prefix.display())),
-        "cmake configure",
-    );
-    sh(
-        Command::new("cmake").arg("--build").arg(&build),
-        "cmake --build",
-    );
-    sh(
-        Command::new("cmake").arg("--install").arg(&build),
-        "cmake --install",
-    );
+    // The commands of docs/PLATFORMS.md ("CMake"), as written, from the
+    // repository's folder, with the scratch folder's `build` and `prefix`
+    // for `build` and /opt/om.
+    for line in docs::commands("docs/PLATFORMS.md", "CMake") {
+        let line = line
+            .replace("/opt/om", prefix.to_str().unwrap())
+            .split(' ')
+            .map(|w| {
+                if w == "build" {
+                    build.to_str().unwrap()
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        sh(
+            Command::new("sh")
+                .arg("-c")
+                .arg(&line)
+                .current_dir(manifest_dir()),
+            &line,
+        );
+    }
+    assert!(build.join("CMakeCache.txt").is_file(), "the build folder");
     let lib = prefix.join("lib");
     let v = env!("CARGO_PKG_VERSION");
     let major = env!("CARGO_PKG_VERSION_MAJOR");
@@ -118,15 +127,15 @@ fn install_then_find_package_and_pkg_config() {
             Command::new("cmake").arg("--build").arg(&cbuild),
             "build consumer",
         );
-        for exe in ["consumer", "consumer_static"] {
+        for exe in ["app", "consumer_static"] {
             let exe = cbuild.join(exe);
             let o = run(&exe, &args, &[]);
             assert!(o.status.success(), "{} ({tag}) failed", exe.display());
         }
         assert_eq!(
-            ldd_mentions_library(&cbuild.join("consumer")),
+            ldd_mentions_library(&cbuild.join("app")),
             tag == "shared",
-            "consumer ({tag}) links the wrong library"
+            "app ({tag}) links the wrong library"
         );
         assert!(!ldd_mentions_library(&cbuild.join("consumer_static")));
     }

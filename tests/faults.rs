@@ -18,7 +18,7 @@ mod injected {
 
     use super::common::{assert_pattern, name, Scratch, HOST_IS_LE};
     use om_constants::fault::{self, Spec};
-    /// Files from this size up are read by several threads (README, Options).
+    /// Files from this size up are read by several threads (README, "Options").
     const PARALLEL_MIN: usize = 16 << 20;
     use om_constants::{Choice, Config, ErrorKind, Registry, Request};
 

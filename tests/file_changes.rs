@@ -4,7 +4,7 @@
 //! name) is the safe way: a loaded buffer keeps the old file's bytes, and
 //! the next load of the name gets the new file. Rewriting or truncating in
 //! place is not safe for mappings (reads past the new end raise SIGBUS; see
-//! the README), but the `read` strategy holds a private copy and is immune.
+//! docs/SEMANTICS.md), but the `read` strategy holds a private copy and is immune.
 
 mod common;
 

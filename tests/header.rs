@@ -2,7 +2,7 @@
 //! as C99 and as C++11 with -Wall -Wextra -Werror -pedantic.
 
 // Unix only: the header compiled by the C and C++ compilers. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
 
 mod common;

@@ -5,7 +5,7 @@
 //! The page cache's state is made as users make it: a file written in
 //! 1 MiB pieces (as a compiler or `cp` writes it) is "just written", in
 //! small folios; the same file written back and dropped from the cache is
-//! "cold". These tests need what the README's Platforms section names:
+//! "cold". These tests need what docs/PLATFORMS.md names:
 //! Linux with transparent huge pages `madvise` or `always`, and a file
 //! system whose page cache has large folios (ext4 and XFS on current
 //! kernels); on anything else they fail and say which is missing.

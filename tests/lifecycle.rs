@@ -5,7 +5,7 @@
 //! dlopen, and a blocked stderr (c_tests/lifecycle.c).
 
 // Unix only: C hosts (dlopen, fork, chdir). On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
 
 mod common;

@@ -1,7 +1,7 @@
 //! Every interleaving of 2–3 threads through the slot state machine and the
 //! acquire / release / trim paths, checked by loom on the real registry
 //! code (its locks, atomics and condition variables are loom's under
-//! `--cfg loom`; the file I/O is an in-memory stand-in, src/loader.rs).
+//! `--cfg loom`; the file I/O is an in-memory stand-in, src/registry/io.rs).
 //!
 //! Run: RUSTFLAGS="--cfg loom" cargo test --release --test loom
 //! (scripts/test-all.sh does, with its own target folder). Without

@@ -9,7 +9,7 @@
 //! serialised to bound memory.
 
 // Unix only: LLVM IR models linked as shared objects. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
 
 mod common;

@@ -15,11 +15,13 @@
 // ELF interposition and dlopen: Linux and the other ELF systems.
 #![cfg(unix)]
 // Native builds only: Python hosts and binutils' `ar`/`strip` run on this
-// machine, not under the emulator (README, Platforms); symbol lookup and the
+// machine, not under the emulator (docs/PLATFORMS.md); symbol lookup and the
 // ELF reading are the same on every Linux architecture.
 #![cfg(not(om_cross))]
 
 mod common;
+#[path = "common/docs.rs"]
+mod docs;
 #[path = "common/models.rs"]
 mod models;
 #[path = "common/native.rs"]
@@ -366,13 +368,36 @@ fn linking_the_model_after_the_runtime_keeps_its_own_loader() {
     assert!(notes.contains("which does not exist here"), "{notes}");
 }
 
+/// The flags docs/ONNX-MLIR.md ("Relinking from `--EmitObj`") puts between
+/// the model and the runtime library, with the shipped library's folder for
+/// `/opt/om/lib` (and an rpath to it, for the test's host to start).
+fn relink_flags_of_the_doc(scratch: &Path) -> Vec<String> {
+    let lines = docs::commands("docs/ONNX-MLIR.md", "Relinking from `--EmitObj`");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // c++ model.o -o model.so -shared -fPIC  <these>  -L<onnx-mlir lib> -lcruntime
+    let (head, runtime) = lines[0]
+        .split_once(" -L<onnx-mlir lib> ")
+        .expect("the runtime library's folder");
+    assert_eq!(runtime, "-lcruntime", "{lines:?}");
+    let words: Vec<&str> = head.split_whitespace().collect();
+    let start = words.iter().position(|w| *w == "-fPIC").expect("-fPIC") + 1;
+    let lib = lib_dir(scratch);
+    let mut flags: Vec<String> = words[start..]
+        .iter()
+        .map(|w| w.replace("/opt/om/lib", lib.to_str().unwrap()))
+        .collect();
+    assert!(flags.contains(&"-lom_constants".to_string()), "{flags:?}");
+    flags.push(format!("-Wl,-rpath,{}", lib.display()));
+    flags
+}
+
 /// Relinking `onnx-mlir --EmitObj` output with om-constants before the
 /// runtime library: the model imports the loader, and any host serves it.
 #[test]
 fn relinking_with_om_constants_first_imports_the_loader() {
     let s = Scratch::new("onnx-mlir-relink");
     let archive = standin_archive(&s.path("cruntime"));
-    let first = link_om_constants(&s.dir);
+    let first = relink_flags_of_the_doc(&s.dir);
     let cwd = s.path("elsewhere");
     std::fs::create_dir_all(&cwd).unwrap();
     let host = c_host(&s.dir, false);

@@ -1,4 +1,4 @@
-//! The registry's semantics (README "Semantics") through the Rust API, each
+//! The registry's semantics (docs/SEMANTICS.md) through the Rust API, each
 //! test with its own `Registry` so counters are exact.
 
 mod common;

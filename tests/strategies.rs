@@ -1,4 +1,4 @@
-//! The strategies (README "Strategies") and their options, through `Registry`
+//! The strategies (docs/PERFORMANCE.md, "Strategies") and their options, through `Registry`
 //! (exact bytes, not timings): chunked mapping across piece boundaries and
 //! above 4 GiB, parallel reads with uneven splits, O_DIRECT and its
 //! fallback, auto's fallback from a failing mapping, prefetch and mlock.
@@ -13,7 +13,7 @@ use common::{assert_pattern, name, pattern_bytes, Scratch, HOST_IS_LE};
 use om_constants::config::{HugePages, Mlock, Prefetch};
 use om_constants::{Choice, Config, Registry, Request};
 
-/// Files from this size up are read by several threads (README, Options).
+/// Files from this size up are read by several threads (README, "Options").
 const PARALLEL_MIN: usize = 16 << 20;
 /// The huge page size that `read` buffers and ranges are aligned to.
 const HUGE_PAGE: usize = 2 << 20;

@@ -4,7 +4,7 @@
 //! each per-inference fast path on a cache line of its own.
 
 // Unix only: nm and readelf on the ELF artefacts. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
 
 #[path = "common/native.rs"]
@@ -54,7 +54,7 @@ fn exports_exactly_the_header_functions() {
     );
 }
 
-/// The per-inference fast paths and their onnx-mlir names. src/ffi/fast_path.rs puts
+/// The per-inference fast paths and their onnx-mlir names. src/ffi/per_inference.rs puts
 /// each in a 64-byte-aligned section so it never straddles two cache lines.
 const FAST_PATHS: [&str; 4] = [
     "om_mmap_binary_file",

@@ -3,9 +3,9 @@
 //! turns any error into a failure).
 
 // Unix only: valgrind. On Windows, scripts/test-windows.sh runs the C host
-// c_tests/windows/host.c against the DLL instead (README, Platforms).
+// c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
 #![cfg(unix)]
-// Native builds only: valgrind does not run under qemu-user (README, Platforms).
+// Native builds only: valgrind does not run under qemu-user (docs/PLATFORMS.md).
 #![cfg(not(om_cross))]
 
 mod common;

@@ -95,7 +95,7 @@ struct Place {
 }
 
 /// Everything `check` found, then turned into text or JSON.
-struct Report {
+struct Findings {
     model: PathBuf,
     format: String,
     model_is_le: bool,
@@ -144,7 +144,7 @@ pub fn run(args: Args) -> ExitCode {
 
 /// Reads the model and works out the report; an error for a model that
 /// cannot be read at all.
-fn inspect(model: &Path) -> Result<Report, String> {
+fn inspect(model: &Path) -> Result<Findings, String> {
     let meta = std::fs::metadata(model).map_err(|e| {
         format!(
             "cannot read the model {}: {e}; pass the path of the compiled model \
@@ -329,7 +329,7 @@ fn inspect(model: &Path) -> Result<Report, String> {
         }
     }
 
-    Ok(Report {
+    Ok(Findings {
         model: model_abs,
         format: format!("{:?}", file.format()),
         model_is_le: file.is_little_endian(),
@@ -484,7 +484,7 @@ fn state_text(p: &Place) -> String {
     }
 }
 
-fn to_text(r: &Report) -> String {
+fn to_text(r: &Findings) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(
@@ -573,7 +573,7 @@ fn to_text(r: &Report) -> String {
     s
 }
 
-fn to_json(r: &Report) -> serde_json::Value {
+fn to_json(r: &Findings) -> serde_json::Value {
     json!({
         "model": r.model.display().to_string(),
         "format": r.format,

@@ -18,8 +18,6 @@ mod bench;
 mod cache_bench;
 #[cfg(not(loom))]
 mod check;
-#[cfg(all(unix, not(loom)))]
-mod fast_path;
 #[cfg(not(loom))]
 mod load;
 #[cfg(not(loom))]

@@ -176,7 +176,7 @@ fn same_file(file: &File, path: &Path) -> bool {
 /// sharing the folder has a pid this process cannot see. Over NFS the
 /// locks are the server's (NFSv4, or NLM for v3); a mount with `nolock`
 /// keeps them local, and then machines sharing the folder must not share
-/// a cache path (README, Packed-weights cache).
+/// a cache path (docs/CACHE.md).
 pub(super) fn remove_stale_temporaries(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return;

@@ -17,7 +17,7 @@
 //! hold the file (read-only, full), regions come from the heap instead,
 //! with one log line, and the process works on without persisting.
 //!
-//! A cache is in one of four states (`State`): complete (a valid file,
+//! A cache is in one of four states (`CacheState`): complete (a valid file,
 //! served as it is), building (entries being reserved and packed),
 //! committing (a thread writes the file, holding no lock), or committed
 //! (the entries are final for this process, persisted or not).
@@ -47,11 +47,11 @@ pub struct Cache {
     path: PathBuf,
     identity: Vec<u8>,
     log: Level,
-    state: Mutex<State>,
+    state: Mutex<CacheState>,
 }
 
 /// Where a cache is in its life.
-enum State {
+enum CacheState {
     /// A valid file for this identity, mapped read-only: nothing to pack,
     /// nothing to add.
     Complete {
@@ -140,7 +140,7 @@ impl Cache {
             None => Ok(None),
         });
         let state = match valid {
-            Ok(Some((entries, map))) => State::Complete { map, entries },
+            Ok(Some((entries, map))) => CacheState::Complete { map, entries },
             other => {
                 if let Err(why) = other {
                     note(
@@ -156,7 +156,7 @@ impl Cache {
                         note(Level::Error, &heap_fallback(path, &mut entries, &e));
                     }
                 }
-                State::Building(entries)
+                CacheState::Building(entries)
             }
         };
         Ok(Cache {
@@ -167,37 +167,37 @@ impl Cache {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, CacheState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// True when the cache came valid from its file (nothing to pack).
     pub fn is_complete(&self) -> bool {
-        matches!(*self.lock(), State::Complete { .. })
+        matches!(*self.lock(), CacheState::Complete { .. })
     }
 
     /// True when committed entries persist in the file (false on the heap).
     pub fn is_persistent(&self) -> bool {
         match &*self.lock() {
-            State::Complete { .. } => true,
-            State::Building(e) => e.tmp.is_some(),
-            State::Committing => false,
-            State::Committed { persisted, .. } => *persisted,
+            CacheState::Complete { .. } => true,
+            CacheState::Building(e) => e.tmp.is_some(),
+            CacheState::Committing => false,
+            CacheState::Committed { persisted, .. } => *persisted,
         }
     }
 
     /// A committed entry: its address (read-only) and size, or None.
     pub fn lookup(&self, name: &str) -> Option<(*const u8, usize)> {
         match &*self.lock() {
-            State::Complete { map, entries } => entries.get(name).map(|r| {
+            CacheState::Complete { map, entries } => entries.get(name).map(|r| {
                 // SAFETY: validate() checked offset+size lies inside the map.
                 (
                     unsafe { map.as_ptr().add(r.offset as usize) },
                     r.size as usize,
                 )
             }),
-            State::Building(_) | State::Committing => None,
-            State::Committed { entries, .. } => entries.lookup(name),
+            CacheState::Building(_) | CacheState::Committing => None,
+            CacheState::Committed { entries, .. } => entries.lookup(name),
         }
     }
 
@@ -227,20 +227,20 @@ impl Cache {
         }
         let mut note = None;
         let result = match &mut *self.lock() {
-            State::Complete { .. } => Err(invalid(format!(
+            CacheState::Complete { .. } => Err(invalid(format!(
                 "cache {} is complete for its identity; entries are added only while \
                  building (a new identity starts a new build)",
                 self.path.display()
             ))),
-            State::Committing => Err(invalid(format!(
+            CacheState::Committing => Err(invalid(format!(
                 "cache {} is being committed by another thread",
                 self.path.display()
             ))),
-            State::Committed { .. } => Err(invalid(format!(
+            CacheState::Committed { .. } => Err(invalid(format!(
                 "cache {} is already committed",
                 self.path.display()
             ))),
-            State::Building(entries) => self.reserve_in(entries, name, size, &mut note),
+            CacheState::Building(entries) => self.reserve_in(entries, name, size, &mut note),
         };
         // Logged after the cache's lock is released.
         if let Some(why) = note {
@@ -323,9 +323,9 @@ impl Cache {
     pub fn commit(&self) -> Result<()> {
         let mut entries = {
             let mut state = self.lock();
-            match std::mem::replace(&mut *state, State::Committing) {
-                State::Building(entries) => entries,
-                State::Committing => {
+            match std::mem::replace(&mut *state, CacheState::Committing) {
+                CacheState::Building(entries) => entries,
+                CacheState::Committing => {
                     return Err(invalid(format!(
                         "cache {} is being committed by another thread",
                         self.path.display()
@@ -346,14 +346,14 @@ impl Cache {
         let (persisted, result) = match done {
             Ok(r) => r,
             Err(panic) => {
-                *self.lock() = State::Committed {
+                *self.lock() = CacheState::Committed {
                     entries,
                     persisted: false,
                 };
                 std::panic::resume_unwind(panic);
             }
         };
-        *self.lock() = State::Committed { entries, persisted };
+        *self.lock() = CacheState::Committed { entries, persisted };
         result
     }
 

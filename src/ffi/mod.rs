@@ -6,11 +6,7 @@
 //! `call`, and turns an error into `false` plus the thread's last error.
 //! The semantics live in `registry` and `cache`, never here.
 //!
-//! | file | functions |
-//! |---|---|
-//! | `slots.rs` | acquire, release, last error, stats, version, trim, and onnx-mlir's names for acquire and release |
-//! | `fast_path.rs` | the per-inference calls (ensure loaded, constant address) and their onnx-mlir names: one acquire load on a loaded slot |
-//! | `cache.rs` | the packed-weights cache |
+//! Its files are on the map, docs/ARCHITECTURE.md ("Modules").
 
 // In the header's order: cbindgen reads the modules in the order they are
 // declared here (kept apart, so that rustfmt does not sort them).
@@ -19,23 +15,18 @@
 mod slots;
 
 // 2. The per-inference calls.
-mod fast_path;
+mod per_inference;
 
 // 3. The packed-weights cache.
 mod cache;
 
-/// The value a slot holds while a thread loads it: `(void *)
-/// OM_CONSTANTS_LOADING`. Only the library writes it, and a slot never
-/// keeps it once the load ends (it then holds the buffer, or NULL if the
-/// load failed). A host that reads a slot directly and finds this value
-/// must treat the slot as not loaded yet. The value is odd and in the
-/// never-mapped first page, so no buffer can ever have it.
-pub const OM_CONSTANTS_LOADING: usize = 1;
+/// The LOADING value, as C sees it (defined with the slot's states).
+pub use crate::registry::OM_CONSTANTS_LOADING;
 
 mod args;
 
 pub use cache::*;
-pub use fast_path::*;
+pub use per_inference::*;
 pub use slots::*;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

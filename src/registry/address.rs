@@ -5,9 +5,9 @@
 use std::os::raw::c_void;
 use std::sync::atomic::Ordering;
 
+use super::once::{Slot, SlotState};
 use super::Registry;
 use crate::error::{Error, ErrorKind, Result};
-use crate::slot::{Slot, State};
 use crate::sync::AtomicPtr;
 
 impl Registry {
@@ -29,7 +29,7 @@ impl Registry {
             let t = self.lock();
             let state = b.state();
             let held = match state {
-                State::Loaded(p) => t
+                SlotState::Loaded(p) => t
                     .slots
                     .get(&b.addr())
                     .filter(|e| e.ptr == p as usize)
@@ -39,9 +39,11 @@ impl Registry {
             };
             held.ok_or_else(|| {
                 let what = match state {
-                    State::Empty => "holds no buffer".to_string(),
-                    State::Loading => "is still being loaded".to_string(),
-                    State::Loaded(p) => format!("holds {p:p}, which this library did not give it"),
+                    SlotState::Empty => "holds no buffer".to_string(),
+                    SlotState::Loading => "is still being loaded".to_string(),
+                    SlotState::Loaded(p) => {
+                        format!("holds {p:p}, which this library did not give it")
+                    }
                 };
                 Error::new(
                     ErrorKind::InvalidArgument,

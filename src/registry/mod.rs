@@ -1,9 +1,9 @@
 //! Which slot holds which buffer, how many references each has, and the
-//! acquire / ensure-loaded / release / trim operations (README "Semantics").
+//! acquire / ensure-loaded / release / trim operations (docs/SEMANTICS.md).
 //!
 //! Every slot transition except the loaded fast path happens under the
 //! registry's lock, including the `NULL → LOADING` claim and the insertion of
-//! that load's [`Pending`]; so a thread that sees `LOADING` always finds the
+//! that load's `Pending`; so a thread that sees `LOADING` always finds the
 //! load to wait for, and an acquire racing the last release either sees the
 //! live buffer (and its count goes up under the same lock) or an empty slot.
 //! The lock is never held during I/O, logging included: the loader works
@@ -15,17 +15,15 @@
 //! from the old file's buffer (docs/ARCHITECTURE.md, "Replaced files").
 //!
 //! Buffers are keyed by file identity and size, so two slots that load the
-//! same file share one buffer, and a file-level [`Pending`] makes sure two
-//! slots racing on the same file read it once.
-//!
-//! | file | concern |
-//! |---|---|
-//! | `tables.rs` | the tables: slot entries, buffers, loads in flight; who owns which count |
-//! | `load.rs` | acquire and ensure-loaded: the driver over the slot's states, and the loads |
-//! | `address.rs` | the offset rules of `om_get_external_constant_addr` |
+//! same file share one buffer, and a file-level `Pending` makes sure two
+//! slots racing on the same file read it once (`buffer.rs`). The slot's
+//! run-once protocol and its driver are in `once.rs`.
 
 mod address;
-mod load;
+mod buffer;
+mod io;
+mod once;
+mod pending;
 mod tables;
 
 use std::os::raw::c_void;
@@ -35,18 +33,13 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
 use crate::request::Request;
-use crate::slot::{Slot, State, LOADING};
 use crate::stats::{Counters, Stats};
 use crate::sync::{AtomicPtr, Mutex, MutexGuard};
 
-use tables::{BufKey, Held, Tables};
-
-/// What a call on a slot does with a reference.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Acquire,
-    Ensure,
-}
+pub(crate) use once::{classify, slot_buffer, SlotState};
+use once::{Mode, Slot};
+pub use once::{LOADING, OM_CONSTANTS_LOADING};
+use tables::{BufKey, BufferEntry, Tables};
 
 /// The slots, buffers and counters of one process (see [`crate::global()`]), or of
 /// one test.
@@ -107,13 +100,13 @@ impl Registry {
         if let Some(p) = slot_buffer(cell) {
             return Ok(p);
         }
-        self.get(cell, &req()?, Mode::Ensure)
+        self.get_or_load(cell, &req()?, Mode::Ensure)
     }
 
     /// **Acquire**: one more reference on the slot's buffer, loading it first
     /// if the slot is empty. Returns the buffer's address.
     pub fn acquire(&self, cell: &AtomicPtr<c_void>, req: &Request) -> Result<*mut c_void> {
-        self.get(cell, req, Mode::Acquire)
+        self.get_or_load(cell, req, Mode::Acquire)
     }
 
     /// **Release**: one reference less. The last one frees the buffer (unless
@@ -127,7 +120,7 @@ impl Registry {
         let Some(e) = t
             .slots
             .get_mut(&addr)
-            .filter(|e| state == State::Loaded(e.ptr as *mut c_void))
+            .filter(|e| state == SlotState::Loaded(e.ptr as *mut c_void))
         else {
             return Err(not_held(addr, state));
         };
@@ -136,7 +129,7 @@ impl Registry {
         let freed = if last {
             t.slots.remove(&addr);
             slot.publish(std::ptr::null_mut());
-            t.unuse(key, self.config.keep)
+            t.remove_user(key, self.config.keep)
         } else {
             None
         };
@@ -158,7 +151,7 @@ impl Registry {
             .filter(|(_, h)| h.users == 0)
             .map(|(k, _)| *k)
             .collect();
-        let freed: Vec<Held> = idle.iter().filter_map(|k| t.buffers.remove(k)).collect();
+        let freed: Vec<BufferEntry> = idle.iter().filter_map(|k| t.buffers.remove(k)).collect();
         drop(t);
         let n = freed.len() as u64;
         self.counters.freed(n);
@@ -193,14 +186,14 @@ impl Registry {
 }
 
 /// The error for a release of a slot that holds no reference of ours.
-fn not_held(addr: usize, state: State) -> Error {
+fn not_held(addr: usize, state: SlotState) -> Error {
     let (kind, what) = match state {
-        State::Empty => (ErrorKind::NotLoaded, "is empty (NULL)".to_string()),
-        State::Loading => (
+        SlotState::Empty => (ErrorKind::NotLoaded, "is empty (NULL)".to_string()),
+        SlotState::Loading => (
             ErrorKind::NotHeld,
             "is being loaded by another thread".to_string(),
         ),
-        State::Loaded(p) => (
+        SlotState::Loaded(p) => (
             ErrorKind::NotHeld,
             format!(
                 "holds {p:p}, which om-constants did not load. If the model carries its own \
@@ -222,33 +215,6 @@ fn not_held(addr: usize, state: State) -> Error {
     )
 }
 
-/// The error for an acquire on a slot that holds a value this library did
-/// not write; the slot is left as it is.
-fn not_ours(addr: usize, p: *mut c_void) -> Error {
-    Error::new(
-        ErrorKind::InvalidArgument,
-        format!(
-            "slot {addr:#x} holds {p:p}, which om-constants did not put there: only \
-             om-constants may write the slot, which must start out NULL. If the model carries \
-             its own constants loader, that loader filled it (docs/ONNX-MLIR.md). The slot is \
-             left as it is"
-        ),
-    )
-}
-
-/// The error for a slot that holds the LOADING marker while no load of this
-/// registry is in flight: something else wrote it.
-fn not_our_load(addr: usize) -> Error {
-    Error::new(
-        ErrorKind::InvalidArgument,
-        format!(
-            "slot {addr:#x} holds the value {LOADING:p}, the marker of a load in flight, but \
-             no load of this slot is in flight in this process; only om-constants may write \
-             the slot: start it at NULL and do not copy it between processes or models"
-        ),
-    )
-}
-
 /// The registry's tables, locked across `fork` (see `fork.rs`): no thread
 /// of the parent can hold them when the child is made.
 #[cfg(not(loom))]
@@ -258,7 +224,7 @@ pub(crate) struct ForkGuard<'a> {
     /// Buffers the child gave its last use back for: dropped with the
     /// guard, after `tables` (fields drop in order), so their unmapping and
     /// closing happen once the lock is let go.
-    unused: Vec<Held>,
+    unused: Vec<BufferEntry>,
 }
 
 #[cfg(not(loom))]
@@ -272,7 +238,7 @@ impl ForkGuard<'_> {
         let t = &mut *self.tables;
         let uses: Vec<BufKey> = t.uses_in_flight.drain().map(|(_, key)| key).collect();
         for key in uses {
-            self.unused.extend(t.unuse(key, self.keep));
+            self.unused.extend(t.remove_user(key, self.keep));
         }
         for addr in t.loading_slots.forget() {
             // SAFETY: `addr` is the slot of a call that was in flight when
@@ -286,17 +252,5 @@ impl ForkGuard<'_> {
             };
         }
         t.loading_files.forget().for_each(drop);
-    }
-}
-
-/// The slot's buffer if it holds one: one acquire load, no lock, no shared
-/// write. Ensure-loaded checks this first. (The C entry points do the same
-/// check before any of this, in `ffi::peek`, so that a loaded slot never
-/// reaches the registry.)
-#[inline]
-pub(crate) fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
-    match Slot::new(cell).state() {
-        State::Loaded(p) => Some(p),
-        _ => None,
     }
 }

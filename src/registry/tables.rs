@@ -1,16 +1,16 @@
 //! The registry's tables, only ever touched under its lock: which slot
 //! holds which buffer, the buffers in memory, and the loads in flight. Each
 //! count has one owner: a slot's references are in its [`SlotEntry`]; a
-//! buffer's users (the slot entries holding it) in its [`Held`].
+//! buffer's users (the slot entries holding it) in its [`BufferEntry`].
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 
+use super::io::Source;
+use super::pending::Flights;
 use crate::error::{Error, ErrorKind, Result};
-use crate::loader;
 use crate::request::Request;
-use crate::slot::Flights;
 use crate::source::FileKey;
 use crate::strategy::Buffer;
 
@@ -52,40 +52,41 @@ impl SlotEntry {
 }
 
 /// A buffer in memory: the one owner of the count of slots using it.
-pub(super) struct Held {
+pub(super) struct BufferEntry {
     pub(super) buffer: Buffer,
     /// Slots that hold this buffer, or are about to (a load that found it
     /// shared); 0 for a buffer kept by `OM_CONSTANT_KEEP`.
     pub(super) users: u64,
     /// The open file the buffer came from, kept open while the buffer
     /// lives (see the module docs).
-    pub(super) _file: loader::Source,
+    pub(super) _file: Source,
 }
 
+/// Everything the registry's lock guards.
 #[derive(Default)]
 pub(super) struct Tables {
     pub(super) slots: HashMap<usize, SlotEntry>,
-    pub(super) buffers: HashMap<BufKey, Held>,
+    pub(super) buffers: HashMap<BufKey, BufferEntry>,
     pub(super) loading_slots: Flights<usize>,
     pub(super) loading_files: Flights<BufKey>,
-    /// Uses of a buffer taken by a slot's load (counted in its `Held`) that
+    /// Uses of a buffer taken by a slot's load (counted in its `BufferEntry`) that
     /// the slot is not yet recorded as holding: the lock is let go between
     /// the two, so a child forked there must give them back (`fork.rs`).
     pub(super) uses_in_flight: HashMap<usize, BufKey>,
 }
 
 impl Tables {
-    /// A slot stopped using the buffer `key`; returns the buffer and its
+    /// One user less for the buffer `key` (a slot stopped using it); returns the buffer and its
     /// open file if they must be freed. The caller drops them after
     /// unlocking: unmapping and closing are I/O (a `close` on NFS can take
     /// seconds), and nothing may wait on them under the lock.
-    pub(super) fn unuse(&mut self, key: BufKey, keep: bool) -> Option<Held> {
-        let held = self.buffers.get_mut(&key)?;
+    pub(super) fn remove_user(&mut self, key: BufKey, keep: bool) -> Option<BufferEntry> {
+        let entry = self.buffers.get_mut(&key)?;
         // Each use belongs to one slot entry (or one load adopting the
         // buffer), so this never goes below zero.
-        debug_assert!(held.users > 0, "a buffer lost more users than it had");
-        held.users -= 1;
-        if held.users == 0 && !keep {
+        debug_assert!(entry.users > 0, "a buffer lost more users than it had");
+        entry.users -= 1;
+        if entry.users == 0 && !keep {
             return self.buffers.remove(&key);
         }
         None

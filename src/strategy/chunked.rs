@@ -3,7 +3,7 @@
 //!
 //! Zero copy: pages fault in from the page cache on first touch and are
 //! shared with every other process mapping the same file. The hazard, which
-//! the README states: truncating the file in place while it is mapped
+//! docs/SEMANTICS.md states: truncating the file in place while it is mapped
 //! makes reads past the new end raise SIGBUS; replace files by rename.
 //!
 //! z/OS refuses single mappings above about 1 GiB. We reserve one
@@ -15,7 +15,7 @@
 //! (`sys::Reservation` says why `MAP_FIXED` and not `MAP_FIXED_NOREPLACE`.)
 //!
 //! On Windows the file is mapped as one view, one piece
-//! (`sys::ONE_PIECE_ONLY`; README, Platforms).
+//! (`sys::ONE_PIECE_ONLY`; docs/PLATFORMS.md).
 
 use crate::error::{Error, Result};
 use crate::source::Source;

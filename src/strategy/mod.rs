@@ -1,4 +1,4 @@
-//! How a checked file becomes memory: the strategies (README "Strategies").
+//! How a checked file becomes memory: the strategies (docs/PERFORMANCE.md, "Strategies").
 //!
 //! `mmap` is zero-copy and lazy; `read` copies into an aligned heap buffer so
 //! the weights are resident and immune to the file changing; `chunked-mmap`
@@ -163,13 +163,13 @@ pub(crate) struct Outcome {
     /// Of those, bytes read with `O_DIRECT`.
     pub direct_bytes: u64,
     /// `O_DIRECT` was asked for and the file system refused it.
-    pub direct_fallback: bool,
+    pub direct_refused: bool,
     /// Threads that read (0 for a mapping).
     pub read_threads: usize,
     /// Time spent.
     pub elapsed: Duration,
     /// True when `auto` wanted a mapping, it failed, and `read` was used.
-    pub fell_back: bool,
+    pub read_after_map_failed: bool,
     /// Log lines about the load (a fallback, `mlock` refused under `try`,
     /// the buffer's 2 MiB pages): the caller writes them once nobody waits
     /// on the load, never during it.
@@ -207,7 +207,7 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
         }
     };
     let mut notes = Vec::new();
-    let (memory, strategy, report, fell_back) = match mapped {
+    let (memory, strategy, read_stats, read_after_map_failed) = match mapped {
         Some(Ok((memory, strategy))) => (memory, strategy, read::ReadStats::default(), false),
         Some(Err(e)) if config.strategy != Choice::Auto => return Err(e),
         Some(Err(e)) => {
@@ -243,7 +243,7 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
         let keep = Arc::clone(&buffer.memory);
         buffer.prefetcher = residency::prefetch(buffer.as_ptr(), len, config, keep);
     }
-    if report.direct_fallback {
+    if read_stats.direct_refused {
         notes.push((
             Level::Info,
             format!(
@@ -254,12 +254,12 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
     }
     Ok(Outcome {
         bytes_read: if strategy == Strategy::Read { size } else { 0 },
-        direct_bytes: report.direct_bytes,
-        direct_fallback: report.direct_fallback,
-        read_threads: report.threads,
+        direct_bytes: read_stats.direct_bytes,
+        direct_refused: read_stats.direct_refused,
+        read_threads: read_stats.threads,
         buffer,
         elapsed: start.elapsed(),
-        fell_back,
+        read_after_map_failed,
         notes,
     })
 }
@@ -305,7 +305,7 @@ mod tests {
             assert_eq!(got, &data[..99_999], "{choice:?}");
             let expect_read = if choice == Choice::Read { 99_999 } else { 0 };
             assert_eq!(l.bytes_read, expect_read);
-            assert!(!l.fell_back);
+            assert!(!l.read_after_map_failed);
         }
         std::fs::remove_file(p).unwrap();
     }

@@ -42,7 +42,7 @@ pub(super) struct ReadStats {
     /// Bytes read with `O_DIRECT`.
     pub direct_bytes: u64,
     /// `O_DIRECT` was asked for and refused somewhere.
-    pub direct_fallback: bool,
+    pub direct_refused: bool,
 }
 
 /// Allocates `len` bytes and fills them from the start of `source`.
@@ -60,12 +60,12 @@ pub(super) fn read(source: &Source, len: usize, config: &Config) -> Result<(Heap
     })?;
     sys::advise_file(&source.file, 0, len, Access::Sequential);
 
-    let mut report = ReadStats::default();
+    let mut stats = ReadStats::default();
     let direct = if config.direct_io {
         match open_direct(source) {
             Ok(f) => Some(f),
             Err(_) => {
-                report.direct_fallback = true;
+                stats.direct_refused = true;
                 None
             }
         }
@@ -75,14 +75,14 @@ pub(super) fn read(source: &Source, len: usize, config: &Config) -> Result<(Heap
     let direct = direct.as_ref();
 
     let ranges = split(len, thread_count(len, config.read_threads), HUGE_PAGE);
-    report.threads = ranges.len();
+    stats.threads = ranges.len();
     let dst = buf.as_ptr() as usize;
-    let jobs: Vec<Box<dyn FnOnce() -> Result<RangeReport> + Send + '_>> = ranges
+    let jobs: Vec<Box<dyn FnOnce() -> Result<RangeStats> + Send + '_>> = ranges
         .iter()
         .cloned()
         .map(|r| {
             Box::new(move || fill_range(source, direct, dst, r))
-                as Box<dyn FnOnce() -> Result<RangeReport> + Send + '_>
+                as Box<dyn FnOnce() -> Result<RangeStats> + Send + '_>
         })
         .collect();
     let results = crate::threads::run_all(jobs);
@@ -90,10 +90,10 @@ pub(super) fn read(source: &Source, len: usize, config: &Config) -> Result<(Heap
         // On error `buf` is dropped on return, so nothing leaks.
         let r =
             r.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "a read thread panicked")))?;
-        report.direct_bytes += r.direct_bytes;
-        report.direct_fallback |= r.direct_fallback;
+        stats.direct_bytes += r.direct_bytes;
+        stats.direct_refused |= r.direct_refused;
     }
-    Ok((buf, report))
+    Ok((buf, stats))
 }
 
 /// Threads for a `len`-byte read: 1 below [`PARALLEL_MIN`], else the
@@ -117,9 +117,9 @@ pub(super) fn split(len: usize, parts: usize, align: usize) -> Vec<Range<usize>>
 }
 
 #[derive(Default)]
-struct RangeReport {
+struct RangeStats {
     direct_bytes: u64,
-    direct_fallback: bool,
+    direct_refused: bool,
 }
 
 /// Fills `range` of the buffer at `dst` from the same range of the file.
@@ -128,22 +128,22 @@ fn fill_range(
     direct: Option<&File>,
     dst: usize,
     range: Range<usize>,
-) -> Result<RangeReport> {
-    let mut report = RangeReport::default();
+) -> Result<RangeStats> {
+    let mut stats = RangeStats::default();
     sys::advise_file(&source.file, range.start, range.len(), Access::WillNeed);
     let mut at = range.start;
     if let Some(direct) = direct {
         let aligned_end = range.start + (range.len() / DIRECT_ALIGN) * DIRECT_ALIGN;
         match fill(direct, dst, at..aligned_end) {
             Ok(()) => {
-                report.direct_bytes = (aligned_end - at) as u64;
+                stats.direct_bytes = (aligned_end - at) as u64;
                 at = aligned_end;
             }
             // Refused mid-way (EINVAL: alignment or file system): the rest
             // of the range is read buffered; anything else is a real error.
             Err((done, e)) if sys::refuses_direct_io(&e) => {
-                report.direct_bytes = (done - at) as u64;
-                report.direct_fallback = true;
+                stats.direct_bytes = (done - at) as u64;
+                stats.direct_refused = true;
                 at = done;
             }
             Err((done, e)) => return Err(read_error(source, done, range.end, &e)),
@@ -151,7 +151,7 @@ fn fill_range(
     }
     fill(&source.file, dst, at..range.end)
         .map_err(|(done, e)| read_error(source, done, range.end, &e))?;
-    Ok(report)
+    Ok(stats)
 }
 
 /// Reads file bytes `range` into the same offsets of the buffer at `dst`;
@@ -325,11 +325,11 @@ pub(super) mod tests {
             direct_io: true,
             ..Config::default()
         };
-        let (buf, report) = read(&source, size, &config).unwrap();
+        let (buf, stats) = read(&source, size, &config).unwrap();
         // Every byte comes from the file that was opened.
         assert_pattern(&buf, size);
         assert!(
-            report.direct_fallback,
+            stats.direct_refused,
             "direct reads of the new file were refused"
         );
     }
@@ -364,15 +364,15 @@ mod injected {
         };
         let load = || {
             let source = Source::open(&f.path, "c.bin", size as u64).unwrap();
-            let (buf, report) = read(&source, size, &config).unwrap();
+            let (buf, stats) = read(&source, size, &config).unwrap();
             assert_pattern(&buf, size);
-            report
+            stats
         };
         // Without the fault, this file system must take O_DIRECT, or the case
         // below would be the refusal at open, which another test covers.
         let plain = load();
         assert!(
-            !plain.direct_fallback,
+            !plain.direct_refused,
             "O_DIRECT is refused on {}: run the tests with TMPDIR on a file system \
              that takes it (ext4, xfs)",
             f.path.display()
@@ -388,7 +388,7 @@ mod injected {
         assert!(ranges[0].end as u64 > at, "{ranges:?}");
         let aligned: u64 = ranges.iter().map(|r| (r.len() / 4096 * 4096) as u64).sum();
         assert_eq!(plain.direct_bytes, aligned, "{plain:?}");
-        assert!(st.direct_fallback, "{st:?}");
+        assert!(st.direct_refused, "{st:?}");
         assert_eq!(
             st.direct_bytes,
             aligned - (ranges[0].end as u64 - at),

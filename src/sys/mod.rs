@@ -26,10 +26,10 @@ mod faulty;
 
 pub(crate) use os::{
     advise_file, advise_huge_pages, advise_will_need, collapse, create_new, evict_page_cache,
-    file_stamp, file_system_size, huge_backed_bytes, is_size_limit_error, let_go, object_at,
+    file_stamp, file_system_size, huge_backed_bytes, is_size_limit_error, object_at,
     open_read_nonblocking, page_size, path_from_c, pin_library, pin_object_at, populate,
-    protect_read_only, refuses_direct_io, resident_pages, spawn, special_kind, thp_mode,
-    try_lock_exclusive, unlock_memory, write_stderr, ThreadId, PATH_MAX,
+    protect_read_only, refuses_direct_io, release_thread, resident_pages, spawn, special_kind,
+    thp_mode, try_lock_exclusive, unlock_memory, write_stderr, ThreadId, PATH_MAX,
 };
 pub(crate) use portable::{
     dealloc, map_shared_writable, map_whole_file, touch_pages, Access, FileStamp, Job, HUGE_PAGE,

@@ -613,7 +613,7 @@ pub(crate) unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
 /// any loader lock, even inside `dlopen`, so it ends at once; joining keeps
 /// its stack reusable and no code of ours running after the call. Once per
 /// thread.
-pub(crate) fn let_go(id: ThreadId) {
+pub(crate) fn release_thread(id: ThreadId) {
     // SAFETY: `id` names a joinable thread started by spawn; ThreadId is
     // only made there, and callers let each go once.
     unsafe {

@@ -1,7 +1,7 @@
 //! The system calls of Windows, each behind a safe function whose `SAFETY`
 //! note says why the call holds; the same functions as `unix.rs`. Only the
 //! Win32 API through `windows-sys`: nothing here is specific to the GNU or
-//! the MSVC toolchain (only GNU is tested, under wine: README, Platforms).
+//! the MSVC toolchain (only GNU is tested, under wine: docs/PLATFORMS.md).
 //!
 //! What differs from POSIX, and why it is fine:
 //! - No `fork`: [`at_fork`] has nothing to register.
@@ -381,8 +381,8 @@ pub(crate) unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
 /// thread waiting for the caller may hold, so waiting for it could hang.
 /// It runs or exits later; the module holding this code is pinned first,
 /// so that code is still mapped then. Once per thread.
-pub(crate) fn let_go(id: ThreadId) {
-    pin_object_at(let_go as fn(ThreadId) as usize);
+pub(crate) fn release_thread(id: ThreadId) {
+    pin_object_at(release_thread as fn(ThreadId) as usize);
     // SAFETY: `id.0` is the live handle CreateThread returned, neither
     // joined nor let go before; the thread runs on without it.
     unsafe {
@@ -477,7 +477,7 @@ pub(crate) fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
 /// placeholders (`VirtualAlloc2`, `MapViewOfFile3`: Windows 10 1803 and
 /// later, and not in the wine that tests the port), and Windows has no
 /// per-mapping limit to work around. So a [`Reservation`] takes one piece,
-/// the whole range (README, Platforms).
+/// the whole range (docs/PLATFORMS.md).
 pub(crate) const ONE_PIECE_ONLY: bool = true;
 
 /// The range a file is mapped into: here, the one view [`map_piece`] makes
@@ -520,7 +520,7 @@ pub(crate) fn map_piece(
     // SAFETY: memmap2 marks mapping unsafe because the file can change
     // under the mapping. It is mapped read-only, `len` is within the
     // file's checked length, and the remaining hazard (truncating a mapped
-    // file in place) is the user's documented duty (README: replace files
+    // file in place) is the user's documented duty (docs/SEMANTICS.md: replace files
     // by rename).
     let view = unsafe { memmap2::MmapOptions::new().len(len).map(file) }?;
     res.view

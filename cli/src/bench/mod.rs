@@ -3,12 +3,7 @@
 //! threads on one slot, samples the loaded fast path, measures the
 //! packed-weights cache, and prints each figure beside its target.
 //!
-//! | file | concern |
-//! |---|---|
-//! | `options.rs` | the command line |
-//! | `methods.rs` | what is timed: baselines, library variants, races |
-//! | `targets.rs` | the promises ([`targets::Goal`]), the verdict |
-//! | `report.rs` | one run's figures, as a table or JSON |
+//! Its files are on the map, docs/ARCHITECTURE.md ("Modules").
 
 // Only the options are built off POSIX: `om-constants bench` parses there,
 // then says it runs on POSIX systems only.
@@ -17,6 +12,8 @@
 #[cfg(unix)]
 mod methods;
 mod options;
+#[cfg(unix)]
+mod per_call;
 #[cfg(unix)]
 mod report;
 #[cfg(unix)]
@@ -75,8 +72,8 @@ fn measure(o: &Options, path: &Path) -> Result<Report, String> {
         baseline::mmap_pass(path, size).map_err(|e| e.to_string())?;
     }
     // The fast path is sampled once per run, between the runs of the
-    // methods, so its figures span the bench like theirs (see fast_path.rs).
-    let mut fast = crate::fast_path::Timer::load(path, size)?;
+    // methods, so its figures span the bench like theirs (see per_call.rs).
+    let mut fast = per_call::Timer::load(path, size)?;
     for r in 0..runs {
         for m in methods.iter_mut() {
             eprintln!("bench: run {}/{runs}: {}", r + 1, m.name);
@@ -111,11 +108,11 @@ fn measure(o: &Options, path: &Path) -> Result<Report, String> {
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| e.to_string())?;
         crate::cache_bench::run(&map, path.parent().unwrap_or(Path::new(".")))?
     };
-    for n in runs..crate::fast_path::MIN_SAMPLES {
+    for n in runs..per_call::MIN_SAMPLES {
         eprintln!(
             "bench: loaded fast path, sample {}/{}",
             n + 1,
-            crate::fast_path::MIN_SAMPLES
+            per_call::MIN_SAMPLES
         );
         fast.sample()?;
     }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::methods::{Method, MethodId, Race};
+use super::per_call::{FastPath, Figures};
 use super::steady::Steady;
 use super::targets::{verdict, Target};
 use crate::cache_bench;
-use crate::fast_path::{FastPath, Figures};
 
 /// Everything one bench run measured.
 pub struct Report {

@@ -118,7 +118,7 @@ pub fn verdict(targets: &[Target]) -> String {
         "verdict: {met} of {total} targets met; {} missed. On a shared machine a missed \
          timing is a measurement to repeat (other tenants move the figures), not a failure; \
          a missed count (loads, bytes read, packing calls) is a bug, and fails the bench. \
-         The targets are stated for the conditions in the README's Performance section",
+         The targets are stated for the conditions in docs/PERFORMANCE.md",
         total - met
     )
 }

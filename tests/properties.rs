@@ -1,4 +1,4 @@
-//! Property tests, run for a bounded time (`OM_CONSTANTS_FUZZ_SECONDS`,
+//! Property tests, run for a bounded time (`OM_CONSTANTS_PROPERTY_SECONDS`,
 //! default 60), over the code that takes untrusted text and numbers:
 //! option parsing, file locating, and the size/offset arithmetic.
 //!
@@ -6,7 +6,7 @@
 //! coverage-guided fuzzers of fuzz/ (cargo-fuzz, nightly, scripts/fuzz.sh),
 //! and check properties across whole calls (requests through a registry,
 //! read splits) that the fuzz targets do not. They run the committed corpus
-//! in tests/fuzz_corpus/ first, then mutations of it and random inputs from
+//! in tests/property_corpus/ first, then mutations of it and random inputs from
 //! a generator seeded from the clock (the seed is printed). A failure
 //! prints the input: add it to the corpus.
 
@@ -105,7 +105,7 @@ impl Gen for Rng {
 
 fn corpus(name: &str) -> Vec<String> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fuzz_corpus")
+        .join("tests/property_corpus")
         .join(name);
     std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -226,7 +226,7 @@ fn check_offset(reg: &Registry, base: &AtomicPtr<c_void>, len: usize, offset: i6
 
 #[test]
 fn parsers_locating_and_arithmetic_hold_their_properties() {
-    let seconds: u64 = std::env::var("OM_CONSTANTS_FUZZ_SECONDS")
+    let seconds: u64 = std::env::var("OM_CONSTANTS_PROPERTY_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);

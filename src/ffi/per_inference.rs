@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicPtr as StdAtomicPtr, Ordering};
 use super::args::{request, slot_ref, usable};
 use super::call;
 use crate::global::global;
-use crate::slot::{classify, State};
+use crate::registry::{classify, SlotState};
 
 /// What the per-inference fast paths read in place of a NULL or misaligned
 /// pointer. It is never set, so they fall through to their slow paths, which
@@ -95,7 +95,7 @@ pub unsafe extern "C" fn om_mmap_binary_file(
     // path so this function has no frame to set up: a few instructions and
     // one branch.
     // SAFETY: the caller passes a valid slot (documented above).
-    if matches!(classify(unsafe { peek(const_addr) }), State::Loaded(_)) {
+    if matches!(classify(unsafe { peek(const_addr) }), SlotState::Loaded(_)) {
         return true;
     }
     // SAFETY: same contract as this function.

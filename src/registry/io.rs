@@ -6,7 +6,7 @@
 //! locking and publication code without touching the file system.
 
 #[cfg(not(loom))]
-pub(crate) use real::*;
+pub(super) use real::*;
 
 #[cfg(not(loom))]
 mod real {
@@ -15,7 +15,7 @@ mod real {
     use crate::locate;
     use crate::request::Request;
     pub(crate) use crate::source::Source;
-    use crate::strategy::{self, Outcome};
+    pub(crate) use crate::strategy::load;
 
     /// Finds `req`'s file for the slot at `slot_addr` and opens it; also
     /// returns the search's note for the `info` log, if it has one, for the
@@ -31,18 +31,14 @@ mod real {
         let fname = req.fname().display().to_string();
         Ok((Source::open(&found.path, &fname, req.size())?, found.note))
     }
-
-    /// Loads the opened file with the configured strategy.
-    pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcome> {
-        strategy::load(source, size, config)
-    }
 }
 
 #[cfg(loom)]
-pub(crate) use fake::*;
+pub(super) use stand_in::*;
 
+/// The model checker's stand-in for the file system.
 #[cfg(loom)]
-mod fake {
+mod stand_in {
     use crate::config::Config;
     use crate::error::{Error, ErrorKind, Result};
     use crate::request::Request;
@@ -90,10 +86,10 @@ mod fake {
             buffer: Buffer::from_heap(heap),
             bytes_read: size,
             direct_bytes: 0,
-            direct_fallback: false,
+            direct_refused: false,
             read_threads: 1,
             elapsed: std::time::Duration::ZERO,
-            fell_back: false,
+            read_after_map_failed: false,
             notes: Vec::new(),
         })
     }
