@@ -111,7 +111,8 @@ pub enum Prefetch {
     None,
     /// `madvise(MADV_WILLNEED)`: the kernel starts reading ahead.
     WillNeed,
-    /// `MAP_POPULATE`: the load returns with every page mapped.
+    /// The load returns with every page mapped (`MADV_POPULATE_READ`,
+    /// after the mapping is advised; one read per page where it is missing).
     Populate,
     /// A helper thread touches every page while the model starts.
     Background,

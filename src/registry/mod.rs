@@ -1,5 +1,6 @@
 //! Which slot holds which buffer, how many references each has, and the
-//! acquire / ensure-loaded / release / trim operations (docs/SEMANTICS.md).
+//! operations on them (docs/SEMANTICS.md): acquire and ensure-loaded in
+//! `once.rs`, release, trim and stats here.
 //!
 //! Every slot transition except the loaded fast path happens under the
 //! registry's lock, including the `NULL → LOADING` claim and the insertion of
@@ -16,8 +17,7 @@
 //!
 //! Buffers are keyed by file identity and size, so two slots that load the
 //! same file share one buffer, and a file-level `Pending` makes sure two
-//! slots racing on the same file read it once (`buffer.rs`). The slot's
-//! run-once protocol and its driver are in `once.rs`.
+//! slots racing on the same file read it once (`buffer.rs`).
 
 mod address;
 mod buffer;
@@ -32,12 +32,11 @@ use std::sync::PoisonError;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
-use crate::request::Request;
 use crate::stats::{Counters, Stats};
 use crate::sync::{AtomicPtr, Mutex, MutexGuard};
 
-pub(crate) use once::{classify, slot_buffer, SlotState};
-use once::{Mode, Slot};
+use once::Slot;
+pub(crate) use once::{classify, SlotState};
 pub use once::{LOADING, OM_CONSTANTS_LOADING};
 use tables::{BufKey, BufferEntry, Tables};
 
@@ -84,29 +83,6 @@ impl Registry {
         if level <= self.config.log {
             log::emit(self.config.log, level, &msg());
         }
-    }
-
-    /// **Ensure loaded**: if the slot holds a buffer, returns it at once
-    /// (one acquire load, no shared write); otherwise loads it as
-    /// [`acquire`](Self::acquire) does, the slot holding that reference.
-    ///
-    /// `req` builds (and checks) the request; it runs only when a load is
-    /// needed, so the fast path never looks at the arguments.
-    pub fn ensure_loaded<'a>(
-        &self,
-        cell: &AtomicPtr<c_void>,
-        req: impl FnOnce() -> Result<Request<'a>>,
-    ) -> Result<*mut c_void> {
-        if let Some(p) = slot_buffer(cell) {
-            return Ok(p);
-        }
-        self.get_or_load(cell, &req()?, Mode::Ensure)
-    }
-
-    /// **Acquire**: one more reference on the slot's buffer, loading it first
-    /// if the slot is empty. Returns the buffer's address.
-    pub fn acquire(&self, cell: &AtomicPtr<c_void>, req: &Request) -> Result<*mut c_void> {
-        self.get_or_load(cell, req, Mode::Acquire)
     }
 
     /// **Release**: one reference less. The last one frees the buffer (unless

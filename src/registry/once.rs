@@ -1,7 +1,7 @@
-//! The run-once protocol of a slot, in the manner of once_cell's
-//! `imp_std.rs`: the slot's states, the driver that moves them in one
-//! `match`, and the guard whose drop makes the last transition if the load
-//! never settles.
+//! Acquire and ensure-loaded: the run-once protocol of a slot, in the
+//! manner of once_cell's `imp_std.rs`: the slot's states, the driver that
+//! moves them in one `match`, and the guard whose drop makes the last
+//! transition if the load never settles.
 //!
 //! A slot holds NULL (empty), [`LOADING`] (a thread claimed the load), or the
 //! buffer's address. `NULL → LOADING` by compare-and-swap, under the
@@ -110,7 +110,7 @@ impl<'a> Slot<'a> {
 /// check before any of this, in `ffi::peek`, so that a loaded slot never
 /// reaches the registry.)
 #[inline]
-pub(crate) fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
+fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
     match Slot::new(cell).state() {
         SlotState::Loaded(p) => Some(p),
         _ => None,
@@ -119,7 +119,7 @@ pub(crate) fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
 
 /// What a call on a slot does with a reference.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+enum Mode {
     /// Takes one more (acquire).
     Acquire,
     /// Takes one only if it loads (ensure-loaded).
@@ -169,11 +169,34 @@ impl Drop for Flight<'_> {
 }
 
 impl Registry {
+    /// **Ensure loaded**: if the slot holds a buffer, returns it at once
+    /// (one acquire load, no shared write); otherwise loads it as
+    /// [`acquire`](Self::acquire) does, the slot holding that reference.
+    ///
+    /// `req` builds (and checks) the request; it runs only when a load is
+    /// needed, so the fast path never looks at the arguments.
+    pub fn ensure_loaded<'a>(
+        &self,
+        cell: &AtomicPtr<c_void>,
+        req: impl FnOnce() -> Result<Request<'a>>,
+    ) -> Result<*mut c_void> {
+        if let Some(p) = slot_buffer(cell) {
+            return Ok(p);
+        }
+        self.get_or_load(cell, &req()?, Mode::Ensure)
+    }
+
+    /// **Acquire**: one more reference on the slot's buffer, loading it first
+    /// if the slot is empty. Returns the buffer's address.
+    pub fn acquire(&self, cell: &AtomicPtr<c_void>, req: &Request) -> Result<*mut c_void> {
+        self.get_or_load(cell, req, Mode::Acquire)
+    }
+
     /// Acquire or ensure-loaded on a slot that did not read as loaded: the
     /// driver over the slot's states. A loaded slot is checked (and, for
     /// acquire, counted); a loading one is waited for; an empty one is
     /// claimed and loaded by this thread.
-    pub(super) fn get_or_load(
+    fn get_or_load(
         &self,
         cell: &AtomicPtr<c_void>,
         req: &Request,
