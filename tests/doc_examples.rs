@@ -4,7 +4,8 @@
 //! against the library as it ships, and every other command is run, by this
 //! test or by the test that [`docs::RUN_ELSEWHERE`] names, or checked: the
 //! tool's arguments parse, a script exists and parses, a cargo command is
-//! one that CI runs.
+//! one that CI runs. The tool and script commands the docs give inline, in
+//! the text, are checked the same way.
 
 // Unix only: the docs' shell commands. On Windows, scripts/test-windows.sh runs the C host
 // c_tests/windows/host.c against the DLL instead (docs/PLATFORMS.md).
@@ -228,5 +229,44 @@ fn every_command_in_the_docs_is_run_or_checked() {
         }
     }
     assert!(checked >= 10, "only {checked} commands found in the docs");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The inline code spans of `text` (between single backquotes, outside
+/// fenced blocks).
+fn inline_spans(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            out.extend(line.split('`').skip(1).step_by(2).map(str::to_string));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_inline_tool_and_script_command_in_the_docs_is_checked() {
+    let ci = std::fs::read_to_string(manifest_dir().join("scripts/test-all.sh")).unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for doc in docs::docs() {
+        for span in inline_spans(&docs::text(&doc)) {
+            let tool = span.starts_with("om-constants ")
+                || span.starts_with("cargo run --release --bin om-constants -- ");
+            if !tool && !span.starts_with("bash scripts/") {
+                continue;
+            }
+            checked += 1;
+            if let Err(why) = check_command(&span, &ci) {
+                failures.push(format!("{doc}: `{span}`: {why}"));
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} inline commands found");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
