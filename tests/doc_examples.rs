@@ -232,30 +232,13 @@ fn every_command_in_the_docs_is_run_or_checked() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The inline code spans of `text` (between single backquotes, outside
-/// fenced blocks).
-fn inline_spans(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut in_code = false;
-    for line in text.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if !in_code {
-            out.extend(line.split('`').skip(1).step_by(2).map(str::to_string));
-        }
-    }
-    out
-}
-
 #[test]
 fn every_inline_tool_and_script_command_in_the_docs_is_checked() {
     let ci = std::fs::read_to_string(manifest_dir().join("scripts/test-all.sh")).unwrap();
     let mut failures = Vec::new();
     let mut checked = 0;
     for doc in docs::docs() {
-        for span in inline_spans(&docs::text(&doc)) {
+        for span in docs::inline_spans(&docs::text(&doc)) {
             let tool = span.starts_with("om-constants ")
                 || span.starts_with("cargo run --release --bin om-constants -- ");
             if !tool && !span.starts_with("bash scripts/") {

@@ -1,13 +1,17 @@
 //! Every path of this repository that the docs and the code's comments
 //! name exists: the README, `docs/`, and the sources, scripts and C hosts
 //! (where comments cite files). So does every section they cite
-//! (`docs/SEMANTICS.md, "The host's whole life"`) and every Markdown link
-//! between the docs, anchor included. A renamed or removed file or heading
+//! (`docs/SEMANTICS.md, "The host's whole life"`), every Markdown link
+//! between the docs, anchor included, and every test, field or symbol the
+//! docs name. A renamed or removed file or heading
 //! fails this test until every mention of it is updated.
 
 // The repository is read where it was checked out: Unix only (the Windows
 // run under wine checks the code, not the docs, which this run covers).
 #![cfg(unix)]
+
+#[path = "common/docs.rs"]
+mod docs;
 
 use std::path::{Path, PathBuf};
 
@@ -283,4 +287,38 @@ fn anchors_citations_and_links_are_read_as_github_and_the_code_write_them() {
         links("[a](GUARANTEES.md) [b](#the-bench) [c](https://x.org/a)"),
         ["GUARANTEES.md", "#the-bench"]
     );
+}
+
+/// A name in the docs that can only be one of ours (a test's name, most
+/// often, or a field or symbol): snake case with at least three
+/// underscores.
+fn is_function_name(span: &str) -> bool {
+    span.starts_with(|c: char| c.is_ascii_lowercase())
+        && span
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && span.matches('_').count() >= 3
+}
+
+#[test]
+fn every_test_and_field_the_docs_name_exists() {
+    let sources: String = scanned()
+        .iter()
+        .filter(|p| p.extension().and_then(|e| e.to_str()) != Some("md"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for doc in docs::docs() {
+        for span in docs::inline_spans(&docs::text(&doc)) {
+            if is_function_name(&span) {
+                checked += 1;
+                if !sources.contains(&span) {
+                    missing.push(format!("{doc} names `{span}`, which no source has"));
+                }
+            }
+        }
+    }
+    assert!(checked >= 3, "only {checked} such names found in the docs");
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
 }

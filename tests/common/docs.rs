@@ -128,3 +128,20 @@ pub const RUN_ELSEWHERE: &[(&str, &str, &str)] = &[
         "tests/onnx_mlir.rs: relinking_with_om_constants_first_imports_the_loader",
     ),
 ];
+
+/// The inline code spans of `text` (between single backquotes, outside
+/// fenced blocks).
+pub fn inline_spans(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            out.extend(line.split('`').skip(1).step_by(2).map(str::to_string));
+        }
+    }
+    out
+}
