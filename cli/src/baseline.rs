@@ -16,7 +16,7 @@ use crate::pass::sum;
 
 /// One measured load + pass + free.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Timing {
+pub(crate) struct Timing {
     pub load: Duration,
     pub pass: Duration,
     pub free: Duration,
@@ -25,7 +25,7 @@ pub struct Timing {
 }
 
 impl Timing {
-    pub fn total(&self) -> Duration {
+    pub(crate) fn total(&self) -> Duration {
         self.load + self.pass + self.free
     }
 }
@@ -34,7 +34,7 @@ const CHUNK: usize = 1 << 30;
 const HUGE: usize = 2 << 20;
 
 /// Plain mmap + pass + munmap.
-pub fn mmap_pass(path: &Path, size: usize) -> io::Result<Timing> {
+pub(crate) fn mmap_pass(path: &Path, size: usize) -> io::Result<Timing> {
     let f = File::open(path)?;
     let t0 = Instant::now();
     // SAFETY: a fresh read-only private mapping of `size` bytes of an open
@@ -89,7 +89,7 @@ unsafe fn pass_and_free(t0: Instant, p: *mut libc::c_void, size: usize) -> Timin
 
 /// onnx-mlir's z/OS method: posix_memalign(4096), one thread, read() in
 /// 1 GiB chunks, then the pass and free().
-pub fn read_single(path: &Path, size: usize) -> io::Result<Timing> {
+pub(crate) fn read_single(path: &Path, size: usize) -> io::Result<Timing> {
     let f = File::open(path)?;
     let t0 = Instant::now();
     let mut p: *mut libc::c_void = std::ptr::null_mut();
@@ -123,7 +123,7 @@ pub fn read_single(path: &Path, size: usize) -> io::Result<Timing> {
 
 /// `threads` threads pread 2 MiB-aligned ranges into a fresh 2 MiB-aligned
 /// buffer advised MADV_HUGEPAGE, then the pass and free().
-pub fn pread_parallel(path: &Path, size: usize, threads: usize) -> io::Result<Timing> {
+pub(crate) fn pread_parallel(path: &Path, size: usize, threads: usize) -> io::Result<Timing> {
     let f = File::open(path)?;
     let fd = f.as_raw_fd();
     let t0 = Instant::now();

@@ -15,13 +15,13 @@ const N: usize = 1024;
 const MATRIX: usize = N * N * 4;
 
 /// One start: time, packing calls, anonymous memory growth (bytes).
-pub struct Start {
+pub(crate) struct Start {
     pub time: Duration,
     pub packs: usize,
     pub anon: u64,
 }
 
-pub struct Starts {
+pub(crate) struct Starts {
     pub matrices: usize,
     pub first: Start,
     pub second: Start,
@@ -59,7 +59,7 @@ fn touch(p: *const u8, len: usize) -> u64 {
 }
 
 /// Runs the three starts on the first matrices of `weights`.
-pub fn run(weights: &[u8], dir: &Path) -> Result<Starts, String> {
+pub(crate) fn run(weights: &[u8], dir: &Path) -> Result<Starts, String> {
     let matrices = (weights.len() / MATRIX).clamp(1, 64);
     if weights.len() < MATRIX {
         return Err("the cache bench needs --size of at least 4 MiB".into());

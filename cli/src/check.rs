@@ -28,7 +28,7 @@ use serde_json::json;
 
 /// `om-constants check`'s arguments.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The compiled model: a shared library (model.so, model.dll) or an
     /// executable the model is linked into.
     pub model: PathBuf,
@@ -115,7 +115,7 @@ struct Findings {
     notes: Vec<String>,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub(crate) fn run(args: Args) -> ExitCode {
     match inspect(&args.model) {
         Ok(report) => {
             if args.json {

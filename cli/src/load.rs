@@ -12,7 +12,7 @@ use crate::HOST_IS_LE;
 
 /// `om-constants load`'s arguments.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The constants file (found as the library finds a relative name).
     pub file: String,
     /// Bytes the "model" expects (default: the file's length).
@@ -26,7 +26,7 @@ pub struct Args {
     pub threads: usize,
 }
 
-pub fn run(args: Args) -> Result<(), String> {
+pub(crate) fn run(args: Args) -> Result<(), String> {
     let file = args.file.as_str();
     if let Some(s) = &args.strategy {
         if Choice::parse(s).is_none() {
@@ -156,7 +156,7 @@ fn last_error() -> String {
 }
 
 /// The process's peak resident set (VmHWM), in bytes.
-pub fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -4,8 +4,13 @@
 //! strategy against baselines in the same run (see `bench`); `load` loads a
 //! user's file through the C ABI and reports what happened; `check` reads a
 //! compiled model (ELF or PE) and says which loader it will use, which
-//! constants file it needs and whether it will be found (see `check`).
+//! constants file it needs and whether it will be found (see `check`);
+//! `prepare` lays constants files' page cache in 2 MiB pages once.
 //! `om-constants --help` lists the options.
+
+// One visibility style, as in the library: `pub(crate)` for what other
+// modules use, since nothing here is reachable from outside.
+#![warn(unreachable_pub)]
 
 // Built with `--cfg loom` (model checking), the library's atomics are
 // loom's and this tool has nothing to do. `bench` is for POSIX systems: its

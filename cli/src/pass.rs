@@ -6,7 +6,7 @@
 ///
 /// # Safety
 /// `p` must be readable for `len` bytes and 8-byte aligned.
-pub unsafe fn sum(p: *const u8, len: usize) -> u64 {
+pub(crate) unsafe fn sum(p: *const u8, len: usize) -> u64 {
     // SAFETY: the caller guarantees `len` readable, aligned bytes.
     let words = unsafe { std::slice::from_raw_parts(p.cast::<u64>(), len / 8) };
     let mut acc = [0u64; 4];

@@ -14,7 +14,7 @@ use crate::HOST_IS_LE;
 
 /// `om-constants prepare`'s arguments.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The constants files (found as the library finds a relative name).
     #[arg(required = true)]
     pub files: Vec<String>,
@@ -23,7 +23,7 @@ pub struct Args {
 /// The share of a file that counts as prepared (its tail may be small).
 const ENOUGH: f64 = 0.9;
 
-pub fn run(args: Args) -> Result<(), String> {
+pub(crate) fn run(args: Args) -> Result<(), String> {
     // Read on the library's first call, below; no other thread runs yet.
     std::env::set_var("OM_CONSTANT_HUGE_PAGES", "reread");
     std::env::set_var("OM_CONSTANT_LOAD", "mmap");

@@ -315,8 +315,12 @@ mod tests {
         let size = 4 * 16384 + 1234;
         let (p, src) = file_with(&vec![9u8; size], "pieces");
         for (limit, pieces) in [(16384u64, 5), (10_000, size.div_ceil(8192)), (1 << 30, 1)] {
-            // Windows maps one view whatever the limit (strategy/chunked.rs).
-            let pieces = if cfg!(windows) { 1 } else { pieces };
+            // Windows maps one view whatever the limit.
+            let pieces = if crate::sys::ONE_PIECE_ONLY {
+                1
+            } else {
+                pieces
+            };
             let config = Config {
                 strategy: Choice::ChunkedMmap,
                 mmap_limit: Some(limit),

@@ -19,7 +19,7 @@ use crate::HOST_IS_LE;
 
 /// A method the bench times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MethodId {
+pub(super) enum MethodId {
     /// Baseline: a plain `mmap` of the file.
     PlainMmap,
     /// Baseline: onnx-mlir's z/OS fallback, one thread `read()` into fresh
@@ -33,7 +33,7 @@ pub enum MethodId {
 
 /// The library's configurations the bench times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
+pub(super) enum Variant {
     Mmap,
     MmapPopulate,
     MmapBackground,
@@ -45,7 +45,7 @@ pub enum Variant {
 
 impl MethodId {
     /// Every method, in the table's order, for a machine of `cpus`.
-    pub fn all(cpus: usize) -> Vec<MethodId> {
+    pub(super) fn all(cpus: usize) -> Vec<MethodId> {
         let mut pread: Vec<usize> = vec![1, 2, cpus];
         pread.sort();
         pread.dedup();
@@ -67,7 +67,7 @@ impl MethodId {
     }
 
     /// Its name in the table and the JSON (`limit`: chunked-mmap's piece).
-    pub fn name(self, limit: u64) -> String {
+    pub(super) fn name(self, limit: u64) -> String {
         let mib = limit >> 20;
         match self {
             MethodId::PlainMmap => "baseline: mmap + pass".into(),
@@ -115,7 +115,7 @@ impl MethodId {
 }
 
 /// A method and its runs.
-pub struct Method {
+pub(super) struct Method {
     pub id: MethodId,
     pub name: String,
     config: Option<Config>,
@@ -123,7 +123,7 @@ pub struct Method {
 }
 
 impl Method {
-    pub fn new(id: MethodId, limit: u64) -> Method {
+    pub(super) fn new(id: MethodId, limit: u64) -> Method {
         Method {
             id,
             name: id.name(limit),
@@ -136,7 +136,7 @@ impl Method {
     }
 
     /// One more run: load, first pass, free.
-    pub fn measure(&mut self, path: &Path, size: usize) -> Result<(), String> {
+    pub(super) fn measure(&mut self, path: &Path, size: usize) -> Result<(), String> {
         let io = |e: std::io::Error| e.to_string();
         let t = match (self.id, &self.config) {
             (MethodId::PlainMmap, _) => baseline::mmap_pass(path, size).map_err(io)?,
@@ -156,18 +156,18 @@ impl Method {
     }
 
     /// The fastest run's total.
-    pub fn min(&self) -> Duration {
+    pub(super) fn min(&self) -> Duration {
         self.totals().first().copied().unwrap_or_default()
     }
 
     /// The median run's total.
-    pub fn median(&self) -> Duration {
+    pub(super) fn median(&self) -> Duration {
         let t = self.totals();
         t.get(t.len() / 2).copied().unwrap_or_default()
     }
 
     /// The run whose total is the median, for its components.
-    pub fn median_run(&self) -> Timing {
+    pub(super) fn median_run(&self) -> Timing {
         let m = self.median();
         self.runs
             .iter()
@@ -178,13 +178,13 @@ impl Method {
     }
 
     /// The slowest free of any run.
-    pub fn worst_free(&self) -> Duration {
+    pub(super) fn worst_free(&self) -> Duration {
         self.runs.iter().map(|r| r.free).max().unwrap_or_default()
     }
 }
 
 /// The library's options with its log off (the bench reports errors).
-pub fn quiet(c: Config) -> Config {
+pub(super) fn quiet(c: Config) -> Config {
     Config {
         log: om_constants::log::Level::Off,
         ..c
@@ -216,7 +216,7 @@ fn library(config: &Config, path: &Path, size: usize) -> Result<(Timing, Stats),
 }
 
 /// A race of many threads on one slot.
-pub struct Race {
+pub(super) struct Race {
     pub strategy: Strategy,
     pub total: Duration,
     pub acquired: Duration,
@@ -225,7 +225,7 @@ pub struct Race {
 
 /// `threads` threads acquire one slot at once; then one pass; then all
 /// release. Total wall time, and the time until all had acquired.
-pub fn race(
+pub(super) fn race(
     config: Config,
     path: &Path,
     size: usize,
@@ -283,7 +283,7 @@ pub fn race(
 }
 
 /// Writes the bench's constants file: `size` bytes of a known pattern.
-pub fn generate(path: &Path, size: u64) -> Result<(), String> {
+pub(super) fn generate(path: &Path, size: u64) -> Result<(), String> {
     let mut f = std::io::BufWriter::with_capacity(
         8 << 20,
         std::fs::File::create(path)
@@ -307,7 +307,7 @@ pub fn generate(path: &Path, size: u64) -> Result<(), String> {
 }
 
 /// Drops `path` from the page cache (for `--cold`).
-pub fn drop_cache(path: &Path) {
+pub(super) fn drop_cache(path: &Path) {
     if let Ok(f) = std::fs::File::open(path) {
         use std::os::unix::io::AsRawFd;
         // SAFETY: a hint on our own descriptor.
@@ -317,7 +317,11 @@ pub fn drop_cache(path: &Path) {
 
 /// The peak RSS of `threads` threads loading `path` with `read`, in a
 /// child process (this tool's `load`), so that it is that load's alone.
-pub fn peak_rss_of_read_race(path: &Path, size: usize, threads: usize) -> Result<u64, String> {
+pub(super) fn peak_rss_of_read_race(
+    path: &Path,
+    size: usize,
+    threads: usize,
+) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = Command::new(exe)
         .arg("load")

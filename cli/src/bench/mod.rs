@@ -31,14 +31,14 @@ use om_constants::{Choice, Config, Strategy};
 use crate::baseline;
 #[cfg(unix)]
 use methods::{Method, MethodId, Race, Variant};
-pub use options::Options;
+pub(crate) use options::Options;
 #[cfg(unix)]
 use report::Report;
 #[cfg(unix)]
 use targets::{Goal, Target};
 
 #[cfg(unix)]
-pub fn run(o: Options) -> Result<(), String> {
+pub(crate) fn run(o: Options) -> Result<(), String> {
     let path = o
         .dir
         .join(format!("om-constants-bench-{}.bin", std::process::id()));

@@ -6,7 +6,7 @@ use crate::{parse_count, parse_size};
 
 /// What to measure, and how.
 #[derive(clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Bytes of the generated constants file (4096, 64MiB, 1G).
     #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_bench_size)]
     pub size: usize,

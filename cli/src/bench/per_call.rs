@@ -34,12 +34,12 @@ const CALLS: u64 = 2_000_000;
 /// Timed loops per function, thread and sample.
 const LOOPS: usize = 16;
 /// Samples taken at least, even in a bench of fewer runs.
-pub const MIN_SAMPLES: usize = 3;
+pub(super) const MIN_SAMPLES: usize = 3;
 
 /// ns per call of both functions with 1 and 2 threads, averaged over the
 /// threads.
 #[derive(Clone, Copy, Debug)]
-pub struct Figures {
+pub(super) struct Figures {
     /// `om_mmap_binary_file` with 1 and 2 threads.
     pub ours: (f64, f64),
     /// onnx-mlir's check with 1 and 2 threads.
@@ -48,7 +48,7 @@ pub struct Figures {
 
 /// The fast-path figures over every sample of a bench.
 #[derive(Clone, Copy, Debug)]
-pub struct FastPath {
+pub(super) struct FastPath {
     /// Each figure's best sample.
     pub best: Figures,
     /// Each figure's median sample.
@@ -75,7 +75,7 @@ type EnsureFn = unsafe extern "C" fn(*mut *mut c_void, *const c_char, i64, i64) 
 /// A slot loaded through the C ABI, to take fast-path samples on between
 /// the bench's other runs. Dropping it releases the slot; `finish` does the
 /// same and reports a failed release.
-pub struct Timer {
+pub(super) struct Timer {
     /// Boxed: the slot must not move while it is loaded.
     slot: Box<AtomicPtr<c_void>>,
     fname: CString,
@@ -86,7 +86,7 @@ pub struct Timer {
 impl Timer {
     /// Loads `path` (`size` bytes) into a new slot with
     /// `om_mmap_binary_file`, as a model's first inference does.
-    pub fn load(path: &Path, size: usize) -> Result<Timer, String> {
+    pub(super) fn load(path: &Path, size: usize) -> Result<Timer, String> {
         let fname = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
         let size = i64::try_from(size).map_err(|e| e.to_string())?;
         let slot = Box::new(AtomicPtr::new(std::ptr::null_mut()));
@@ -109,7 +109,7 @@ impl Timer {
 
     /// Takes one sample: both functions timed on the loaded slot with 1 and
     /// then 2 threads.
-    pub fn sample(&mut self) -> Result<(), String> {
+    pub(super) fn sample(&mut self) -> Result<(), String> {
         let call = Call {
             slot: self.slot.as_ptr() as usize,
             fname: self.fname.as_ptr() as usize,
@@ -126,7 +126,7 @@ impl Timer {
 
     /// Releases the slot and returns the best and median of the samples
     /// (at least one must have been taken).
-    pub fn finish(mut self) -> Result<FastPath, String> {
+    pub(super) fn finish(mut self) -> Result<FastPath, String> {
         let out = summarize(&self.samples).ok_or("fast path: no sample was taken")?;
         self.release()?;
         Ok(out)

@@ -13,7 +13,7 @@ use super::targets::{verdict, Target};
 use crate::cache_bench;
 
 /// Everything one bench run measured.
-pub struct Report {
+pub(super) struct Report {
     pub methods: Vec<Method>,
     pub races: Vec<Race>,
     pub targets: Vec<Target>,
@@ -38,7 +38,7 @@ fn ms(d: Duration) -> f64 {
 
 impl Report {
     /// The fastest total (s) of a method, NaN if it did not run.
-    pub fn min_of(&self, id: MethodId) -> f64 {
+    pub(super) fn min_of(&self, id: MethodId) -> f64 {
         self.methods
             .iter()
             .find(|m| m.id == id)
@@ -46,7 +46,7 @@ impl Report {
     }
 
     /// The fastest of the `pread` baselines.
-    pub fn best_pread(&self) -> Option<&Method> {
+    pub(super) fn best_pread(&self) -> Option<&Method> {
         self.methods
             .iter()
             .filter(|m| matches!(m.id, MethodId::Pread(_)))
@@ -55,7 +55,7 @@ impl Report {
 
     /// Min totals (s) of the baselines the ratios divide by: 1-thread read,
     /// best pread, plain mmap.
-    pub fn baselines(&self) -> (f64, f64, f64) {
+    pub(super) fn baselines(&self) -> (f64, f64, f64) {
         (
             self.min_of(MethodId::OneThreadRead),
             self.best_pread()
@@ -65,7 +65,7 @@ impl Report {
     }
 
     /// The table, as printed to stdout.
-    pub fn table(&self) -> String {
+    pub(super) fn table(&self) -> String {
         let r = self;
         let mut out = String::new();
         let Report {
@@ -191,7 +191,7 @@ impl Report {
     }
 
     /// The JSON document of `--json`.
-    pub fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         let s = |d: Duration| d.as_secs_f64();
         let figures = |f: &Figures| {
             json!({

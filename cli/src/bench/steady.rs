@@ -35,13 +35,13 @@ const HUGE: usize = 2 << 20;
 
 /// A page-cache state before the load.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(super) enum State {
     JustWritten,
     Cold,
 }
 
 impl State {
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             State::JustWritten => "just written",
             State::Cold => "cold",
@@ -51,7 +51,7 @@ impl State {
 
 /// How the buffer is made.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Way {
+pub(super) enum Way {
     /// A plain `mmap` of the file, as onnx-mlir's loader makes it.
     PlainMmap,
     /// The library, with the default options but for the strategy.
@@ -59,7 +59,7 @@ pub enum Way {
 }
 
 impl Way {
-    pub fn name(self) -> String {
+    pub(super) fn name(self) -> String {
         match self {
             Way::PlainMmap => "plain mmap (onnx-mlir's loader)".into(),
             Way::Om(Choice::Auto) => "om auto (the default)".into(),
@@ -78,7 +78,7 @@ fn choice_name(c: Choice) -> &'static str {
 }
 
 /// One load measured in one state.
-pub struct Row {
+pub(super) struct Row {
     pub state: State,
     pub way: Way,
     /// Writing the just-written file back before the load (the kernel owes
@@ -99,18 +99,18 @@ pub struct Row {
 }
 
 /// The section's figures.
-pub struct Steady {
+pub(super) struct Steady {
     pub rows: Vec<Row>,
 }
 
 impl Steady {
-    pub fn row(&self, state: State, way: Way) -> Option<&Row> {
+    pub(super) fn row(&self, state: State, way: Way) -> Option<&Row> {
         self.rows.iter().find(|r| r.state == state && r.way == way)
     }
 
     /// The default's load + first pass in the just-written state (the
     /// re-lay's one-time cost included) / the same for a cold file.
-    pub fn relay_vs_cold(&self) -> f64 {
+    pub(super) fn relay_vs_cold(&self) -> f64 {
         let d = Way::Om(Choice::Auto);
         match (self.row(State::JustWritten, d), self.row(State::Cold, d)) {
             (Some(w), Some(c)) => w.load_first.as_secs_f64() / c.load_first.as_secs_f64(),
@@ -120,7 +120,7 @@ impl Steady {
 
     /// Passes after which the default's one-time re-lay has paid for itself
     /// against plain mmap, on a just-written file (sequential passes).
-    pub fn break_even_passes(&self) -> f64 {
+    pub(super) fn break_even_passes(&self) -> f64 {
         let (d, p) = (Way::Om(Choice::Auto), Way::PlainMmap);
         match (
             self.row(State::JustWritten, d),
@@ -141,7 +141,7 @@ impl Steady {
         }
     }
 
-    pub fn table(&self) -> String {
+    pub(super) fn table(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
         let _ = writeln!(
@@ -183,7 +183,7 @@ impl Steady {
         out
     }
 
-    pub fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({
             "passes": PASSES,
             "rows": self.rows.iter().map(|r| json!({
@@ -204,7 +204,7 @@ impl Steady {
 
 /// Measures every way in both states on a file of `size` bytes at `path`
 /// (written anew here), with `limit` as `chunked-mmap`'s piece size.
-pub fn measure(path: &Path, size: usize, limit: u64) -> Result<Steady, String> {
+pub(super) fn measure(path: &Path, size: usize, limit: u64) -> Result<Steady, String> {
     let ways = [
         Way::PlainMmap,
         Way::Om(Choice::Auto),

@@ -5,7 +5,7 @@ use om_constants::Strategy;
 
 /// A promise of the bench.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Goal {
+pub(super) enum Goal {
     /// om `read` total / onnx-mlir's 1-thread read.
     ReadVsOneThreadRead,
     /// om `read` total / the best raw `pread` baseline.
@@ -53,7 +53,7 @@ pub enum Goal {
 
 impl Goal {
     /// The value must be at most this.
-    pub fn limit(self) -> f64 {
+    pub(super) fn limit(self) -> f64 {
         match self {
             Goal::ReadVsOneThreadRead => 0.45,
             Goal::ReadVsBestPread => 1.15,
@@ -77,7 +77,7 @@ impl Goal {
 
     /// A count (loads, bytes read, packing calls), not a measurement: a
     /// miss is a bug, whatever the machine, and fails the bench.
-    pub fn is_count(self) -> bool {
+    pub(super) fn is_count(self) -> bool {
         matches!(
             self,
             Goal::CachePacks | Goal::RaceLoads(_) | Goal::ReadRaceBytes
@@ -86,14 +86,14 @@ impl Goal {
 }
 
 /// A goal, what this run measured for it, and its label.
-pub struct Target {
+pub(super) struct Target {
     pub goal: Goal,
     pub value: f64,
     pub label: String,
 }
 
 impl Target {
-    pub fn new(goal: Goal, value: f64, label: impl Into<String>) -> Target {
+    pub(super) fn new(goal: Goal, value: f64, label: impl Into<String>) -> Target {
         Target {
             goal,
             value,
@@ -102,13 +102,13 @@ impl Target {
     }
 
     /// Met when the value is at most the goal's limit.
-    pub fn met(&self) -> bool {
+    pub(super) fn met(&self) -> bool {
         self.value <= self.goal.limit()
     }
 }
 
 /// The one-line verdict: how many targets were met, and what a miss means.
-pub fn verdict(targets: &[Target]) -> String {
+pub(super) fn verdict(targets: &[Target]) -> String {
     let met = targets.iter().filter(|t| t.met()).count();
     let total = targets.len();
     if met == total {
@@ -124,7 +124,7 @@ pub fn verdict(targets: &[Target]) -> String {
 }
 
 /// An error naming every counted target missed: those are bugs, not noise.
-pub fn counts_met(targets: &[Target]) -> Result<(), String> {
+pub(super) fn counts_met(targets: &[Target]) -> Result<(), String> {
     let broken: Vec<&str> = targets
         .iter()
         .filter(|t| t.goal.is_count() && !t.met())
