@@ -106,9 +106,9 @@ impl<'a> Slot<'a> {
 }
 
 /// The slot's buffer if it holds one: one acquire load, no lock, no shared
-/// write. Ensure-loaded checks this first. (The C entry points do the same
-/// check before any of this, in `ffi::peek`, so that a loaded slot never
-/// reaches the registry.)
+/// write. Ensure-loaded checks this first. (The C entry points make the
+/// same check before any of this, in `src/ffi/per_inference.rs`, so that a
+/// loaded slot never reaches the registry.)
 #[inline]
 fn slot_buffer(cell: &AtomicPtr<c_void>) -> Option<*mut c_void> {
     match Slot::new(cell).state() {
