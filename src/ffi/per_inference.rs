@@ -76,6 +76,11 @@ std::arch::global_asm!(
 /// `om_load_constants_from_file` does, and the slot holds that one reference
 /// (released only by an explicit `om_free_constant_buffer`).
 ///
+/// Ownership: on a slot that was already loaded, this call takes no
+/// reference: the buffer lives as long as the references already on the
+/// slot. A host that mixes this call with acquire and release on one slot
+/// uses the buffer only while it holds an acquire of its own.
+///
 /// Arguments, thread safety and errors: as `om_load_constants_from_file`.
 ///
 /// # Safety
