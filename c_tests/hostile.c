@@ -88,7 +88,9 @@ static int inputs(const char *dir) {
     perror("symlink");
     return 2;
   }
-  /* Read at each load: a file where a folder should be. */
+  /* Read at each load: a file where a folder should be. Set after the
+   * process started, it is a hint searched after the model's folder
+   * (docs/SEMANTICS.md, "Where the file is found"). */
   setenv("OM_CONSTANT_PATH", notadir, 1);
   drop_privileges();
   if (open(noperm, O_RDONLY) >= 0 || errno != EACCES) {
@@ -103,7 +105,7 @@ static int inputs(const char *dir) {
   printf("hostile inputs (uid %d):\n", (int)getuid());
   expect(om_load_constants_from_file(&slot, longname, 8, LE), slot, "path longer than PATH_MAX", "PATH_MAX");
   expect(om_load_constants_from_file(&slot, "no-such-constants.bin", 8, LE), slot,
-         "no file, no folder", "OM_CONSTANT_PATH is set");
+         "no file, no folder", "OM_CONSTANT_PATH was set after the process started");
   expect(om_load_constants_from_file(&slot, "ok.bin", 8, LE), slot, "OM_CONSTANT_PATH is a file",
          "Not a directory");
   expect(om_load_constants_from_file(&slot, loop1, 8, LE), slot, "symlink loop", "symbolic links");

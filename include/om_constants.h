@@ -236,7 +236,8 @@ bool om_free_constant_buffer(void **const_addr);
  *
  * The string is owned by the library and stays valid until this thread's
  * next call into the library; copy it to keep it. Thread-local: another
- * thread's errors are never seen here.
+ * thread's errors are never seen here. A message longer than 8191 bytes is
+ * cut, ending in "...".
  */
 const char *om_constants_last_error(void);
 

@@ -73,7 +73,7 @@ echo "== om-constants check reads a PE model (the native tool on the Windows mod
 cargo build --locked --release -p om-constants-cli
 report=$(target/release/om-constants check --json "$out/c/model/model.dll" || true)
 echo "$report"
-for want in '"format":"Pe"' '"loader":"imported"'; do
+for want in '"format":"Pe"' '"loader":"imported"' '"om_constants":true'; do
   grep -qF "$want" <<<"$report" || { echo "check on model.dll: no $want" >&2; exit 1; }
 done
 echo "== all Windows tests passed"

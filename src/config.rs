@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::log::Level;
+pub use crate::path_var::SearchDir;
 
 /// The mapping limit built into platforms that have one (z/OS: 1 GiB).
 #[cfg(target_os = "zos")]
@@ -56,14 +57,15 @@ pub enum SearchPath {
 }
 
 impl SearchPath {
-    /// The folder to search now, if any. An empty `OM_CONSTANT_PATH` counts
-    /// as unset, as onnx-mlir's Windows runtime "unsets" it by emptying it.
-    pub fn current(&self) -> Option<PathBuf> {
+    /// The folder to search now, if any, and how far it is trusted
+    /// ([`crate::path_var`]: a value set after the process started and
+    /// after the library was loaded is only a hint). An empty
+    /// `OM_CONSTANT_PATH` counts as unset, as onnx-mlir's Windows runtime
+    /// "unsets" it by emptying it.
+    pub fn current(&self) -> Option<SearchDir> {
         match self {
-            SearchPath::Environment => std::env::var_os(SEARCH_PATH_VAR)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-            SearchPath::Fixed(dir) => dir.clone(),
+            SearchPath::Environment => crate::path_var::current(),
+            SearchPath::Fixed(dir) => dir.clone().map(SearchDir::Deliberate),
         }
     }
 }
@@ -196,8 +198,9 @@ pub struct Config {
     pub log: Level,
     /// `OM_CONSTANT_KEEP`: keep unreferenced buffers until trim (default 0).
     pub keep: bool,
-    /// `OM_CONSTANT_PATH`: when set, the only folder searched for a
-    /// relative name (read at each load by default).
+    /// `OM_CONSTANT_PATH`: read at each load by default; the only folder
+    /// searched when deliberate, a hint after the model's folder otherwise
+    /// ([`crate::path_var`]).
     pub search_path: SearchPath,
     /// `OM_CONSTANT_READ_THREADS`: most threads one `read` load uses
     /// (also capped by the number of CPUs).
@@ -436,7 +439,10 @@ mod tests {
     #[test]
     fn a_fixed_search_path_ignores_the_environment() {
         let dir = PathBuf::from("/fixed");
-        assert_eq!(SearchPath::Fixed(Some(dir.clone())).current(), Some(dir));
+        assert_eq!(
+            SearchPath::Fixed(Some(dir.clone())).current(),
+            Some(SearchDir::Deliberate(dir))
+        );
         assert_eq!(SearchPath::Fixed(None).current(), None);
     }
 

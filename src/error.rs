@@ -7,8 +7,8 @@
 //! code. `Error` is `Clone` so that one loader's failure can be handed to
 //! every thread that was waiting for it.
 
-use std::cell::RefCell;
-use std::ffi::{CStr, CString};
+use std::cell::{Cell, UnsafeCell};
+use std::ffi::CStr;
 use std::fmt;
 use std::io;
 use std::os::raw::c_char;
@@ -117,8 +117,24 @@ pub fn file(fname: &str, path: &std::path::Path) -> String {
 /// Shorthand used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The most bytes of a message kept for `om_constants_last_error`; a longer
+/// one is cut at a character boundary and ends in "...".
+const LAST_ERROR_CAP: usize = 8192;
+
+/// One thread's last message, NUL-terminated, in place. It has no `Drop`,
+/// so touching it registers no thread-local destructor: a copy of the
+/// library linked into a model that is `dlclose`d would otherwise leave the
+/// C runtime a destructor in unmapped code, called at thread or process
+/// exit (docs/ARCHITECTURE.md, "Invariants and where they are enforced").
+struct LastError {
+    set: Cell<bool>,
+    bytes: UnsafeCell<[u8; LAST_ERROR_CAP]>,
+}
+
 thread_local! {
-    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+    static LAST_ERROR: LastError = const {
+        LastError { set: Cell::new(false), bytes: UnsafeCell::new([0; LAST_ERROR_CAP]) }
+    };
 }
 
 /// Records `err` as this thread's last error.
@@ -126,15 +142,36 @@ pub fn set_last_error(err: &Error) {
     // A message never contains NUL unless a path did; replace it so the
     // message is still delivered rather than dropped.
     let text = err.message().replace('\0', "\\0");
-    let c = CString::new(text).unwrap_or_default();
+    let text = truncated(&text, LAST_ERROR_CAP - 1);
     // `try_with` fails only while the thread is being torn down; there is
     // nobody left to read the message then.
-    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some(c));
+    let _ = LAST_ERROR.try_with(|slot| {
+        // SAFETY: the buffer is this thread's own; the only pointer into it
+        // given out is `last_error_ptr`'s, which C may read only until this
+        // thread's next call into the library, and this is such a call.
+        let bytes = unsafe { &mut *slot.bytes.get() };
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        bytes[text.len()] = 0;
+        slot.set.set(true);
+    });
+}
+
+/// `text` cut to at most `cap` bytes at a character boundary, ending in
+/// "..." when cut.
+fn truncated(text: &str, cap: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= cap {
+        return text.into();
+    }
+    let mut end = cap - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end]).into()
 }
 
 /// Forgets this thread's last error (every ABI call starts with this).
 pub fn clear_last_error() {
-    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = None);
+    let _ = LAST_ERROR.try_with(|slot| slot.set.set(false));
 }
 
 /// This thread's last error as a C string, or NULL.
@@ -143,9 +180,12 @@ pub fn clear_last_error() {
 /// which replaces or clears the stored message.
 pub fn last_error_ptr() -> *const c_char {
     LAST_ERROR
-        .try_with(|slot| match slot.borrow().as_ref() {
-            Some(c) => c.as_ptr(),
-            None => std::ptr::null(),
+        .try_with(|slot| {
+            if slot.set.get() {
+                slot.bytes.get().cast::<c_char>().cast_const()
+            } else {
+                std::ptr::null()
+            }
         })
         .unwrap_or(std::ptr::null())
 }
@@ -156,7 +196,7 @@ pub fn last_error() -> Option<String> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: `p` points at the NUL-terminated CString owned by this thread's
+    // SAFETY: `p` points at the NUL-terminated message in this thread's
     // LAST_ERROR, which is not modified until this thread calls in again.
     Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
@@ -173,6 +213,28 @@ mod tests {
         assert_eq!(last_error().as_deref(), Some("no such file"));
         clear_last_error();
         assert_eq!(last_error(), None);
+    }
+
+    #[test]
+    fn a_long_message_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(LAST_ERROR_CAP);
+        set_last_error(&Error::new(ErrorKind::NotFound, long));
+        let got = last_error().unwrap();
+        assert!(got.len() < LAST_ERROR_CAP, "{}", got.len());
+        assert!(got.ends_with("é..."), "{}", &got[got.len() - 8..]);
+        set_last_error(&Error::new(ErrorKind::NotFound, "short"));
+        assert_eq!(
+            last_error().as_deref(),
+            Some("short"),
+            "no tail of the long one"
+        );
+    }
+
+    /// The thread-local has no destructor to register (a dlclosed copy of
+    /// the library would leave one in unmapped code).
+    #[test]
+    fn the_last_error_needs_no_destructor() {
+        assert!(!std::mem::needs_drop::<LastError>());
     }
 
     #[test]

@@ -41,6 +41,8 @@ mod global;
 #[cfg_attr(loom, allow(dead_code))]
 pub mod locate;
 pub mod log;
+#[cfg_attr(loom, allow(dead_code))]
+pub mod path_var;
 pub(crate) mod registry;
 pub(crate) mod request;
 #[cfg_attr(loom, allow(dead_code))]

@@ -4,14 +4,16 @@
 //! know where the model will be deployed. The file normally sits beside the
 //! model's shared object, which is not the host's current directory, so we
 //! ask the dynamic loader which object holds the slot (`dladdr`) and look
-//! there. Order: an absolute name is used as is; when `OM_CONSTANT_PATH` is
-//! set, `OM_CONSTANT_PATH/name` and nothing else (it is authoritative, as in
-//! onnx-mlir's loader, which opens exactly that path); otherwise the folder
-//! of the object holding the slot, then the current directory, and the first
+//! there. Order: an absolute name is used as is; a deliberate
+//! `OM_CONSTANT_PATH` ([`crate::path_var`]) is the only folder searched, as
+//! in onnx-mlir's loader, which opens exactly that path; otherwise the folder
+//! of the object holding the slot, then a hint `OM_CONSTANT_PATH` (one a
+//! runtime set around `dlopen`), then the current directory, and the first
 //! that exists wins. The compiler writes the model and its constants file
-//! together, so the model's folder is the better guess of the two; when both
-//! hold a file of that name, [`Found::note`] says which was chosen and why.
-//! If none exists, the error lists every place tried.
+//! together, so the model's folder is the best guess; when another place
+//! also holds a file of that name, or a hint names another folder,
+//! [`Found::note`] names both and the one chosen. If none exists, the error
+//! lists every place tried.
 
 #[cfg(unix)]
 use std::ffi::OsStr;
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::SEARCH_PATH_VAR;
 use crate::error::{Error, ErrorKind, Result};
+use crate::path_var::SearchDir;
 use crate::sys;
 
 /// Where a candidate's folder came from.
@@ -28,8 +31,12 @@ use crate::sys;
 pub enum Origin {
     /// The name was absolute.
     Absolute,
-    /// `OM_CONSTANT_PATH`.
+    /// A deliberate `OM_CONSTANT_PATH`: the only place searched.
     SearchPath,
+    /// An `OM_CONSTANT_PATH` set after the process and the library started
+    /// (as onnx-mlir's `ExecutionSession` does around `dlopen`): searched
+    /// after the model's folder.
+    SearchPathHint,
     /// The folder of the shared object (or executable) that holds the slot.
     ModelFolder,
     /// The current directory.
@@ -59,12 +66,12 @@ pub struct Found {
 
 /// The places to look for `fname`, in order.
 ///
-/// `search_path` is `OM_CONSTANT_PATH` (when set, the only place); `object`
-/// is the shared object that holds the slot, if the loader knows one; `cwd`
-/// the current directory.
+/// `search_path` is `OM_CONSTANT_PATH` as classified for this load (a
+/// deliberate one is the only place); `object` is the shared object that
+/// holds the slot, if the loader knows one; `cwd` the current directory.
 pub fn candidates(
     fname: &Path,
-    search_path: Option<&Path>,
+    search_path: Option<&SearchDir>,
     object: Option<&Path>,
     cwd: Option<&Path>,
 ) -> Vec<Candidate> {
@@ -75,7 +82,7 @@ pub fn candidates(
             why: "absolute name".into(),
         }];
     }
-    if let Some(dir) = search_path {
+    if let Some(SearchDir::Deliberate(dir)) = search_path {
         return vec![Candidate {
             path: dir.join(fname),
             origin: Origin::SearchPath,
@@ -97,6 +104,19 @@ pub fn candidates(
             });
         }
     }
+    if let Some(SearchDir::Hint(dir)) = search_path {
+        let path = dir.join(fname);
+        if !out.iter().any(|c| c.path == path) {
+            out.push(Candidate {
+                path,
+                origin: Origin::SearchPathHint,
+                why: format!(
+                    "{SEARCH_PATH_VAR}, set after the process and om-constants started, as a \
+                     runtime sets it around dlopen: a hint, after the model's folder"
+                ),
+            });
+        }
+    }
     if let Some(dir) = cwd {
         out.push(Candidate {
             path: dir.join(fname),
@@ -109,36 +129,25 @@ pub fn candidates(
 
 /// Finds `fname` for the slot at `slot_addr`, searching as the module docs
 /// say; `search_path` is `OM_CONSTANT_PATH` as read for this load.
-pub fn locate(fname: &Path, search_path: Option<&Path>, slot_addr: usize) -> Result<Found> {
+pub fn locate(fname: &Path, search_path: Option<&SearchDir>, slot_addr: usize) -> Result<Found> {
     let object = object_containing(slot_addr);
     let cwd = std::env::current_dir().ok();
     let list = candidates(fname, search_path, object.as_deref(), cwd.as_deref());
     choose(fname, &list)
 }
 
-/// Returns the first candidate that exists (with a note if a later one
-/// exists too); otherwise an error naming them all and the fix.
+/// Returns the first candidate that exists, with a note when another place
+/// holds a file of that name too, or when a hint named another folder;
+/// otherwise an error naming them all and the fix.
 pub fn choose(fname: &Path, list: &[Candidate]) -> Result<Found> {
     let mut tried = Vec::new();
     for (i, c) in list.iter().enumerate() {
         match std::fs::metadata(&c.path) {
             Ok(_) => {
-                let also = list[i + 1..].iter().find(|o| o.path.exists());
-                let note = also.map(|o| {
-                    format!(
-                        "using {} ({}); {} ({}) exists too and is not used: the model's folder \
-                         comes first because the compiler writes the model and its constants \
-                         file together",
-                        c.path.display(),
-                        c.why,
-                        o.path.display(),
-                        o.why
-                    )
-                });
                 return Ok(Found {
                     path: c.path.clone(),
-                    note,
-                });
+                    note: note(c, &list[..i], &list[i + 1..]),
+                })
             }
             Err(e) => tried.push(format!("{} ({}): {}", c.path.display(), c.why, e)),
         }
@@ -151,6 +160,13 @@ pub fn choose(fname: &Path, list: &[Candidate]) -> Result<Found> {
             "{SEARCH_PATH_VAR} is set, so no other folder is searched: put '{name}' in that \
              folder, point {SEARCH_PATH_VAR} at the folder that holds it, or unset it to search \
              beside the model's shared library and in the current directory"
+        )
+    } else if list.iter().any(|c| c.origin == Origin::SearchPathHint) {
+        format!(
+            "{SEARCH_PATH_VAR} was set after the process started (as a runtime sets it around \
+             dlopen), so it is searched after the model's folder: put '{name}' beside the \
+             model's shared library (.so, .dll) or in that folder, or set {SEARCH_PATH_VAR} \
+             before the process starts to make it the only folder searched"
         )
     } else {
         format!(
@@ -169,6 +185,48 @@ pub fn choose(fname: &Path, list: &[Candidate]) -> Result<Found> {
             }
         ),
     ))
+}
+
+/// The `info` note for choosing `chosen` after the missing places `before`:
+/// what else exists among `after`, or what a hint named. `None` when there
+/// was no choice to speak of.
+fn note(chosen: &Candidate, before: &[Candidate], after: &[Candidate]) -> Option<String> {
+    let shown = |c: &Candidate| format!("{} ({})", c.path.display(), c.why);
+    let passed_over = after.iter().find(|o| o.path.exists());
+    let hint_missed = before
+        .iter()
+        .find(|o| o.origin == Origin::SearchPathHint)
+        .or_else(|| after.iter().find(|o| o.origin == Origin::SearchPathHint));
+    if let Some(other) = passed_over {
+        let why = if other.origin == Origin::SearchPathHint {
+            "the file beside the calling model wins over an OM_CONSTANT_PATH set after the \
+             process and om-constants started (a runtime's, which may name another model's \
+             folder); set it before starting the process to make it the only folder searched"
+        } else {
+            "the model's folder comes first because the compiler writes the model and its \
+             constants file together"
+        };
+        return Some(format!(
+            "using {}; {} exists too and is not used: {why}",
+            shown(chosen),
+            shown(other)
+        ));
+    }
+    if chosen.origin == Origin::SearchPathHint {
+        let model = before.iter().find(|o| o.origin == Origin::ModelFolder)?;
+        return Some(format!(
+            "using {}: {} does not exist",
+            shown(chosen),
+            shown(model)
+        ));
+    }
+    hint_missed.map(|h| {
+        format!(
+            "using {}; {} names another folder, where the file does not exist",
+            shown(chosen),
+            shown(h)
+        )
+    })
 }
 
 /// The absolute path of the loaded object (shared library or executable)
@@ -242,7 +300,7 @@ mod tests {
     fn absolute_name_is_used_as_is() {
         let c = candidates(
             Path::new("/m/x.bin"),
-            Some(Path::new("/env")),
+            Some(&SearchDir::Deliberate("/env".into())),
             Some(Path::new("/lib/m.so")),
             Some(Path::new("/cwd")),
         );
@@ -254,7 +312,7 @@ mod tests {
     fn a_set_search_path_is_the_only_place() {
         let c = candidates(
             Path::new("x.bin"),
-            Some(Path::new("/env")),
+            Some(&SearchDir::Deliberate("/env".into())),
             Some(Path::new("/lib/m.so")),
             Some(Path::new("/cwd")),
         );
@@ -302,7 +360,7 @@ mod tests {
         // A set OM_CONSTANT_PATH that lacks the file fails, and says why.
         let only = candidates(
             Path::new("x.bin"),
-            Some(Path::new("/nonexistent-om")),
+            Some(&SearchDir::Deliberate("/nonexistent-om".into())),
             Some(&so),
             Some(&dir),
         );
@@ -311,6 +369,77 @@ mod tests {
         assert!(err.message().contains("/nonexistent-om/x.bin"), "{err}");
         assert!(err.message().contains("OM_CONSTANT_PATH is set"), "{err}");
         assert!(!err.message().contains("(current directory)"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hint_comes_after_the_model_folder_and_once() {
+        let hint = SearchDir::Hint("/m/v1".into());
+        let c = candidates(
+            Path::new("x.bin"),
+            Some(&hint),
+            Some(Path::new("/m/v2/model.so")),
+            Some(Path::new("/cwd")),
+        );
+        let paths: Vec<_> = c.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from("/m/v2/x.bin"),
+                "/m/v1/x.bin".into(),
+                "/cwd/x.bin".into()
+            ]
+        );
+        assert_eq!(c[1].origin, Origin::SearchPathHint);
+        // A hint naming the model's own folder (a runtime that sets it per
+        // model) is the same place, listed once.
+        let same = SearchDir::Hint("/m/v2".into());
+        let c = candidates(
+            Path::new("x.bin"),
+            Some(&same),
+            Some(Path::new("/m/v2/model.so")),
+            None,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].origin, Origin::ModelFolder);
+    }
+
+    #[cfg(unix)] // POSIX paths
+    #[test]
+    fn the_file_beside_the_model_wins_over_a_hint_and_the_note_names_both() {
+        let dir = std::env::temp_dir().join(format!("om-locate-hint-{}", std::process::id()));
+        let (v1, v2) = (dir.join("v1"), dir.join("v2"));
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v1.join("x.bin"), b"1").unwrap();
+        let hint = SearchDir::Hint(v1.clone());
+        let list = candidates(
+            Path::new("x.bin"),
+            Some(&hint),
+            Some(&v2.join("m.so")),
+            None,
+        );
+
+        // v2 lacks it: the hint is used, and the note says why.
+        let found = choose(Path::new("x.bin"), &list).unwrap();
+        assert_eq!(found.path, v1.join("x.bin"));
+        let note = found.note.expect("a note");
+        assert!(
+            note.contains(&v2.join("x.bin").display().to_string()),
+            "{note}"
+        );
+        assert!(note.contains("does not exist"), "{note}");
+
+        // v2 has its own: it wins, and the note names the hint's file.
+        std::fs::write(v2.join("x.bin"), b"2").unwrap();
+        let found = choose(Path::new("x.bin"), &list).unwrap();
+        assert_eq!(found.path, v2.join("x.bin"));
+        let note = found.note.expect("a note");
+        assert!(
+            note.contains(&v1.join("x.bin").display().to_string()),
+            "{note}"
+        );
+        assert!(note.contains("beside the calling model wins"), "{note}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
+use om_constants::config::SearchDir;
 use om_constants::config::{parse_seconds, parse_size, Config};
 use om_constants::locate::{candidates, choose};
 use om_constants::{ErrorKind, Registry, Request};
@@ -156,26 +157,55 @@ fn check_config(values: &[(usize, String)]) {
 }
 
 fn check_paths(fname: &str, search: Option<&str>, object: Option<&str>, cwd: Option<&str>) {
+    for deliberate in [true, false] {
+        check_paths_with(fname, search, deliberate, object, cwd);
+    }
+}
+
+fn check_paths_with(
+    fname: &str,
+    search: Option<&str>,
+    deliberate: bool,
+    object: Option<&str>,
+    cwd: Option<&str>,
+) {
     let f = Path::new(fname);
-    let c = candidates(
-        f,
-        search.map(Path::new),
-        object.map(Path::new),
-        cwd.map(Path::new),
-    );
+    let dir = search.map(|d| {
+        if deliberate {
+            SearchDir::Deliberate(d.into())
+        } else {
+            SearchDir::Hint(d.into())
+        }
+    });
+    let c = candidates(f, dir.as_ref(), object.map(Path::new), cwd.map(Path::new));
     if f.is_absolute() {
         assert_eq!(c.len(), 1, "{fname:?}");
         assert_eq!(c[0].path, f);
         return;
     }
-    let with_parent = object.map_or(0, |o| usize::from(Path::new(o).parent().is_some()));
-    // A set OM_CONSTANT_PATH is the only place searched.
-    let expect = if search.is_some() {
+    let model_path = object
+        .and_then(|o| Path::new(o).parent())
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .map(|p| p.join(f));
+    // A deliberate OM_CONSTANT_PATH is the only place searched; a hint is
+    // one more, unless it names the model's own folder.
+    let hint = search.map_or(0, |d| usize::from(model_path != Some(Path::new(d).join(f))));
+    let expect = if search.is_some() && deliberate {
         1
     } else {
-        with_parent + usize::from(cwd.is_some())
+        usize::from(model_path.is_some()) + hint + usize::from(cwd.is_some())
     };
-    assert_eq!(c.len(), expect, "{fname:?} {search:?} {object:?} {cwd:?}");
+    assert_eq!(
+        c.len(),
+        expect,
+        "{fname:?} {search:?} deliberate={deliberate} {object:?} {cwd:?}"
+    );
     // Each candidate is a folder with the name appended, as given (no
     // normalisation that could change which file is meant).
     for cand in &c {

@@ -5,10 +5,13 @@
 
     dlopen-global  ctypes.CDLL(LIB, mode=RTLD_GLOBAL) before any model, then
                    each model with ctypes.CDLL (RTLD_LOCAL, Python's default)
-    session        as dlopen-global, and each model opened as onnx-mlir's
-                   PyRuntime / OMExecutionSession opens it: OM_CONSTANT_PATH
-                   set to the model's folder around dlopen(RTLD_LAZY |
-                   RTLD_GLOBAL), unset right after
+    session-v05, session-released, session-newest
+                   as dlopen-global, and each model opened as that release
+                   line of onnx-mlir's PyRuntime / OMExecutionSession opens
+                   it (the C++ ExecutionSession underneath; host.c beside
+                   this file lists what each does with OM_CONSTANT_PATH)
+
+LIB "-" loads no library.
 
 It prints the same `key=value` lines as host.c for tests/onnx_mlir.rs to
 judge, and a closing line "N passed, M failed" for its own checks.
@@ -39,6 +42,8 @@ def expected(constants):
 
 def om_stat(lib, field):
     """om_constants_stats through ctypes; fields as in host.c."""
+    if lib is None:
+        return -1
     stats = (ctypes.c_uint64 * 64)()
     stats[0] = ctypes.sizeof(stats)
     lib.om_constants_stats.restype = ctypes.c_bool
@@ -47,19 +52,40 @@ def om_stat(lib, field):
     return stats[field]
 
 
+def base_of(model):
+    """The model path up to its last '/' (ExecutionSession's basePath)."""
+    return model.rsplit("/", 1)[0] if "/" in model else None
+
+
+def open_session(model, line):
+    """Opens `model` as release line `line` of ExecutionSession does."""
+    base = base_of(model)
+    mode = os.RTLD_LAZY | os.RTLD_GLOBAL
+    if line == "released" and base and "OM_CONSTANT_PATH" not in os.environ:
+        os.environ["OM_CONSTANT_PATH"] = base
+    set_here = False
+    if line == "newest" and "OM_CONSTANT_PATH" not in os.environ and base:
+        os.environ["OM_CONSTANT_PATH"] = base
+        set_here = True
+    handle = ctypes.CDLL(model, mode=mode)
+    if line == "v05" and base and "OM_CONSTANT_PATH" not in os.environ:
+        os.environ["OM_CONSTANT_PATH"] = base
+    if set_here:
+        del os.environ["OM_CONSTANT_PATH"]
+    return handle
+
+
 def main():
     if len(sys.argv) < 4:
         print("usage: host.py WAY LIB MODEL.so [MODEL.so ...]", file=sys.stderr)
         return 2
     way, lib_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
     checks = failures = 0
-    lib = ctypes.CDLL(lib_path, mode=ctypes.RTLD_GLOBAL)
+    lib = ctypes.CDLL(lib_path, mode=ctypes.RTLD_GLOBAL) if lib_path != "-" else None
     handles = []
     for model in models:
-        if way == "session":
-            os.environ["OM_CONSTANT_PATH"] = os.path.dirname(os.path.abspath(model))
-            handles.append(ctypes.CDLL(model, mode=os.RTLD_LAZY | os.RTLD_GLOBAL))
-            del os.environ["OM_CONSTANT_PATH"]
+        if way.startswith("session-"):
+            handles.append(open_session(model, way[len("session-") :]))
         else:
             handles.append(ctypes.CDLL(model))
     for i, (model, h) in enumerate(zip(models, handles)):

@@ -128,7 +128,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 fn file_size(file: &str) -> Result<u64, String> {
     let (config, _) = Config::from_lookup(|name| std::env::var_os(name));
     let dir = config.search_path.current();
-    let path = om_constants::locate::locate(std::path::Path::new(file), dir.as_deref(), 0)
+    let path = om_constants::locate::locate(std::path::Path::new(file), dir.as_ref(), 0)
         .map_err(|e| e.to_string())?
         .path;
     let len = std::fs::metadata(&path)

@@ -110,7 +110,8 @@ pub unsafe extern "C" fn om_free_constant_buffer(const_addr: *mut *mut c_void) -
 ///
 /// The string is owned by the library and stays valid until this thread's
 /// next call into the library; copy it to keep it. Thread-local: another
-/// thread's errors are never seen here.
+/// thread's errors are never seen here. A message longer than 8191 bytes is
+/// cut, ending in "...".
 #[no_mangle]
 pub extern "C" fn om_constants_last_error() -> *const c_char {
     error::last_error_ptr()

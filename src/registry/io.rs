@@ -25,9 +25,10 @@ mod real {
         config: &Config,
         slot_addr: usize,
     ) -> Result<(Source, Option<String>)> {
-        // OM_CONSTANT_PATH is read now, at each load (config.rs).
+        // OM_CONSTANT_PATH is read now, at each load, and classified
+        // (path_var.rs).
         let dir = config.search_path.current();
-        let found = locate::locate(req.fname(), dir.as_deref(), slot_addr)?;
+        let found = locate::locate(req.fname(), dir.as_ref(), slot_addr)?;
         let fname = req.fname().display().to_string();
         Ok((Source::open(&found.path, &fname, req.size())?, found.note))
     }

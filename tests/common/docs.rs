@@ -124,6 +124,16 @@ pub const RUN_ELSEWHERE: &[(&str, &str, &str)] = &[
     ),
     (
         "docs/ONNX-MLIR.md",
+        "The host links it",
+        "tests/onnx_mlir.rs: each_way_without_a_rebuild_serves_stock_models_from_c_and_python",
+    ),
+    (
+        "docs/ONNX-MLIR.md",
+        "Preload",
+        "tests/onnx_mlir.rs: each_way_without_a_rebuild_serves_stock_models_from_c_and_python",
+    ),
+    (
+        "docs/ONNX-MLIR.md",
         "Relinking from `--EmitObj`",
         "tests/onnx_mlir.rs: relinking_with_om_constants_first_imports_the_loader",
     ),
