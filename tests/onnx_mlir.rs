@@ -563,9 +563,10 @@ fn two_sessions_at_once_each_get_their_own_weights() {
     }
 }
 
-/// OM_CONSTANT_PATH in the environment the host started with is the
-/// deployer's: it still redirects every model, under every release line,
-/// as in onnx-mlir's own loader.
+/// OM_CONSTANT_PATH in the environment the host started with, or set by
+/// the host before it loads the library, is the deployer's: it still
+/// redirects every model, under every release line, as in onnx-mlir's own
+/// loader.
 #[test]
 fn a_deliberate_om_constant_path_still_redirects_every_model() {
     let s = Scratch::new("onnx-mlir-deliberate");
@@ -584,6 +585,15 @@ fn a_deliberate_om_constant_path_still_redirects_every_model() {
             let env = [("OM_CONSTANT_PATH", w), ("HOST_ORACLE_DIR", w)];
             let seen = run_in(&cwd, c_cmd(&host, session, &m), &env);
             all_right(&seen, 2, &format!("{shape}, {session}, deliberate path"));
+            // Set by the host before it loads the library (read by the
+            // library's constructor): deliberate too.
+            let env = [("HOST_PATH_BEFORE_LIB", w), ("HOST_ORACLE_DIR", w)];
+            let seen = run_in(&cwd, c_cmd(&host, session, &m), &env);
+            all_right(
+                &seen,
+                2,
+                &format!("{shape}, {session}, set before the library"),
+            );
         }
     }
 }

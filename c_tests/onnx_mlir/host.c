@@ -19,7 +19,8 @@
  *   none            om-constants is not put in front (LIB unused)
  *
  * The weights a model should get are those beside it, or in
- * $HOST_ORACLE_DIR when that is set.
+ * $HOST_ORACLE_DIR when that is set. $HOST_PATH_BEFORE_LIB, when set, is
+ * put in OM_CONSTANT_PATH before LIB is loaded.
  *
  * LIB "-" loads no library (a session over models that carry om-constants'
  * archive, or onnx-mlir's loader alone). A WAY ending in "+threads" opens
@@ -170,6 +171,8 @@ int main(int argc, char **argv) {
   if (!handles) return 2;
   if (!strcmp(way, "linked") || !strcmp(way, "preload"))
     CHECK(dlsym(RTLD_DEFAULT, "om_constants_stats") != NULL, "om-constants is in the global scope");
+  /* A deployer's OM_CONSTANT_PATH set in the host before it loads LIB. */
+  if (getenv("HOST_PATH_BEFORE_LIB")) setenv("OM_CONSTANT_PATH", getenv("HOST_PATH_BEFORE_LIB"), 1);
   if (strcmp(lib, "-") && (!strcmp(way, "dlopen-global") || s != NOT_A_SESSION)) {
     CHECK(dlopen(lib, RTLD_NOW | RTLD_GLOBAL) != NULL, "dlopen %s: %s", lib, dlerror());
   }
