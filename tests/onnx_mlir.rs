@@ -508,6 +508,14 @@ fn a_model_carrying_the_static_library_closed_on_another_thread_exits_cleanly() 
     }
 }
 
+/// The environment of the many-trial runs: under the default
+/// `OM_CONSTANT_HUGE_PAGES=reread` each of their hundreds of loads of the
+/// 4 GiB test file costs about 0.1 s of system time (its page cache is
+/// examined and re-laid), minutes in all; which file each model gets, what
+/// these runs test, does not depend on it, and tests/huge_pages.rs tests
+/// the default.
+const TRIALS_ENV: &[(&str, &str)] = &[("OM_CONSTANT_HUGE_PAGES", "off")];
+
 /// Copies of `v1` and `v2` (each model in a folder of its own, beside a
 /// hard link to its constants file) for `trials` pairs, in `dir`.
 fn trial_copies(dir: &Path, v1: &Path, v2: &Path, trials: usize) -> Vec<PathBuf> {
@@ -553,7 +561,11 @@ fn two_sessions_at_once_each_get_their_own_weights() {
         for session in SESSIONS {
             let copies = trial_copies(&s.path(&format!("{shape}/{session}")), &v1, &v2, TRIALS);
             let m: Vec<&Path> = copies.iter().map(|p| p.as_path()).collect();
-            let seen = run_in(&cwd, c_cmd(&host, &format!("{session}+threads"), &m), &[]);
+            let seen = run_in(
+                &cwd,
+                c_cmd(&host, &format!("{session}+threads"), &m),
+                TRIALS_ENV,
+            );
             all_right(
                 &seen,
                 2 * TRIALS,
@@ -639,7 +651,7 @@ fn models_linking_the_static_library_get_their_own_weights_under_every_session()
             let copies = trial_copies(&s.path(&format!("{shape}/{session}")), &v1, &v2, TRIALS);
             let m: Vec<&Path> = copies.iter().map(|p| p.as_path()).collect();
             let way = format!("{session}+threads");
-            let seen = run_in(&cwd, c_cmd_with(&host, &way, none, &m), &[]);
+            let seen = run_in(&cwd, c_cmd_with(&host, &way, none, &m), TRIALS_ENV);
             all_right(&seen, 2 * TRIALS, &format!("{what}, two threads"));
         }
     }
