@@ -627,22 +627,7 @@ fn models_linking_the_static_library_get_their_own_weights_under_every_session()
     ];
     let none = Path::new("-");
     for shape in SHAPES {
-        let v1 = linked_model(
-            &s.path(&format!("{shape}/v1")),
-            shape,
-            1,
-            &first,
-            &archive,
-            &[],
-        );
-        let v2 = linked_model(
-            &s.path(&format!("{shape}/v2")),
-            shape,
-            2,
-            &first,
-            &archive,
-            &[],
-        );
+        let (v1, v2) = two_versions(&s, shape, &archive, &first);
         let m = [v1.as_path(), v2.as_path()];
         for session in SESSIONS {
             let what = format!("{shape}, {session}, static library in each model");
