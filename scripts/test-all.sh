@@ -16,16 +16,19 @@ cd "$(dirname "$0")/.."
 
 # tool -> Debian package (python3 runs the Python host of tests/onnx_mlir.rs;
 # unshare and setpriv run a cache builder in another pid namespace and a
-# check as nobody)
+# check as nobody; fusermount3 unmounts the FUSE volume of tests/volumes.rs)
 declare -A pkg_of=(
   [cc]=gcc [c++]=g++ [clang]=clang [cmake]=cmake [pkg-config]=pkg-config
   [nm]=binutils [readelf]=binutils [ar]=binutils [strip]=binutils [ldd]=libc-bin
   [valgrind]=valgrind [python3]=python3 [unshare]=util-linux [setpriv]=util-linux
+  [fusermount3]=fuse3
 )
 need_pkgs=()
 for tool in "${!pkg_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("${pkg_of[$tool]}")
 done
+# libfuse 3 builds the FUSE volume of tests/volumes.rs (bench/slowfs.c)
+pkg-config --exists fuse3 2>/dev/null || need_pkgs+=(libfuse3-dev pkg-config)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing ${need_pkgs[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -37,6 +40,7 @@ for tool in cargo rustfmt "${!pkg_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing tool: $tool" >&2; exit 1; }
 done
 cargo clippy --version >/dev/null 2>&1 || { echo "missing tool: cargo clippy" >&2; exit 1; }
+pkg-config --exists fuse3 || { echo "missing library: libfuse 3 (pkg-config fuse3)" >&2; exit 1; }
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

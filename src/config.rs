@@ -133,20 +133,23 @@ impl Prefetch {
 }
 
 /// Whether and how to put the weights in 2 MiB pages (`OM_CONSTANT_HUGE_PAGES`;
-/// docs/WEIGHTS-SPEED.md has the figures behind the default).
+/// docs/WEIGHTS-SPEED.md has what each costs and wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HugePages {
     /// Nothing is asked: mappings and buffers in whatever pages the kernel
     /// gives.
     Off,
-    /// Mappings 2 MiB-aligned and advised `MADV_HUGEPAGE` before their first
-    /// fault, `read` buffers likewise; a file whose page cache is already in
-    /// small pages stays so (the `info` log says so).
+    /// The default. Mappings 2 MiB-aligned and advised `MADV_HUGEPAGE`
+    /// before their first fault (a cold file faults in as 2 MiB pages),
+    /// `read` buffers likewise; what of the file is in the page cache in
+    /// small pages is collapsed in place (`MADV_COLLAPSE`, no I/O) by a
+    /// helper thread after the load returns, where the kernel can and the
+    /// admin allows; else it stays small and the `info` log says why.
     On,
-    /// As `On`, and when the file's page cache is in small pages (as after
-    /// it was written in small pieces or copied), it is re-laid in 2 MiB
-    /// pages once: written back, evicted where no process maps it, and read
-    /// again through the aligned mapping.
+    /// As `On`, and what stays small is re-laid once by the helper: written
+    /// back, evicted where no process maps it, and read again in 2 MiB
+    /// folios; never in a memory cgroup that cannot hold it, on a file
+    /// system without 2 MiB folios or a network volume, or twice.
     Reread,
 }
 
@@ -203,13 +206,14 @@ pub struct Config {
     /// ([`crate::path_var`]).
     pub search_path: SearchPath,
     /// `OM_CONSTANT_READ_THREADS`: most threads one `read` load uses
-    /// (also capped by the number of CPUs).
+    /// (also capped by the number of CPUs, but on a network volume, where
+    /// the threads wait on requests).
     pub read_threads: usize,
     /// `OM_CONSTANT_DIRECT_IO`: `read` with `O_DIRECT`, bypassing the page
     /// cache (falls back to buffered reads where the file system refuses).
     pub direct_io: bool,
     /// `OM_CONSTANT_HUGE_PAGES`: 2 MiB pages for mappings and `read`
-    /// buffers of 2 MiB and more (default `reread`).
+    /// buffers of 2 MiB and more (default `on`).
     pub huge_pages: HugePages,
     /// `OM_CONSTANT_PREFETCH`: what to do with a mapping's pages.
     pub prefetch: Prefetch,
@@ -228,7 +232,7 @@ impl Default for Config {
             search_path: SearchPath::Environment,
             read_threads: DEFAULT_READ_THREADS,
             direct_io: false,
-            huge_pages: HugePages::Reread,
+            huge_pages: HugePages::On,
             prefetch: Prefetch::None,
             mlock: Mlock::Off,
         }

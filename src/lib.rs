@@ -61,5 +61,5 @@ pub use global::global;
 pub use registry::Registry;
 pub use registry::LOADING;
 pub use request::Request;
-pub use stats::{Stats, StrategyStats};
-pub use strategy::{huge_backed_bytes, resolve, Strategy};
+pub use stats::{PageReport, Stats, StrategyStats};
+pub use strategy::{huge_backed_bytes, remote_volume, resolve, resolve_for, Strategy};

@@ -228,3 +228,19 @@ impl Counters {
         out.bytes_mapped = out.mmap.bytes + out.chunked_mmap.bytes;
     }
 }
+
+/// How one live buffer is backed ([`crate::Registry::page_report`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageReport {
+    /// Its length.
+    pub bytes: u64,
+    /// Of those, bytes mapped with 2 MiB entries now (0 where the OS cannot
+    /// tell).
+    pub huge_page_bytes: u64,
+    /// The 2 MiB-page helper is done (docs/WEIGHTS-SPEED.md); false if it
+    /// was still at work when the wait ended.
+    pub settled: bool,
+    /// What the helper (or the load) found: what it did, or why the buffer
+    /// is not in 2 MiB pages. `None` when there is nothing to say.
+    pub note: Option<String>,
+}

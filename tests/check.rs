@@ -330,3 +330,43 @@ fn input_that_is_not_a_model_gets_a_clear_error() {
         );
     }
 }
+
+/// The check says how much of the constants file's page cache a mapping
+/// would get in 2 MiB pages, and why not: here 64 MiB of it were just
+/// written in 1 MiB pieces (small folios), which the default leaves as
+/// they are (this kernel cannot collapse a file's pages in place).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_check_names_the_2_mib_page_share_and_why_it_is_low() {
+    use std::io::{Seek, SeekFrom, Write};
+    let s = Scratch::new("check-pages");
+    let so = model(&s.path("m"), "ctor", 1);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.path("m/model.constants.bin"))
+        .unwrap();
+    f.seek(SeekFrom::Start(2 << 20)).unwrap();
+    for _ in 0..64 {
+        f.write_all(&[7u8; 1 << 20]).unwrap();
+    }
+    drop(f);
+    let o = tool(&s.dir).arg("check").arg(&so).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("2 MiB pages: "))
+        .unwrap_or_else(|| panic!("no 2 MiB pages line: {text}"));
+    assert!(
+        line.contains("0% of the 64 MiB of it in the page cache"),
+        "{line}"
+    );
+    assert!(
+        line.contains("stays in small pages") && line.contains("reread"),
+        "{line}"
+    );
+    let (_, v) = check_json(&s.dir, &so, &[]);
+    assert!(
+        v["huge_pages"].as_str().is_some_and(|p| p.contains("0%")),
+        "{v}"
+    );
+}

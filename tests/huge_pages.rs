@@ -118,13 +118,23 @@ fn field(entry: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {entry}"))
 }
 
-/// Loads `path` in this process with `mode`, reads every page, and
-/// returns (FilePmdMapped of the mapping, the library's huge_page_bytes).
+/// Loads `path` in this process with `mode`, waits for the 2 MiB-page
+/// helper, reads every page, and returns (FilePmdMapped of the mapping,
+/// the library's huge_page_bytes, the smaps entry, the helper's note).
 fn load_here(path: &Path, mode: HugePages) -> (u64, u64, String) {
+    let (pmd, stats, entry, _) = load_and_report(path, mode);
+    (pmd, stats, entry)
+}
+
+fn load_and_report(path: &Path, mode: HugePages) -> (u64, u64, String, Option<String>) {
     let reg = registry(mode);
     let slot = Box::leak(Box::new(AtomicPtr::new(std::ptr::null_mut())));
     let req = Request::new(path.as_os_str(), SIZE as i64, HOST_IS_LE).unwrap();
     let p = reg.acquire(slot, &req).unwrap() as *const u8;
+    let report = reg
+        .page_report(p.cast(), std::time::Duration::from_secs(120))
+        .unwrap();
+    assert!(report.settled, "the helper did not finish: {report:?}");
     let mut sum = 0u64;
     for off in (0..SIZE).step_by(4096) {
         // SAFETY: the library mapped SIZE readable bytes at p, held until
@@ -137,11 +147,24 @@ fn load_here(path: &Path, mode: HugePages) -> (u64, u64, String) {
     let stats = reg.stats().huge_page_bytes;
     reg.release(slot).unwrap();
     slot.store(std::ptr::null_mut(), Ordering::Relaxed);
-    (pmd, stats, entry)
+    (pmd, stats, entry, report.note)
 }
 
 fn at_least_90(bytes: u64) -> bool {
     bytes * 10 >= SIZE as u64 * 9
+}
+
+/// Bytes of `path` in the page cache now (`mincore` over a mapping of our
+/// own, which reads nothing).
+fn cached_bytes(path: &Path) -> u64 {
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: a read-only mapping of a test file nothing truncates.
+    let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+    let mut vec = vec![0u8; m.len().div_ceil(4096)];
+    // SAFETY: `m` is a live mapping of len bytes; one byte per page.
+    let rc = unsafe { libc::mincore(m.as_ptr() as *mut _, m.len(), vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    vec.iter().filter(|b| **b & 1 != 0).count() as u64 * 4096
 }
 
 #[test]
@@ -156,25 +179,71 @@ fn a_cold_file_loads_in_2_mib_pages_under_the_default() {
     assert_eq!(stats, pmd, "the library's count agrees with /proc");
 }
 
+/// The default never reads or evicts to re-lay a file: a just-written one
+/// stays in the small pages it has (this kernel cannot collapse a file's
+/// pages in place), and the helper says why and names the fix; `reread`
+/// re-lays it, off the load call.
 #[test]
-fn a_just_written_file_is_re_laid_under_the_default_and_left_alone_when_on() {
+fn a_just_written_file_stays_as_it_is_under_the_default_and_is_re_laid_under_reread() {
     require_thp();
     let s = Scratch::new("huge-written");
     let f = s.path("w.bin");
-    // `on`: the small folios stay, and the library says so (0 here).
     write_in_pieces(&f, SIZE);
-    let (pmd, stats, entry) = load_here(&f, HugePages::On);
+    assert_eq!(Config::default().huge_pages, HugePages::On);
+    let (pmd, stats, entry, note) = load_and_report(&f, Config::default().huge_pages);
     assert!(
         pmd * 10 < SIZE as u64,
-        "a just-written file should start in small pages (if not, this kernel lays new \
-         writes in 2 MiB folios and the re-lay below proves nothing): {entry}"
+        "a just-written file stays in small pages under the default (if not, this kernel \
+         collapses file pages or lays new writes in 2 MiB folios): {entry}"
     );
     assert_eq!(stats, pmd);
-    // The default re-lays it once.
+    let note = note.expect("the helper says why the file is in small pages");
+    assert!(
+        note.contains("stays in small pages") && note.contains("reread"),
+        "{note}"
+    );
+    assert_eq!(cached_bytes(&f), SIZE as u64, "nothing was evicted");
+    // `reread` re-lays it once.
     write_in_pieces(&f, SIZE);
-    let (pmd, stats, entry) = load_here(&f, Config::default().huge_pages);
-    assert!(at_least_90(pmd), "after the re-lay: {entry}");
+    let (pmd, stats, entry, note) = load_and_report(&f, HugePages::Reread);
+    assert!(at_least_90(pmd), "after the re-lay: {entry}\n{note:?}");
     assert_eq!(stats, pmd);
+    assert!(note.is_some_and(|n| n.contains("re-read in 2 MiB pages")));
+}
+
+/// A load call reads nothing the user did not ask for: a cold file with
+/// its first bytes in the page cache (a `head`, a checksum of the first
+/// block) is left as it was, in every mode, helper included.
+#[test]
+fn a_partly_cached_file_is_not_read_by_the_load_in_any_mode() {
+    require_thp();
+    let s = Scratch::new("huge-partly");
+    let f = s.path("p.bin");
+    write_in_pieces(&f, SIZE);
+    for mode in [HugePages::Off, HugePages::On, HugePages::Reread] {
+        make_cold(&f);
+        let mut head = [0u8; 16384];
+        std::io::Read::read_exact(&mut std::fs::File::open(&f).unwrap(), &mut head).unwrap();
+        let before = cached_bytes(&f);
+        assert!(
+            before < SIZE as u64 / 8,
+            "{before} bytes cached after a 16 KiB read"
+        );
+        let reg = registry(mode);
+        let slot = Box::leak(Box::new(AtomicPtr::new(std::ptr::null_mut())));
+        let req = Request::new(f.as_os_str(), SIZE as i64, HOST_IS_LE).unwrap();
+        let p = reg.acquire(slot, &req).unwrap();
+        let report = reg
+            .page_report(p, std::time::Duration::from_secs(120))
+            .unwrap();
+        assert!(report.settled);
+        assert_eq!(
+            cached_bytes(&f),
+            before,
+            "{mode:?}: the load read the file ({report:?})"
+        );
+        reg.release(slot).unwrap();
+    }
 }
 
 #[test]
@@ -210,9 +279,13 @@ struct Holder {
 }
 
 fn hold(exe: &Path, file: &Path, mode: &str) -> Holder {
-    let mut child = native::command(exe)
-        .arg(file)
-        .arg(SIZE.to_string())
+    let mut cmd = native::command(exe);
+    cmd.arg(file).arg(SIZE.to_string());
+    if mode == "reread" {
+        // The re-lay runs after the load returns: wait for its outcome.
+        cmd.arg("until-huge");
+    }
+    let mut child = cmd
         .env("OM_CONSTANT_HUGE_PAGES", mode)
         .env("OM_CONSTANT_LOAD", "mmap")
         .env_remove("OM_CONSTANT_PATH")
@@ -286,13 +359,19 @@ fn a_file_another_process_maps_is_never_evicted_from_under_it() {
     let other = hold(&exe, &f, "off");
     let before = field(&other.entry(), "Rss");
     assert_eq!(before, SIZE as u64, "the other process maps all of it");
-    let (pmd, _, _) = load_here(&f, HugePages::Reread);
+    let (pmd, _, _, note) = load_and_report(&f, HugePages::Reread);
     let after = other.entry();
     assert_eq!(field(&after, "Rss"), before, "still all mapped: {after}");
     assert!(
         pmd * 10 < SIZE as u64,
         "pages another process maps stay in the small folios it maps"
     );
+    let note = note.unwrap_or_default();
+    assert!(note.contains("other processes map them"), "{note}");
+    // Never twice: a second load in this process does not try again.
+    let (_, _, _, note) = load_and_report(&f, HugePages::Reread);
+    let note = note.unwrap_or_default();
+    assert!(note.contains("re-read it once already"), "{note}");
     other.finish();
 }
 
@@ -319,4 +398,104 @@ fn prepare_re_lays_a_file_ahead_of_time() {
     assert!(out.contains("100.0% in 2 MiB pages"), "{out}");
     let (pmd, _, entry) = load_here(&f, HugePages::On);
     assert!(at_least_90(pmd), "{entry}");
+}
+
+/// `om-constants load FILE` with `OM_CONSTANT_HUGE_PAGES=reread` and the
+/// `info` log: (exit status, stdout and stderr).
+fn tool_load(file: &Path, mode: &str, wrapper: &[&std::ffi::OsStr]) -> (bool, String) {
+    let mut cmd = if wrapper.is_empty() {
+        native::command(&native::tool_path())
+    } else {
+        let mut c = std::process::Command::new(wrapper[0]);
+        c.args(&wrapper[1..]).arg(native::tool_path());
+        c
+    };
+    let o = cmd
+        .arg("load")
+        .arg(file)
+        .env("OM_CONSTANT_HUGE_PAGES", mode)
+        .env("OM_CONSTANT_LOG", "info")
+        .env_remove("OM_CONSTANT_PATH")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+/// Inside a memory cgroup that cannot hold the file, `reread` never
+/// re-reads it (the re-read pages would be charged to the cgroup, which
+/// would evict them again for the process's whole life): nothing is
+/// evicted, and the load says why. Needs root and cgroup v1's memory
+/// controller (as the CI machine has).
+#[test]
+fn reread_is_refused_in_a_memory_cgroup_that_cannot_hold_the_file() {
+    require_thp();
+    let root = Path::new("/sys/fs/cgroup/memory");
+    assert!(
+        root.join("cgroup.procs").exists(),
+        "this test needs cgroup v1's memory controller at {} and root",
+        root.display()
+    );
+    let s = Scratch::new("huge-cgroup");
+    let f = s.path("g.bin");
+    write_in_pieces(&f, SIZE);
+    let cg = root.join(format!("om-constants-test-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    std::fs::write(cg.join("memory.limit_in_bytes"), "48M").unwrap();
+    let enter = format!("echo $$ > '{}/cgroup.procs' && exec \"$@\"", cg.display());
+    let (ok, out) = tool_load(
+        &f,
+        "reread",
+        &["sh".as_ref(), "-c".as_ref(), enter.as_ref(), "sh".as_ref()],
+    );
+    let _ = std::fs::remove_dir(&cg);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("memory cgroup has") && out.contains("not re-read"),
+        "{out}"
+    );
+    assert_eq!(cached_bytes(&f), SIZE as u64, "nothing was evicted: {out}");
+}
+
+/// A file in memory (`/dev/shm`, tmpfs) is never re-read, and collapsed in
+/// place only where the admin allows 2 MiB pages for it (here
+/// `shmem_enabled` and the mount's `huge=` say no): the load leaves it as
+/// it is and says why.
+#[test]
+fn a_file_on_tmpfs_is_left_alone_where_the_admin_said_no() {
+    require_thp();
+    let shmem =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled").unwrap();
+    let f = PathBuf::from(format!(
+        "/dev/shm/om-constants-test-{}.bin",
+        std::process::id()
+    ));
+    write_in_pieces(&f, SIZE);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let allows = shmem.contains("[force]")
+        || (!shmem.contains("[never]")
+            && !shmem.contains("[deny]")
+            && mounts.lines().any(|l| {
+                l.contains(" /dev/shm ") && l.contains("huge=") && !l.contains("huge=never")
+            }));
+    assert!(
+        !allows,
+        "this test needs /dev/shm without 2 MiB pages (shmem_enabled never or deny, or a \
+         huge=never mount); here: {shmem}"
+    );
+    for mode in ["on", "reread"] {
+        let (ok, out) = tool_load(&f, mode, &[]);
+        assert!(ok, "{out}");
+        assert!(out.contains("huge_pages=0.0%"), "{mode}: {out}");
+        assert!(
+            out.contains("huge pages are off for memory file systems")
+                || out.contains("huge=never"),
+            "{mode}: {out}"
+        );
+    }
+    std::fs::remove_file(&f).unwrap();
 }

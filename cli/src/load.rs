@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use om_constants::{ffi, Choice, Config, Stats};
 
@@ -82,6 +82,9 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     // hold `threads` references on them until the releases below.
     let sum = unsafe { crate::pass::sum(base, size as usize) };
     let pass_time = pass.elapsed();
+    // The library's 2 MiB-page helper works after the load returns: its
+    // outcome, and the share it left, once it is done.
+    let pages = om_constants::global().page_report(base.cast(), Duration::from_secs(600));
     let loaded = stats();
     let free = Instant::now();
     for _ in 0..threads {
@@ -116,6 +119,11 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         after.live_buffers,
         peak_rss().unwrap_or(0)
     );
+    if let Some(note) = pages.and_then(|p| p.note) {
+        if loaded.huge_page_bytes * 10 < size as u64 * 9 {
+            println!("  2 MiB pages: {note}");
+        }
+    }
     if loaded.loads != 1 || after.live_buffers != 0 {
         return Err("expected exactly one load and nothing left after release".into());
     }

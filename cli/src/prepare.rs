@@ -7,6 +7,7 @@
 use std::ffi::CString;
 use std::os::raw::c_void;
 use std::sync::atomic::AtomicPtr;
+use std::time::Duration;
 
 use om_constants::{ffi, Stats};
 
@@ -34,14 +35,15 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     let mut failed = Vec::new();
     for file in &args.files {
         match prepare(file) {
-            Ok(share) if share >= ENOUGH => {
+            Ok((share, _)) if share >= ENOUGH => {
                 println!("{file}: {:.1}% in 2 MiB pages", share * 100.0)
             }
-            Ok(share) => {
+            Ok((share, note)) => {
                 println!("{file}: {:.1}% in 2 MiB pages", share * 100.0);
                 failed.push(format!(
-                    "{file} is {:.1}% in 2 MiB pages; the line above says why",
-                    share * 100.0
+                    "{file} is {:.1}% in 2 MiB pages: {}",
+                    share * 100.0,
+                    note.unwrap_or_else(|| "the log above says why".into())
                 ));
             }
             Err(e) => failed.push(format!("{file}: {e}")),
@@ -55,8 +57,8 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
 }
 
 /// Loads `file` once with `reread`, and returns the share of it in 2 MiB
-/// pages.
-fn prepare(file: &str) -> Result<f64, String> {
+/// pages, and what the library's helper said.
+fn prepare(file: &str) -> Result<(f64, Option<String>), String> {
     let size = std::fs::metadata(file)
         .map_err(|e| format!("cannot inspect it: {e}"))?
         .len();
@@ -72,9 +74,11 @@ fn prepare(file: &str) -> Result<f64, String> {
     {
         return Err(last_error());
     }
-    // A cold file was mapped, not read: read it now, one fault per 2 MiB,
-    // which brings it into the page cache in 2 MiB folios.
+    // The re-lay runs on the library's helper thread: wait for it. Then a
+    // cold file (mapped, not read) is read now, one fault per 2 MiB, which
+    // brings it into the page cache in 2 MiB folios.
     let base = slot.load(std::sync::atomic::Ordering::Acquire) as *const u8;
+    let report = om_constants::global().page_report(base.cast(), Duration::from_secs(3600));
     for off in (0..size as usize).step_by(2 << 20) {
         // SAFETY: the library published `size` readable bytes at `base`,
         // held until the release below.
@@ -87,7 +91,8 @@ fn prepare(file: &str) -> Result<f64, String> {
     if !unsafe { ffi::om_free_constant_buffer(slot.as_ptr()) } {
         return Err(last_error());
     }
-    Ok(stats.huge_page_bytes as f64 / size as f64)
+    let note = report.and_then(|r| r.note);
+    Ok((stats.huge_page_bytes as f64 / size as f64, note))
 }
 
 fn last_error() -> String {

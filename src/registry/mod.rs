@@ -32,8 +32,10 @@ use std::sync::PoisonError;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, PageReport, Stats};
 use crate::sync::{AtomicPtr, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::time::Duration;
 
 use once::Slot;
 pub(crate) use once::{classify, SlotState};
@@ -158,6 +160,31 @@ impl Registry {
             .sum();
         self.counters.fill(&mut s);
         s
+    }
+}
+
+impl Registry {
+    /// How the live buffer at `ptr` (an address this registry published)
+    /// is backed, once its 2 MiB-page helper is done or `timeout` has
+    /// passed; `None` if no live buffer starts at `ptr`.
+    pub fn page_report(&self, ptr: *const c_void, timeout: Duration) -> Option<PageReport> {
+        let (settling, len) = {
+            let t = self.lock();
+            let h = t
+                .buffers
+                .values()
+                .find(|h| h.buffer.as_ptr() as *const c_void == ptr)?;
+            (Arc::clone(h.buffer.settling()), h.buffer.len())
+        };
+        // Waited for and read after the lock is released; a buffer freed
+        // meanwhile reads as unmapped (page tables only, never the bytes).
+        let done = settling.wait(timeout);
+        Some(PageReport {
+            bytes: len as u64,
+            huge_page_bytes: crate::strategy::huge_backed_bytes(ptr.cast(), len),
+            settled: done.is_some(),
+            note: done.flatten(),
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 //! the weights are resident and immune to the file changing; `chunked-mmap`
 //! is zero-copy above a per-mapping limit. `auto` maps, in pieces above the
 //! platform's (or `OM_CONSTANT_MMAP_LIMIT`'s) mapping limit, and reads if
-//! mapping fails. Each strategy is a module that turns a [`Source`] into
+//! mapping fails or the file is on a network volume (docs/SEMANTICS.md). Each strategy is a module that turns a [`Source`] into
 //! memory; `residency` then applies prefetch and `mlock`.
 
 mod chunked;
@@ -23,6 +23,7 @@ use crate::source::Source;
 
 pub(crate) use chunked::{Chunked, DEFAULT_PIECE};
 pub(crate) use heap::{page_size, HeapBuf};
+pub(crate) use huge::Settling;
 
 /// The strategy that actually produced a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,30 @@ pub fn resolve(choice: Choice, size: u64, limit: Option<u64>) -> Strategy {
     }
 }
 
+/// The name of the network or user-space file system `file` is on (NFS,
+/// SMB, FUSE, ...), where `auto` reads instead of mapping; `None` for a
+/// local one.
+pub fn remote_volume(file: &std::fs::File) -> Option<&'static str> {
+    match crate::sys::volume_of(file) {
+        crate::sys::Volume::Remote(fs) => Some(fs),
+        _ => None,
+    }
+}
+
+/// As [`resolve`], for the open `file`: `auto` reads a file on a network
+/// or user-space file system ([`remote_volume`]).
+pub fn resolve_for(
+    choice: Choice,
+    size: u64,
+    limit: Option<u64>,
+    file: &std::fs::File,
+) -> Strategy {
+    if choice == Choice::Auto && remote_volume(file).is_some() {
+        return Strategy::Read;
+    }
+    resolve(choice, size, limit)
+}
+
 /// Bytes of `[ptr, ptr+len)` mapped with 2 MiB entries now (0 where the
 /// OS cannot tell). Only page tables are read, never the bytes, so a range
 /// that was unmapped meanwhile is safe to ask about (it reads as 0).
@@ -85,6 +110,9 @@ pub(crate) struct Buffer {
     memory: Arc<Memory>,
     strategy: Strategy,
     prefetcher: Option<residency::Prefetcher>,
+    /// The 2 MiB-page helper (`huge.rs`), and what it found.
+    settler: Option<huge::Settler>,
+    settling: Arc<Settling>,
     locked: bool,
 }
 
@@ -96,8 +124,15 @@ impl Buffer {
             memory: Arc::new(Memory::Heap(heap)),
             strategy: Strategy::Read,
             prefetcher: None,
+            settler: None,
+            settling: Arc::default(),
             locked: false,
         }
+    }
+
+    /// What the 2 MiB-page helper found (see [`Settling::wait`]).
+    pub(crate) fn settling(&self) -> &Arc<Settling> {
+        &self.settling
     }
 
     /// The address published in the slot.
@@ -135,8 +170,9 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        // The helper reads the memory: stop it before the memory goes.
+        // The helpers read the memory: stop them before the memory goes.
         drop(self.prefetcher.take());
+        drop(self.settler.take());
         if self.locked {
             residency::unlock(self.as_ptr(), self.len());
         }
@@ -190,7 +226,25 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
     })?;
     let populate = config.prefetch == Prefetch::Populate;
     let huge = config.huge_pages.wanted();
-    let mapped = match resolve(config.strategy, size, config.mmap_limit) {
+    let mut notes = Vec::new();
+    let strategy = resolve_for(config.strategy, size, config.mmap_limit, &source.file);
+    if strategy == Strategy::Read && config.strategy == Choice::Auto {
+        if let Some(fs) = remote_volume(&source.file) {
+            // See docs/SEMANTICS.md, "Network and user-space file systems".
+            notes.push((
+                Level::Info,
+                format!(
+                    "{} is on {fs}: read into memory in large parallel requests, since a \
+                     mapping would fetch it page by page and a lost server would be a SIGBUS \
+                     mid-inference (OM_CONSTANT_LOAD=mmap maps it, sharing one copy between \
+                     processes)",
+                    source.path.display()
+                ),
+            ));
+        }
+    }
+    let remote = strategy == Strategy::Read && !notes.is_empty();
+    let mapped = match strategy {
         Strategy::Read => None,
         // `mmap` is `chunked-mmap` with one piece, so that on Unix it too
         // starts on a 2 MiB boundary and is advised before its first fault.
@@ -206,7 +260,6 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
             )
         }
     };
-    let mut notes = Vec::new();
     let (memory, strategy, read_stats, read_after_map_failed) = match mapped {
         Some(Ok((memory, strategy))) => (memory, strategy, read::ReadStats::default(), false),
         Some(Err(e)) if config.strategy != Choice::Auto => return Err(e),
@@ -215,11 +268,11 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
                 Level::Info,
                 format!("{e}; reading the file into memory instead"),
             ));
-            let (h, r) = read::read(source, len, config)?;
+            let (h, r) = read::read(source, len, config, false)?;
             (Memory::Heap(h), Strategy::Read, r, true)
         }
         None => {
-            let (h, r) = read::read(source, len, config)?;
+            let (h, r) = read::read(source, len, config, remote)?;
             (Memory::Heap(h), Strategy::Read, r, false)
         }
     };
@@ -227,21 +280,33 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
         memory: Arc::new(memory),
         strategy,
         prefetcher: None,
+        settler: None,
+        settling: Arc::default(),
         locked: false,
     };
-    if strategy != Strategy::Read {
-        // Before anything else faults the mapping in: see huge.rs.
-        let huge_note = huge::settle(source, buffer.as_ptr(), len, config.huge_pages);
-        notes.extend(huge_note.map(|n| (Level::Info, n)));
-        if populate {
-            crate::sys::populate(buffer.as_ptr(), len);
-        }
+    if strategy != Strategy::Read && populate {
+        crate::sys::populate(buffer.as_ptr(), len);
     }
     let what = format!("constants file '{}'", source.fname);
     buffer.locked = residency::lock(buffer.as_ptr(), len, config, &what, &mut notes)?;
     if strategy != Strategy::Read {
         let keep = Arc::clone(&buffer.memory);
         buffer.prefetcher = residency::prefetch(buffer.as_ptr(), len, config, keep);
+        // Off the load call: the helper starts here and works after the
+        // pointer is published (see huge.rs).
+        let started = huge::start(
+            source,
+            buffer.as_ptr(),
+            len,
+            config.huge_pages,
+            &buffer.settling,
+            config.log,
+            Arc::clone(&buffer.memory),
+        );
+        buffer.settler = started.settler;
+        notes.extend(started.note.map(|n| (Level::Info, n)));
+    } else {
+        buffer.settling.finish_now();
     }
     if read_stats.direct_refused {
         notes.push((

@@ -45,8 +45,16 @@ pub(super) struct ReadStats {
     pub direct_refused: bool,
 }
 
-/// Allocates `len` bytes and fills them from the start of `source`.
-pub(super) fn read(source: &Source, len: usize, config: &Config) -> Result<(HeapBuf, ReadStats)> {
+/// Allocates `len` bytes and fills them from the start of `source`. On a
+/// `remote` volume the threads wait on the network, not on the CPUs: as
+/// many as `OM_CONSTANT_READ_THREADS` allows run, however few CPUs there
+/// are, so that that many large requests are in flight.
+pub(super) fn read(
+    source: &Source,
+    len: usize,
+    config: &Config,
+    remote: bool,
+) -> Result<(HeapBuf, ReadStats)> {
     let buf = HeapBuf::alloc(len, config.huge_pages.wanted()).ok_or_else(|| {
         Error::new(
             ErrorKind::OutOfMemory,
@@ -74,7 +82,12 @@ pub(super) fn read(source: &Source, len: usize, config: &Config) -> Result<(Heap
     };
     let direct = direct.as_ref();
 
-    let ranges = split(len, thread_count(len, config.read_threads), HUGE_PAGE);
+    let threads = if remote && len >= PARALLEL_MIN {
+        config.read_threads
+    } else {
+        thread_count(len, config.read_threads)
+    };
+    let ranges = split(len, threads, HUGE_PAGE);
     stats.threads = ranges.len();
     let dst = buf.as_ptr() as usize;
     let jobs: Vec<Box<dyn FnOnce() -> Result<RangeStats> + Send + '_>> = ranges
@@ -325,7 +338,7 @@ pub(super) mod tests {
             direct_io: true,
             ..Config::default()
         };
-        let (buf, stats) = read(&source, size, &config).unwrap();
+        let (buf, stats) = read(&source, size, &config, false).unwrap();
         // Every byte comes from the file that was opened.
         assert_pattern(&buf, size);
         assert!(
@@ -364,7 +377,7 @@ mod injected {
         };
         let load = || {
             let source = Source::open(&f.path, "c.bin", size as u64).unwrap();
-            let (buf, stats) = read(&source, size, &config).unwrap();
+            let (buf, stats) = read(&source, size, &config, false).unwrap();
             assert_pattern(&buf, size);
             stats
         };

@@ -1,14 +1,17 @@
 //! The operating system, behind safe functions: every system call of the
 //! library is in this folder, with its `SAFETY` note; the rest of the crate
 //! calls these functions. One file per OS family (`unix.rs`, `windows.rs`),
-//! each with the same functions, and `portable.rs` for what is the same
-//! everywhere (the allocator, memmap2's mappings, shared types).
+//! each with the same functions, `portable.rs` for what is the same
+//! everywhere (the allocator, memmap2's mappings, shared types), and
+//! `facts.rs` for what Linux tells in text files (mounts, memory cgroups,
+//! huge-page settings), read with `std::fs` alone.
 //!
 //! In the fault-injection build (feature `fault-injection`, tests only, on
 //! Unix), `faulty.rs` decorates the calls that can fail in interesting
 //! ways: each consults the faults in force (`crate::fault`) before it calls
 //! through. The library that ships has no such layer.
 
+mod facts;
 mod portable;
 
 #[cfg(unix)]
@@ -25,16 +28,19 @@ use windows as os;
 mod faulty;
 
 pub(crate) use os::{
-    advise_file, advise_huge_pages, advise_will_need, collapse, create_new, evict_page_cache,
-    file_stamp, file_system_size, huge_backed_bytes, is_size_limit_error, object_at,
+    advise_file, advise_huge_pages, advise_will_need, cached_pages, collapse, create_new,
+    evict_range, file_stamp, file_system_size, huge_backed_bytes, is_size_limit_error, object_at,
     open_read_nonblocking, page_size, path_from_c, pin_library, pin_object_at, populate,
-    protect_read_only, refuses_direct_io, release_thread, resident_pages, spawn, special_kind,
-    thp_mode, try_lock_exclusive, unlock_memory, write_stderr, ThreadId, PATH_MAX,
+    protect_read_only, refuses_direct_io, release_thread, resident_map, spawn, special_kind,
+    thp_mode, try_lock_exclusive, unlock_memory, volume_of, write_back_range, write_stderr,
+    ThreadId, PATH_MAX,
 };
 pub(crate) use portable::{
-    dealloc, map_shared_writable, map_whole_file, touch_pages, Access, FileStamp, Job, HUGE_PAGE,
+    dealloc, map_shared_writable, map_whole_file, touch_pages, Access, FileStamp, Job, Volume,
+    HUGE_PAGE,
 };
 
+pub(crate) use facts::{memory_headroom, mount_of, shmem_mode};
 pub(crate) use os::{Reservation, ONE_PIECE_ONLY};
 
 #[cfg(not(loom))]

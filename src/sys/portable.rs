@@ -98,3 +98,54 @@ pub(crate) struct FileStamp {
     /// cannot set it back.
     pub ctime_ns: i128,
 }
+
+// ---- volumes -----------------------------------------------------------
+
+/// The kind of file system a file is on, as far as loading it cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only Linux tells volumes apart so far (`volume_of`).
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+pub(crate) enum Volume {
+    /// A local disk's file system (or one the OS does not tell apart).
+    Local,
+    /// A file system in memory (`tmpfs`, `/dev/shm`): its pages are the
+    /// file; 2 MiB pages only by collapsing them in place.
+    Memory,
+    /// A local file system that never gives 2 MiB page-cache folios
+    /// (read-only compressed images): its name.
+    SmallFolios(&'static str),
+    /// A network or user-space file system (its name): each page fault is a
+    /// request over the wire, and a lost server is a `SIGBUS` under a
+    /// mapping.
+    Remote(&'static str),
+}
+
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+impl Volume {
+    /// The kind of a Linux `statfs` `f_type` (`<linux/magic.h>` and the
+    /// file systems' own sources).
+    pub(crate) fn of_magic(magic: u64) -> Volume {
+        match magic {
+            0x0102_1994 => Volume::Memory,                  // tmpfs, shmem
+            0x8584_58f6 => Volume::SmallFolios("ramfs"),    // RAMFS_MAGIC
+            0x7371_7368 => Volume::SmallFolios("squashfs"), // SQUASHFS_MAGIC
+            0x9660 => Volume::SmallFolios("iso9660"),
+            0x28cd_3d45 => Volume::SmallFolios("cramfs"),
+            0x6969 => Volume::Remote("NFS"),
+            0x517B => Volume::Remote("SMB"),
+            0xFF53_4D42 => Volume::Remote("CIFS"),
+            0xFE53_4D42 => Volume::Remote("SMB2"),
+            0x6573_5546 => Volume::Remote("FUSE"), // and virtiofs
+            0x0102_1997 => Volume::Remote("9p"),
+            0x0BD0_0BD0 => Volume::Remote("Lustre"),
+            0x00C3_6400 => Volume::Remote("CephFS"),
+            0x5346_414F | 0x6B41_4653 => Volume::Remote("AFS"),
+            0x0116_1970 => Volume::Remote("GFS2"),
+            0x7461_636f => Volume::Remote("OCFS2"),
+            0x4750_4653 => Volume::Remote("GPFS"),
+            0x1983_0326 => Volume::Remote("BeeGFS"),
+            0x7375_7245 => Volume::Remote("Coda"),
+            _ => Volume::Local,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::ptr::NonNull;
 
 use memmap2::MmapRaw;
 
-use super::{touch_pages, Access, FileStamp, Job};
+use super::{touch_pages, Access, FileStamp, Job, Volume};
 
 /// The longest path the system accepts.
 pub(crate) const PATH_MAX: usize = libc::PATH_MAX as usize;
@@ -506,20 +506,67 @@ fn smaps_huge_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
     Ok((kb * 1024).min(len as u64))
 }
 
-/// Pages of `[ptr, ptr+len)` whose data is in memory (the page cache, for
-/// a file mapping), mapped or not (`mincore`); the range is page-aligned.
-pub(crate) fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
+/// One byte per page of `[ptr, ptr+len)`, bit 0 set where the page's
+/// data is in memory (the page cache, for a file mapping), mapped or not
+/// (`mincore`; no I/O). The range is page-aligned.
+pub(crate) fn resident_map(ptr: *const u8, len: usize) -> io::Result<Vec<u8>> {
     let page = page_size();
     let mut vec = vec![0u8; len.div_ceil(page)];
     // SAFETY: `ptr` is page-aligned and [ptr, ptr+len) is a mapping of
     // ours; `vec` has one byte per page of it, writable for the call.
     check(unsafe { libc::mincore(ptr as *mut c_void, len, vec.as_mut_ptr().cast()) })?;
-    Ok(vec.iter().filter(|b| **b & 1 != 0).count())
+    Ok(vec)
+}
+
+/// Pages of `file`'s bytes `[0, len)` in the page cache (`cachestat`,
+/// Linux 6.5: one walk of the cache's tree, cheap when little is cached);
+/// `None` where the kernel has no such call.
+pub(crate) fn cached_pages(file: &File, len: u64) -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        /// `struct cachestat_range` and `struct cachestat` of `<linux/mman.h>`.
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        // The same number on every architecture (the unified table).
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let range = Range { off: 0, len };
+        let mut stat = Stat::default();
+        // SAFETY: both structs have the kernel's layout and live for the
+        // call; the kernel reads `range` and writes `stat`; flags are 0.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                file.as_raw_fd(),
+                &range as *const Range,
+                &mut stat as *mut Stat,
+                0,
+            )
+        };
+        (rc == 0).then_some(stat.nr_cache)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (file, len);
+        None
+    }
 }
 
 /// Asks the kernel to rebuild `[ptr, ptr+len)` in huge pages in place
 /// (`MADV_COLLAPSE`, Linux 6.1; for a file mapping, only on kernels built
-/// with `CONFIG_READ_ONLY_THP_FOR_FS`). No I/O; contents unchanged.
+/// with `CONFIG_READ_ONLY_THP_FOR_FS`). Contents unchanged; a page of the
+/// range that is not in memory is read (callers pass resident ranges).
 pub(crate) fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
@@ -535,24 +582,35 @@ pub(crate) fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
     }
 }
 
-/// Clears the way for the page cache of the first `len` bytes of `file` to
-/// be read again in 2 MiB folios through the read-only file mapping
-/// `[ptr, ptr+len)` (2 MiB-aligned and advised `MADV_HUGEPAGE`): drops this
-/// mapping's page-table entries, writes the file's dirty pages back, and
-/// evicts its clean pages that no process maps. The mapping's next faults
-/// read the file again, in 2 MiB folios; pages other processes map stay
-/// where they are.
-///
-/// The range must be a private, read-only mapping of `file` that nobody
-/// else in this process reads yet (its contents are the file's before and
-/// after; only the backing changes).
-pub(crate) fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
-    // SAFETY: MADV_DONTNEED on a read-only file mapping only drops page
-    // table entries; the next read faults the same file bytes back in. The
-    // caller guarantees no one reads the range meanwhile.
+/// Writes the dirty pages of `file`'s bytes `[offset, offset+len)` back and
+/// waits for them (`sync_file_range`, Linux; `fdatasync` elsewhere).
+pub(crate) fn write_back_range(file: &File, offset: u64, len: usize) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: a request about an open descriptor; no memory involved.
+        check(unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, flags) })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (offset, len);
+        // SAFETY: fdatasync on an open descriptor; no memory is involved.
+        check(unsafe { libc::fsync(file.as_raw_fd()) })
+    }
+}
+
+/// Drops this process's page-table entries for `[ptr, ptr+len)`, a private
+/// read-only mapping of `file` at `offset`, and evicts the clean pages of
+/// that part of the file that no process maps, so that the next touch
+/// reads it again through the mapping (in 2 MiB folios where the mapping
+/// is aligned and advised). Pages other processes map stay where they are.
+pub(crate) fn evict_range(file: &File, ptr: *mut u8, offset: u64, len: usize) -> io::Result<()> {
+    // SAFETY: MADV_DONTNEED on a private read-only file mapping only drops
+    // page-table entries: the next read faults the same file bytes back in,
+    // so a reader of the range meanwhile sees the same contents.
     check(unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) })?;
-    // SAFETY: fdatasync on an open descriptor; no memory is involved.
-    check(unsafe { libc::fdatasync(file.as_raw_fd()) })?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: a hint about the open file; it drops only clean,
@@ -560,7 +618,7 @@ pub(crate) fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Res
         let rc = unsafe {
             libc::posix_fadvise(
                 file.as_raw_fd(),
-                0,
+                offset as libc::off_t,
                 len as libc::off_t,
                 libc::POSIX_FADV_DONTNEED,
             )
@@ -569,7 +627,31 @@ pub(crate) fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Res
             return Err(io::Error::from_raw_os_error(rc));
         }
     }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (file, offset);
     Ok(())
+}
+
+/// The kind of file system `file` is on (`fstatfs`'s `f_type` on Linux;
+/// `Local` where the OS does not say).
+pub(crate) fn volume_of(file: &File) -> Volume {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: zeroed is a valid statfs to be written; fstatfs writes it
+        // for an open descriptor.
+        let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: see above; `s` is writable for the call.
+        if unsafe { libc::fstatfs(file.as_raw_fd(), &mut s) } != 0 {
+            return Volume::Local;
+        }
+        // `f_type` is signed on some targets and 32 bits on others.
+        Volume::of_magic((s.f_type as u64) & 0xFFFF_FFFF)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = file;
+        Volume::Local
+    }
 }
 
 // ---- threads ---------------------------------------------------------

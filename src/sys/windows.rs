@@ -45,7 +45,7 @@ use windows_sys::Win32::System::Threading::{
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
-use super::{Access, FileStamp, Job};
+use super::{Access, FileStamp, Job, Volume};
 
 /// The longest path Windows accepts (in UTF-16 units, with the `\\?\`
 /// prefix that the standard library adds to long paths).
@@ -124,9 +124,15 @@ pub(crate) fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
 }
 
 /// Not asked on Windows: file views are never in large pages.
-pub(crate) fn resident_pages(ptr: *const u8, len: usize) -> io::Result<usize> {
+pub(crate) fn resident_map(ptr: *const u8, len: usize) -> io::Result<Vec<u8>> {
     let _ = (ptr, len);
     Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Not asked on Windows.
+pub(crate) fn cached_pages(file: &File, len: u64) -> Option<u64> {
+    let _ = (file, len);
+    None
 }
 
 /// Not on Windows.
@@ -135,10 +141,22 @@ pub(crate) fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
-/// Not on Windows: file views are never in large pages.
-pub(crate) fn evict_page_cache(file: &File, ptr: *mut u8, len: usize) -> io::Result<()> {
-    let _ = (file, ptr, len);
+/// Not asked on Windows: file views are never in large pages.
+pub(crate) fn write_back_range(file: &File, offset: u64, len: usize) -> io::Result<()> {
+    let _ = (file, offset, len);
     Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Not on Windows: file views are never in large pages.
+pub(crate) fn evict_range(file: &File, ptr: *mut u8, offset: u64, len: usize) -> io::Result<()> {
+    let _ = (file, ptr, offset, len);
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Not told apart on Windows yet: every volume counts as local.
+pub(crate) fn volume_of(file: &File) -> Volume {
+    let _ = file;
+    Volume::Local
 }
 
 /// Asks Windows to read `[ptr, ptr+len)` ahead (`PrefetchVirtualMemory`,

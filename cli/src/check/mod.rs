@@ -22,6 +22,7 @@
 
 mod binding;
 mod code;
+mod pages;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -189,6 +190,8 @@ struct Findings {
     chosen: Option<PathBuf>,
     own_loader_opens: Option<PathBuf>,
     strategy: Option<&'static str>,
+    /// How the file's page cache backs a mapping now ([`pages::line`]).
+    pages: Option<String>,
     /// The host setups judged, each with its loader and outcome.
     setups: Vec<Setup>,
     /// What a deployer should know though the load would work.
@@ -448,6 +451,7 @@ fn inspect(model: &Path, hosts: &[Host]) -> Result<Findings, String> {
     let mut chosen = None;
     let mut own_loader_opens = None;
     let mut strategy = None;
+    let mut pages = None;
     // The problems of om-constants' load, and of onnx-mlir's.
     let mut om_problems = Vec::new();
     let mut own_problems = Vec::new();
@@ -488,9 +492,16 @@ fn inspect(model: &Path, hosts: &[Host]) -> Result<Findings, String> {
                 ));
             }
         }
-        if let Some(size) = expected.size {
+        if let (Some(size), Some(path)) = (expected.size, &chosen) {
             let (config, _) = Config::from_lookup(|n| std::env::var_os(n));
-            strategy = Some(om_constants::resolve(config.strategy, size, config.mmap_limit).name());
+            let st = match std::fs::File::open(path) {
+                Ok(f) => om_constants::resolve_for(config.strategy, size, config.mmap_limit, &f),
+                Err(_) => om_constants::resolve(config.strategy, size, config.mmap_limit),
+            };
+            strategy = Some(st.name());
+            if om_problems.is_empty() {
+                pages = Some(pages::line(path, size, st));
+            }
         }
         // onnx-mlir's loader opens exactly one path.
         let path = match &search_path {
@@ -642,6 +653,7 @@ fn inspect(model: &Path, hosts: &[Host]) -> Result<Findings, String> {
         chosen,
         own_loader_opens,
         strategy,
+        pages,
         setups,
         notes,
         warnings,
@@ -932,6 +944,9 @@ fn to_text(r: &Findings) -> String {
     if let Some(st) = r.strategy {
         let _ = writeln!(s, "strategy (auto): {st}");
     }
+    if let Some(p) = &r.pages {
+        let _ = writeln!(s, "2 MiB pages: {p}");
+    }
     if let Some(p) = &r.own_loader_opens {
         let _ = writeln!(s, "the model's own loader opens: {}", p.display());
     }
@@ -1019,6 +1034,7 @@ fn to_json(r: &Findings) -> serde_json::Value {
         "chosen": r.chosen.as_ref().map(|p| p.display().to_string()),
         "own_loader_opens": r.own_loader_opens.as_ref().map(|p| p.display().to_string()),
         "strategy": r.strategy,
+        "huge_pages": r.pages,
         "setups": r.setups.iter().map(|x| json!({
             "host": x.host.name(),
             "loader": x.loader,
