@@ -44,6 +44,9 @@ pub enum ErrorKind {
     /// A call on a loaded slot asks for another file or size than the slot
     /// holds.
     Mismatch,
+    /// The file changed while it was loaded (it shrank under the mapping,
+    /// or was rewritten while it was read); nothing was published.
+    Changed,
     /// The library itself failed (a caught panic); a bug to report.
     Internal,
 }

@@ -166,3 +166,53 @@ fn on_windows_a_loaded_file_is_replaced_after_its_last_release() {
         assert_eq!(reg.stats().live_buffers, 0);
     }
 }
+
+/// A deployer rewrites the file in place (truncate, then write, as `cp`
+/// does) while a C host loads and frees it again and again: no library call
+/// dies of SIGBUS (a mapping's pages are read in through calls that report
+/// a truncated file), a failed load leaves its slot NULL with a message, and
+/// a `read` load returns the bytes of one version, never a mix
+/// (`c_tests/rewrite.c`). Each option that reads the file in the load call
+/// or on a helper thread is run.
+#[cfg(all(target_os = "linux", not(om_cross)))]
+#[test]
+fn a_file_rewritten_in_place_during_loads_never_crashes_or_mixes_versions() {
+    #[path = "common/native.rs"]
+    mod native;
+    let sc = Scratch::new("rewrite");
+    let exe = native::c_program(&sc.dir, "rewrite");
+    let size = 8 << 20;
+    let path = sc.file("r.bin", size);
+    for env in [
+        [
+            ("OM_CONSTANT_LOAD", "mmap"),
+            ("OM_CONSTANT_PREFETCH", "populate"),
+        ],
+        [
+            ("OM_CONSTANT_LOAD", "mmap"),
+            ("OM_CONSTANT_PREFETCH", "background"),
+        ],
+        [
+            ("OM_CONSTANT_LOAD", "mmap"),
+            ("OM_CONSTANT_HUGE_PAGES", "reread"),
+        ],
+        [
+            ("OM_CONSTANT_LOAD", "read"),
+            ("OM_CONSTANT_PREFETCH", "none"),
+        ],
+    ] {
+        let o = native::run(
+            &exe,
+            &[path.to_str().unwrap(), &size.to_string(), "400"],
+            &env,
+        );
+        let out = format!(
+            "{env:?}: {:?}\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "{out}");
+        assert!(out.contains("mixed=0"), "{out}");
+    }
+}

@@ -18,7 +18,8 @@
 //! again in 2 MiB folios, never where that costs what the process may not
 //! have (a memory cgroup that cannot hold them, a file system without
 //! large folios, a network volume), and never twice for one file. Its
-//! findings go to the `info` log and to [`Settling`].
+//! findings go to the `info` log and to [`Settling`], and are remembered:
+//! a later load of the same unchanged file starts no thread.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::HugePages;
 use crate::log::{self, Level};
-use crate::source::Source;
+use crate::source::{FileKey, Source};
 use crate::sys::{self, Volume, HUGE_PAGE};
 
 /// The share of a buffer in 2 MiB pages that counts as done: the tail of a
@@ -123,6 +124,16 @@ pub(super) fn start<K: Send + Sync + 'static>(
              allows them)"
         )));
     }
+    let key = source.key();
+    if let Some(note) = settled_before(key, mode) {
+        // This file, unchanged, was looked at in this process: the same
+        // outcome, and no thread (its line was logged then).
+        settling.finish(note);
+        return Started {
+            settler: None,
+            note: None,
+        };
+    }
     let Ok(file) = source.file.try_clone() else {
         return idle(None);
     };
@@ -138,6 +149,9 @@ pub(super) fn start<K: Send + Sync + 'static>(
     let out = Arc::clone(settling);
     let thread = crate::threads::Background::spawn(move || {
         let note = job.run(&flag);
+        if !flag.load(Ordering::Relaxed) {
+            remember(key, mode, note.clone());
+        }
         // Written by the helper, which nobody waits on, with no lock held.
         if let Some(n) = &note {
             log::emit(log, Level::Info, n);
@@ -167,6 +181,29 @@ struct Job {
     mode: HugePages,
 }
 
+/// Outcomes of the files this process's helpers finished, by identity
+/// (which changes with any write) and mode, newest last.
+type Outcomes = Vec<(FileKey, HugePages, Option<String>)>;
+static SETTLED: Mutex<Outcomes> = Mutex::new(Vec::new());
+/// How many outcomes are remembered.
+const REMEMBERED: usize = 256;
+
+fn settled_before(key: FileKey, mode: HugePages) -> Option<Option<String>> {
+    let done = SETTLED.lock().unwrap_or_else(PoisonError::into_inner);
+    done.iter()
+        .rev()
+        .find(|(k, m, _)| *k == key && *m == mode)
+        .map(|(_, _, note)| note.clone())
+}
+
+fn remember(key: FileKey, mode: HugePages, note: Option<String>) {
+    let mut done = SETTLED.lock().unwrap_or_else(PoisonError::into_inner);
+    if done.len() >= REMEMBERED {
+        done.remove(0);
+    }
+    done.push((key, mode, note));
+}
+
 /// Files re-laid by this process (device, inode): never twice.
 static RE_LAID: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 
@@ -179,12 +216,12 @@ impl Job {
         sys::huge_backed_bytes(self.block(b), HUGE_PAGE).unwrap_or(0) >= HUGE_PAGE as u64
     }
 
-    /// Maps block `b` from the page cache (one touch; no I/O when every
-    /// page of it is in memory).
-    fn touch(&self, b: usize) {
-        // SAFETY: the block lies inside the mapping, which this thread
-        // keeps alive (`keep` in `start`) and which is readable.
-        unsafe { std::ptr::read_volatile(self.block(b)) };
+    /// Maps block `b` from the page cache (its first page: one fault maps
+    /// all of a 2 MiB folio; no I/O when every page of it is in memory).
+    /// False where the page cannot be read (the file shrank): never the
+    /// `SIGBUS` a plain read would raise.
+    fn touch(&self, b: usize) -> bool {
+        sys::populate(self.block(b), sys::page_size()).is_ok()
     }
 
     /// The helper's work; a line for the `info` log, if any.
@@ -207,10 +244,9 @@ impl Job {
             .collect();
         let mut small = Vec::new();
         for &b in &cached {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) || !self.touch(b) {
                 return None;
             }
-            self.touch(b);
             if !self.is_huge(b) {
                 small.push(b);
             }
@@ -338,7 +374,9 @@ impl Job {
                 kept += 1;
                 continue;
             }
-            self.touch(b);
+            if !self.touch(b) {
+                return Err("it shrank while it was re-read (rewritten in place?)".into());
+            }
             if self.is_huge(b) {
                 huge += 1;
             } else if huge == 0 && i == kept {

@@ -285,7 +285,9 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
         locked: false,
     };
     if strategy != Strategy::Read && populate {
-        crate::sys::populate(buffer.as_ptr(), len);
+        if let Err(e) = crate::sys::populate(buffer.as_ptr(), len) {
+            return Err(changed_under_mapping(source, len, e));
+        }
     }
     let what = format!("constants file '{}'", source.fname);
     buffer.locked = residency::lock(buffer.as_ptr(), len, config, &what, &mut notes)?;
@@ -327,6 +329,26 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
         read_after_map_failed,
         notes,
     })
+}
+
+/// The error for a mapping whose pages could not all be read in: the file
+/// shrank (or its volume failed) after it was checked.
+fn changed_under_mapping(source: &Source, len: usize, e: std::io::Error) -> Error {
+    let now = source
+        .file
+        .metadata()
+        .map_or_else(|_| "unknown".into(), |m| m.len().to_string());
+    Error::new(
+        ErrorKind::Changed,
+        format!(
+            "constants file '{}' ({}) could not be read in while it was mapped: {e}; it \
+             needs {len} bytes and now has {now}: it was truncated or rewritten in place \
+             during the load (or its volume failed). Nothing was loaded. Replace a \
+             constants file by writing a new one and renaming it over the old name",
+            source.fname,
+            source.path.display()
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -64,19 +64,24 @@ pub(super) fn prefetch<K: Send + Sync + 'static>(
     }
 }
 
+/// Faults the buffer in, 2 MiB at a time between looks at `stop`; ends
+/// early where a page cannot be read (the file shrank under the mapping),
+/// which the model's own read would meet as it would without prefetch.
 fn touch(addr: usize, len: usize, page: usize, stop: &AtomicBool) {
+    let step = 512 * page;
     let mut off = 0;
     while off < len {
-        if off % (512 * page) == 0 && stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
             return;
         }
-        // SAFETY: addr+off is inside the live, readable buffer: this thread
-        // holds a reference to its memory (`keep` in `prefetch`), so it is
-        // unmapped only after this loop ends.
-        unsafe {
-            std::ptr::read_volatile((addr + off) as *const u8);
+        let n = step.min(len - off);
+        // `populate` reads through the kernel, never by a load that could
+        // raise SIGBUS; the memory is alive: this thread holds a reference
+        // to it (`keep` in `prefetch`).
+        if sys::populate((addr + off) as *mut u8, n).is_err() {
+            return;
         }
-        off += page;
+        off += n;
     }
 }
 

@@ -51,20 +51,27 @@ pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
     let _ = (ptr, len);
 }
 
-/// Maps every page of `[ptr, ptr+len)` now (`MADV_POPULATE_READ`, Linux
-/// 5.14; elsewhere, or if refused, by reading one byte per page). The
-/// range must be a readable mapping.
-pub(crate) fn populate(ptr: *mut u8, len: usize) {
+/// Maps every page of `[ptr, ptr+len)` now, reading what is not in memory
+/// (`MADV_POPULATE_READ`, Linux 5.14). A page that cannot be read (the file
+/// shrank under the mapping, or its volume failed) is an error, never the
+/// `SIGBUS` a read of it would raise. Where the kernel lacks the call (and
+/// off Linux) one byte per page is read instead, which cannot tell.
+pub(crate) fn populate(ptr: *mut u8, len: usize) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         const MADV_POPULATE_READ: libc::c_int = 22;
         // SAFETY: populating only faults pages of the readable mapping in;
-        // it never changes its contents.
+        // it never changes its contents, and reports a page it cannot read.
         if unsafe { libc::madvise(ptr.cast(), len, MADV_POPULATE_READ) } == 0 {
-            return;
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
         }
     }
     touch_pages(ptr, len, page_size());
+    Ok(())
 }
 
 /// Asks the kernel to read `[ptr, ptr+len)` ahead; a hint.

@@ -79,9 +79,12 @@ pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
     let _ = (ptr, len);
 }
 
-/// Maps every page of `[ptr, ptr+len)` now, by reading one byte per page.
-pub(crate) fn populate(ptr: *mut u8, len: usize) {
+/// Maps every page of `[ptr, ptr+len)` now, by reading one byte per page
+/// (Windows refuses to shrink a file while a view of it exists, so the
+/// pages are there).
+pub(crate) fn populate(ptr: *mut u8, len: usize) -> io::Result<()> {
     super::touch_pages(ptr, len, page_size());
+    Ok(())
 }
 
 /// True for the errors Windows gives a size a volume can never hold.

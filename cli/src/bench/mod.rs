@@ -10,6 +10,8 @@
 #![cfg_attr(not(unix), allow(unused_imports))]
 
 #[cfg(unix)]
+mod deploy;
+#[cfg(unix)]
 mod methods;
 mod options;
 #[cfg(unix)]
@@ -118,6 +120,7 @@ fn measure(o: &Options, path: &Path) -> Result<Report, String> {
     }
     let fast = fast.finish()?;
     let steady = steady::measure(&path.with_extension("after-load.bin"), size, o.limit)?;
+    let deploy = deploy::measure(&o.dir, size);
 
     let mut report = Report {
         methods,
@@ -132,6 +135,7 @@ fn measure(o: &Options, path: &Path) -> Result<Report, String> {
         peak,
         cache,
         steady,
+        deploy,
     };
     report.targets = targets_of(&report, o.limit)?;
     Ok(report)
@@ -189,11 +193,15 @@ fn steady_targets(st: &steady::Steady) -> Vec<Target> {
             r.gather,
             format!("after load, {name}: default's gather / 2 MiB-page heap copy"),
         ));
-        t.push(Target::new(
-            Goal::AfterLoadSmallPages,
-            1.0 - r.huge_share,
-            format!("after load, {name}: share of the default's buffer not in 2 MiB pages"),
-        ));
+        // A partly cached file keeps the small pages its first reader's
+        // readahead left: the default reads nothing to change them.
+        if state == State::Cold {
+            t.push(Target::new(
+                Goal::AfterLoadSmallPages,
+                1.0 - r.huge_share,
+                format!("after load, {name}: share of the default's buffer not in 2 MiB pages"),
+            ));
+        }
     }
     if let (Some(om), Some(plain)) = (
         st.row(State::Cold, default),
@@ -203,6 +211,25 @@ fn steady_targets(st: &steady::Steady) -> Vec<Target> {
             Goal::ColdLoadFirstPass,
             om.load_first.as_secs_f64() / plain.load_first.as_secs_f64(),
             "after load, cold: default's load + first pass / plain mmap's",
+        ));
+    }
+    if let Some(r) = st.row(State::PartlyCached, default) {
+        t.push(Target::new(
+            Goal::LazyLoadCallMs,
+            r.load_call.as_secs_f64() * 1e3,
+            "after load, 16 KiB cached: default's load call (ms): reads nothing",
+        ));
+    }
+    if let Some(r) = st.row(State::JustWritten, Way::OmReread) {
+        t.push(Target::new(
+            Goal::AfterLoadSequential,
+            r.seq,
+            "after load, just written: reread's sequential pass / 2 MiB-page heap copy",
+        ));
+        t.push(Target::new(
+            Goal::AfterLoadGather,
+            r.gather,
+            "after load, just written: reread's gather / 2 MiB-page heap copy",
         ));
     }
     t.push(Target::new(
@@ -324,5 +351,12 @@ fn targets_of(r: &Report, limit: u64) -> Result<Vec<Target>, String> {
         }
     }
     t.extend(steady_targets(&r.steady));
+    if let Some(f) = &r.deploy.fuse {
+        t.push(Target::new(
+            Goal::NetworkVsPread,
+            1.0 / f.vs_pread(),
+            "FUSE volume: default's load / a parallel pread of the file (same run)",
+        ));
+    }
     Ok(t)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::deploy::Deploy;
 use super::methods::{Method, MethodId, Race};
 use super::per_call::{FastPath, Figures};
 use super::steady::Steady;
@@ -30,6 +31,7 @@ pub(super) struct Report {
     pub cache: cache_bench::Starts,
     /// The weights' speed after load.
     pub steady: Steady,
+    pub deploy: Deploy,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -173,6 +175,7 @@ impl Report {
         }
         let _ = writeln!(out);
         out.push_str(&self.steady.table());
+        out.push_str(&self.deploy.table());
         let _ = writeln!(out);
         let _ = writeln!(out, "targets:");
         let width = targets.iter().map(|t| t.label.len()).max().unwrap_or(0);
@@ -238,6 +241,7 @@ impl Report {
                 "heap": start(&self.cache.heap),
             },
             "after_load": self.steady.json(),
+            "where_deployments_run": self.deploy.json(),
             "targets_met": self.targets.iter().filter(|t| t.met()).count(),
             "targets_total": self.targets.len(),
             "targets": self.targets.iter().map(|t| json!({

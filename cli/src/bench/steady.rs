@@ -60,6 +60,8 @@ pub(super) enum Way {
     PlainMmap,
     /// The library, with the default options but for the strategy.
     Om(Choice),
+    /// The library, `auto` with `OM_CONSTANT_HUGE_PAGES=reread`.
+    OmReread,
 }
 
 impl Way {
@@ -68,6 +70,7 @@ impl Way {
             Way::PlainMmap => "plain mmap (onnx-mlir's loader)".into(),
             Way::Om(Choice::Auto) => "om auto (the default)".into(),
             Way::Om(c) => format!("om {}", choice_name(c)),
+            Way::OmReread => "om auto, reread".into(),
         }
     }
 }
@@ -225,10 +228,15 @@ pub(super) fn measure(path: &Path, size: usize, limit: u64) -> Result<Steady, St
         Way::Om(Choice::Auto),
         Way::Om(Choice::Read),
         Way::Om(Choice::ChunkedMmap),
+        Way::OmReread,
     ];
     let mut rows = Vec::new();
     for state in [State::JustWritten, State::Cold, State::PartlyCached] {
         for way in ways {
+            // `reread` differs from the default only where it re-lays.
+            if way == Way::OmReread && state != State::JustWritten {
+                continue;
+            }
             eprintln!(
                 "bench: after load, {} page cache: {}",
                 state.name(),
@@ -252,7 +260,7 @@ pub(super) fn measure(path: &Path, size: usize, limit: u64) -> Result<Steady, St
 }
 
 /// The file as a compiler writes it: 1 MiB pieces.
-fn write_in_pieces(path: &Path, size: usize) -> Result<(), String> {
+pub(super) fn write_in_pieces(path: &Path, size: usize) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     // A new file each time: the old one's page cache goes with it.
     let _ = std::fs::remove_file(path);
@@ -272,14 +280,14 @@ fn write_in_pieces(path: &Path, size: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn write_back(path: &Path) -> Result<Duration, String> {
+pub(super) fn write_back(path: &Path) -> Result<Duration, String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let t = Instant::now();
     f.sync_data().map_err(|e| e.to_string())?;
     Ok(t.elapsed())
 }
 
-fn drop_cache(path: &Path) -> Result<(), String> {
+pub(super) fn drop_cache(path: &Path) -> Result<(), String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     // SAFETY: a hint on our own descriptor; it changes no memory.
     let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -293,16 +301,26 @@ fn drop_cache(path: &Path) -> Result<(), String> {
 }
 
 /// The buffer a way made, released on drop.
-enum Loaded {
+pub(super) enum Loaded {
     Plain(memmap2::Mmap),
     Om(Box<Registry>, Box<AtomicPtr<c_void>>),
 }
 
 impl Loaded {
-    fn ptr(&self) -> *const u8 {
+    pub(super) fn ptr(&self) -> *const u8 {
         match self {
             Loaded::Plain(m) => m.as_ptr(),
             Loaded::Om(_, slot) => slot.load(std::sync::atomic::Ordering::Acquire) as *const u8,
+        }
+    }
+
+    /// Waits for the library's 2 MiB-page helper; its note, if any.
+    pub(super) fn settle(&self) -> Option<String> {
+        match self {
+            Loaded::Plain(_) => None,
+            Loaded::Om(reg, _) => reg
+                .page_report(self.ptr().cast(), Duration::from_secs(3600))
+                .and_then(|r| r.note),
         }
     }
 }
@@ -315,7 +333,7 @@ impl Drop for Loaded {
     }
 }
 
-fn load(path: &Path, size: usize, limit: u64, way: Way) -> Result<Loaded, String> {
+pub(super) fn load(path: &Path, size: usize, limit: u64, way: Way) -> Result<Loaded, String> {
     match way {
         Way::PlainMmap => {
             let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
@@ -325,10 +343,15 @@ fn load(path: &Path, size: usize, limit: u64, way: Way) -> Result<Loaded, String
                 .map_err(|e| e.to_string())?;
             Ok(Loaded::Plain(m))
         }
-        Way::Om(choice) => {
+        Way::Om(_) | Way::OmReread => {
+            let (choice, huge_pages) = match way {
+                Way::Om(c) => (c, Config::default().huge_pages),
+                _ => (Choice::Auto, HugePages::Reread),
+            };
             let reg = Registry::new(quiet(Config {
                 strategy: choice,
                 mmap_limit: Some(limit),
+                huge_pages,
                 ..Config::default()
             }));
             debug_assert_eq!(Config::default().huge_pages, HugePages::On);
@@ -356,6 +379,8 @@ fn one(
     // SAFETY: `size` readable bytes at `p`, alive while `loaded` is.
     let first = unsafe { sum(p, size) };
     let load_first = t.elapsed();
+    // The passes below measure the buffer as the helper leaves it.
+    loaded.settle();
     let huge_share = share_in_huge_pages(p, size);
 
     let heap = HeapCopy::of(p, size)?;
@@ -400,7 +425,7 @@ fn timed(f: impl FnOnce() -> u64) -> Duration {
 
 /// One 8-byte read per random 64-byte line, as many reads as the buffer
 /// has lines (at most 4 Mi of them, to bound the time).
-fn gather(p: *const u8, size: usize) -> u64 {
+pub(super) fn gather(p: *const u8, size: usize) -> u64 {
     let lines = size / 64;
     if lines == 0 {
         return 0;
@@ -454,6 +479,6 @@ impl Drop for HeapCopy {
 
 /// The share of `[p, p+size)` in 2 MiB pages, as the library reads it
 /// from the kernel's page tables.
-fn share_in_huge_pages(p: *const u8, size: usize) -> f64 {
+pub(super) fn share_in_huge_pages(p: *const u8, size: usize) -> f64 {
     (om_constants::huge_backed_bytes(p, size) as f64 / size as f64).min(1.0)
 }

@@ -38,17 +38,23 @@ pub(super) enum Goal {
     RaceLoads(Strategy),
     /// Bytes read in the `read` race / the file size.
     ReadRaceBytes,
-    /// The default's sequential pass after load / a 2 MiB-page heap copy's.
+    /// The default's (or `reread`'s) sequential pass after load / a 2 MiB-page heap copy's.
     AfterLoadSequential,
-    /// The default's gather after load / a 2 MiB-page heap copy's.
+    /// The default's (or `reread`'s) gather after load / a 2 MiB-page heap copy's.
     AfterLoadGather,
     /// The share of the default's buffer not in 2 MiB pages after load.
     AfterLoadSmallPages,
     /// The default's cold load + first pass / plain mmap's.
     ColdLoadFirstPass,
-    /// The default's load + first pass of a just-written file (its
-    /// page cache re-laid once) / of a cold file.
+    /// The default's load + first pass of a just-written file / of a cold
+    /// file.
     RelayVsColdLoad,
+    /// The default's load call with 16 KiB of the file cached, in ms: it
+    /// reads nothing.
+    LazyLoadCallMs,
+    /// The default's load of a file on a FUSE volume / a parallel pread of
+    /// it in the same run.
+    NetworkVsPread,
 }
 
 impl Goal {
@@ -72,6 +78,9 @@ impl Goal {
             Goal::AfterLoadSequential | Goal::AfterLoadGather => 1.05,
             Goal::AfterLoadSmallPages => 0.10,
             Goal::ColdLoadFirstPass | Goal::RelayVsColdLoad => 1.10,
+            Goal::LazyLoadCallMs => 50.0,
+            // The load at 0.8x or more of a parallel pread's speed.
+            Goal::NetworkVsPread => 1.25,
         }
     }
 
