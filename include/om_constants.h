@@ -1,5 +1,10 @@
 /* om-constants: load the external constants file of a compiled ML model.
- * SPDX-License-Identifier: Apache-2.0 */
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Cancellation (POSIX): no function here is a cancellation point. A
+ * pthread_cancel that arrives during a call, even one blocked reading the
+ * file or waiting for another thread's load, takes effect at the thread's
+ * next cancellation point after the call returns; the call finishes first. */
 
 #ifndef OM_CONSTANTS_H
 #define OM_CONSTANTS_H

@@ -7,7 +7,7 @@
 //! one process run one at a time (and none sees another's faults in its
 //! set-up). A C host sets `OM_CONSTANT_FAULTS`, read when the
 //! process-wide registry is made, e.g. `one_byte_reads,eintr,eio_at=4096,
-//! eof_at=8192,direct_io_refused,direct_io_einval_at=8192,alloc_fails,
+//! eof_at=8192,rewrite_at=4096,direct_io_refused,direct_io_einval_at=8192,alloc_fails,
 //! mmap_fails,mmap_piece_fails=3,mlock_fails,delay_ms=200,panic,disk_full`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +24,13 @@ pub struct Spec {
     pub eio_at: Option<u64>,
     /// `pread` at or after this offset returns 0 (the file "shrank").
     pub eof_at: Option<u64>,
+    /// A `pread` covering this offset first rewrites the file in place
+    /// (truncated, then the same length of bytes `0xEE` written), as a
+    /// deployer's `cp` over a file being read does: the first `rewrites`
+    /// (at least 1) such reads of the process.
+    pub rewrite_at: Option<u64>,
+    /// How many reads `rewrite_at` rewrites the file for.
+    pub rewrites: u64,
     /// Opening with `O_DIRECT` fails with `EINVAL`.
     pub direct_io_refused: bool,
     /// `O_DIRECT` reads stop short at this file offset, and the one that
@@ -155,6 +162,8 @@ pub fn parse(s: &str) -> Result<Spec, &'static str> {
             "eintr" => spec.eintr = true,
             "eio_at" => spec.eio_at = Some(num()?),
             "eof_at" => spec.eof_at = Some(num()?),
+            "rewrite_at" => spec.rewrite_at = Some(num()?),
+            "rewrites" => spec.rewrites = num()?,
             "direct_io_refused" => spec.direct_io_refused = true,
             "direct_io_einval_at" => spec.direct_io_einval_at = Some(num()?),
             "alloc_fails" => spec.alloc_fails = true,

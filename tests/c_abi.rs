@@ -185,4 +185,29 @@ mod injected {
         assert!(out.status.success(), "the host did not survive the panic");
         assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"));
     }
+
+    /// `pthread_cancel` of a thread blocked inside a load (here in a sleep
+    /// the fault build adds, a cancellation point like `pread`) never
+    /// aborts the process: the load ends, and the thread is cancelled at
+    /// its next cancellation point (`c_tests/cancel.c`).
+    #[cfg(unix)]
+    #[test]
+    fn a_thread_cancelled_inside_a_load_is_cancelled_after_it() {
+        let s = Scratch::new("c-cancel");
+        let exe = c_program(&s.dir, "cancel");
+        let data = s.file("c.bin", 1 << 20);
+        for strategy in ["read", "mmap"] {
+            let out = run(
+                &exe,
+                &[data.to_str().unwrap(), &(1 << 20).to_string()],
+                &[
+                    ("OM_CONSTANT_FAULTS", "delay_ms=400"),
+                    ("OM_CONSTANT_LOAD", strategy),
+                ],
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{strategy}: {:?} {text}", out.status);
+            assert!(text.contains("cancelled=1 loaded=1"), "{strategy}: {text}");
+        }
+    }
 }

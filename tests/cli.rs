@@ -292,4 +292,45 @@ mod injected {
             "{err}"
         );
     }
+
+    /// The `sum=` of an `om-constants load` line.
+    fn sum_of(out: &str) -> String {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix("sum="))
+            .unwrap_or_else(|| panic!("no sum in {out}"))
+            .to_string()
+    }
+
+    /// A `read` load that sees the file rewritten in place mid-read (as a
+    /// deployer's `cp` does) reads it again and returns the bytes of one
+    /// version, never old and new bytes mixed; one that sees it change at
+    /// every try fails, saying so.
+    #[test]
+    fn a_read_that_sees_the_file_rewritten_reads_one_version_or_fails() {
+        let s = Scratch::new("cli-rewrite");
+        let size = 4 << 20;
+        let f = s.file("c.bin", size);
+        let load = |faults: &str| {
+            let o = tool()
+                .args(["load", f.to_str().unwrap(), "--strategy", "read"])
+                .env("OM_CONSTANT_FAULTS", faults)
+                .output()
+                .unwrap();
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).to_string(),
+                String::from_utf8_lossy(&o.stderr).to_string(),
+            )
+        };
+        // The file is rewritten (to 0xEE bytes) once, 1 MiB into the read.
+        let (ok, out, err) = load("rewrite_at=1048576");
+        assert!(ok, "{out}{err}");
+        let (ok, fresh, err2) = load("");
+        assert!(ok, "{fresh}{err2}");
+        assert_eq!(sum_of(&out), sum_of(&fresh), "one version: the new one");
+        // Rewritten at every try: the load fails and says why.
+        let (ok, out, err) = load("rewrite_at=1048576,rewrites=100");
+        assert!(!ok, "{out}{err}");
+        assert!(err.contains("changed while it was read"), "{err}");
+    }
 }

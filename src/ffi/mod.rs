@@ -48,6 +48,8 @@ pub(crate) fn call_quiet_on<T>(
     fallback: T,
     f: impl FnOnce() -> Result<T>,
 ) -> T {
+    // Not a cancellation point: see sys::CancelOff.
+    let _cancel = crate::sys::CancelOff::new();
     error::clear_last_error();
     let err = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => return v,

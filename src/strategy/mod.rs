@@ -268,12 +268,32 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
                 Level::Info,
                 format!("{e}; reading the file into memory instead"),
             ));
-            let (h, r) = read::read(source, len, config, false)?;
+            let (h, r) = read::read(source, len, config, read::Because::MapFailed)?;
             (Memory::Heap(h), Strategy::Read, r, true)
         }
         None => {
-            let (h, r) = read::read(source, len, config, remote)?;
-            (Memory::Heap(h), Strategy::Read, r, false)
+            let because = if remote {
+                read::Because::Remote
+            } else {
+                read::Because::Asked
+            };
+            match read::read(source, len, config, because) {
+                Ok((h, r)) => (Memory::Heap(h), Strategy::Read, r, false),
+                // `auto` on a network volume: no room for a copy, so map.
+                Err(e) if remote && e.kind() == ErrorKind::OutOfMemory => {
+                    notes.push((Level::Info, format!("{e}; mapping it instead")));
+                    let (piece, st) = match resolve(Choice::Auto, size, config.mmap_limit) {
+                        Strategy::ChunkedMmap => (
+                            config.mmap_limit.unwrap_or(DEFAULT_PIECE),
+                            Strategy::ChunkedMmap,
+                        ),
+                        _ => (u64::MAX, Strategy::Mmap),
+                    };
+                    let m = chunked::map(source, len, piece, huge, "map (mmap)")?;
+                    (Memory::Mapped(m), st, read::ReadStats::default(), false)
+                }
+                Err(e) => return Err(e),
+            }
         }
     };
     let mut buffer = Buffer {

@@ -45,27 +45,50 @@ pub(super) struct ReadStats {
     pub direct_refused: bool,
 }
 
-/// Allocates `len` bytes and fills them from the start of `source`. On a
-/// `remote` volume the threads wait on the network, not on the CPUs: as
-/// many as `OM_CONSTANT_READ_THREADS` allows run, however few CPUs there
-/// are, so that that many large requests are in flight.
+/// Why a load reads the file into memory: the error for a buffer that
+/// cannot be had names what else there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Because {
+    /// `OM_CONSTANT_LOAD=read`.
+    Asked,
+    /// `auto`, on a network volume (its threads wait on the network, not
+    /// the CPUs: as many as `OM_CONSTANT_READ_THREADS` allows run).
+    Remote,
+    /// `auto`, after mapping the file failed.
+    MapFailed,
+}
+
+/// Allocates `len` bytes and fills them from the start of `source`.
 pub(super) fn read(
     source: &Source,
     len: usize,
     config: &Config,
-    remote: bool,
+    because: Because,
 ) -> Result<(HeapBuf, ReadStats)> {
-    let buf = HeapBuf::alloc(len, config.huge_pages.wanted()).ok_or_else(|| {
+    let remote = because == Because::Remote;
+    let no_room = |why: String| {
+        let instead = match because {
+            Because::Asked => {
+                "; use OM_CONSTANT_LOAD=auto or mmap, so that the file is mapped (shared with \
+                 the page cache) instead of copied"
+            }
+            Because::Remote => "",
+            Because::MapFailed => "; mapping it failed too (see above)",
+        };
         Error::new(
             ErrorKind::OutOfMemory,
             format!(
-                "cannot allocate {len} bytes for constants file '{}' ({}); free memory, \
-                     or use OM_CONSTANT_LOAD=mmap so the file is mapped instead of copied",
+                "cannot hold constants file '{}' ({}) in memory: {why}{instead}",
                 source.fname,
                 source.path.display()
             ),
         )
-    })?;
+    };
+    if let Some(why) = no_room_for(len) {
+        return Err(no_room(why));
+    }
+    let buf = HeapBuf::alloc(len, config.huge_pages.wanted())
+        .ok_or_else(|| no_room(format!("cannot allocate {len} bytes; free memory")))?;
     sys::advise_file(&source.file, 0, len, Access::Sequential);
 
     let mut stats = ReadStats::default();
@@ -81,32 +104,124 @@ pub(super) fn read(
         None
     };
     let direct = direct.as_ref();
-
     let threads = if remote && len >= PARALLEL_MIN {
         config.read_threads
     } else {
         thread_count(len, config.read_threads)
     };
     let ranges = split(len, threads, HUGE_PAGE);
-    stats.threads = ranges.len();
+    // The bytes must be one version of the file: a rewrite in place during
+    // the read (its size, times or identity change) reads it again, a few
+    // times, then fails.
+    let mut before = version(source)?;
+    for attempt in 0..=REREADS {
+        let (direct_bytes, threads) = fill_all(source, direct, &buf, &ranges)?;
+        stats.direct_bytes += direct_bytes.0;
+        stats.direct_refused |= direct_bytes.1;
+        stats.threads = threads;
+        let after = version(source)?;
+        if after == before {
+            return Ok((buf, stats));
+        }
+        if after.0 < len as u64 || attempt == REREADS {
+            return Err(changed_while_read(source, len, after.0, attempt + 1));
+        }
+        before = after;
+    }
+    Err(changed_while_read(source, len, before.0, REREADS + 1))
+}
+
+/// Why a `len`-byte heap buffer cannot be had, before it is asked for:
+/// beyond the memory cgroup's limit, the kernel kills the process instead
+/// of failing the allocation; beyond `RLIMIT_AS`, the allocation fails.
+fn no_room_for(len: usize) -> Option<String> {
+    let len = len as u64;
+    if let Some(h) = sys::memory_headroom() {
+        let room = h.room_for_anonymous();
+        if len > room {
+            return Some(format!(
+                "it needs {} MiB, and this process's memory cgroup has room for {} MiB more \
+                 (limit {} MiB); a larger buffer would get the process killed (OOM)",
+                len >> 20,
+                room >> 20,
+                h.limit >> 20
+            ));
+        }
+    }
+    if let Some(limit) = sys::address_space_limit() {
+        if len > limit {
+            return Some(format!(
+                "it needs {} MiB, more than the address-space limit of {} MiB (RLIMIT_AS, \
+                 ulimit -v); raise the limit",
+                len >> 20,
+                limit >> 20
+            ));
+        }
+    }
+    None
+}
+
+/// How many times a read that saw the file change is made again.
+const REREADS: usize = 3;
+
+/// The file's length and stamp (size, identity, modification and change
+/// times) now.
+fn version(source: &Source) -> Result<(u64, sys::FileStamp)> {
+    let meta = source
+        .file
+        .metadata()
+        .map_err(|e| read_error(source, 0, 0, &e))?;
+    let stamp = sys::file_stamp(&source.file, &meta).map_err(|e| read_error(source, 0, 0, &e))?;
+    Ok((meta.len(), stamp))
+}
+
+fn changed_while_read(source: &Source, len: usize, now: u64, tries: usize) -> Error {
+    Error::new(
+        ErrorKind::Changed,
+        format!(
+            "constants file '{}' ({}) changed while it was read ({tries} tries; it needs {len} \
+             bytes and now has {now}): it is being rewritten in place. Nothing was loaded. \
+             Replace a constants file by writing a new one and renaming it over the old name",
+            source.fname,
+            source.path.display()
+        ),
+    )
+}
+
+/// One range's read, with the thread that made it.
+type RangeJob<'a> = Box<dyn FnOnce() -> Result<(RangeStats, u64)> + Send + 'a>;
+
+/// Reads every range into `buf`, in parallel; the `O_DIRECT` bytes and
+/// refusal, and how many threads took part (fewer than ranges where no
+/// thread could be had and the caller read inline).
+fn fill_all(
+    source: &Source,
+    direct: Option<&File>,
+    buf: &HeapBuf,
+    ranges: &[Range<usize>],
+) -> Result<((u64, bool), usize)> {
     let dst = buf.as_ptr() as usize;
-    let jobs: Vec<Box<dyn FnOnce() -> Result<RangeStats> + Send + '_>> = ranges
+    let jobs: Vec<RangeJob<'_>> = ranges
         .iter()
         .cloned()
         .map(|r| {
-            Box::new(move || fill_range(source, direct, dst, r))
-                as Box<dyn FnOnce() -> Result<RangeStats> + Send + '_>
+            Box::new(move || fill_range(source, direct, dst, r).map(|s| (s, sys::thread_self())))
+                as RangeJob<'_>
         })
         .collect();
     let results = crate::threads::run_all(jobs);
+    let (mut direct_bytes, mut refused, mut ids) = (0, false, Vec::new());
     for r in results {
-        // On error `buf` is dropped on return, so nothing leaks.
-        let r =
+        // On error `buf` is dropped by the caller, so nothing leaks.
+        let (r, id) =
             r.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "a read thread panicked")))?;
-        stats.direct_bytes += r.direct_bytes;
-        stats.direct_refused |= r.direct_refused;
+        direct_bytes += r.direct_bytes;
+        refused |= r.direct_refused;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
     }
-    Ok((buf, stats))
+    Ok(((direct_bytes, refused), ids.len()))
 }
 
 /// Threads for a `len`-byte read: 1 below [`PARALLEL_MIN`], else the
@@ -338,7 +453,7 @@ pub(super) mod tests {
             direct_io: true,
             ..Config::default()
         };
-        let (buf, stats) = read(&source, size, &config, false).unwrap();
+        let (buf, stats) = read(&source, size, &config, Because::Asked).unwrap();
         // Every byte comes from the file that was opened.
         assert_pattern(&buf, size);
         assert!(
@@ -377,7 +492,7 @@ mod injected {
         };
         let load = || {
             let source = Source::open(&f.path, "c.bin", size as u64).unwrap();
-            let (buf, stats) = read(&source, size, &config, false).unwrap();
+            let (buf, stats) = read(&source, size, &config, Because::Asked).unwrap();
             assert_pattern(&buf, size);
             stats
         };

@@ -115,12 +115,21 @@ pub(crate) struct MemoryHeadroom {
     pub limit: u64,
     /// What the cgroup is charged for now (page cache included).
     pub usage: u64,
+    /// Of `usage`, the page cache of files (reclaimable when clean).
+    pub file_cache: u64,
 }
 
 impl MemoryHeadroom {
     /// Bytes the cgroup can be charged for before it must reclaim.
     pub(crate) fn free(&self) -> u64 {
         self.limit.saturating_sub(self.usage)
+    }
+
+    /// Bytes of anonymous memory (a heap buffer) the cgroup can still hold,
+    /// once it reclaims its page cache; beyond it, the OOM killer.
+    pub(crate) fn room_for_anonymous(&self) -> u64 {
+        self.limit
+            .saturating_sub(self.usage.saturating_sub(self.file_cache))
     }
 }
 
@@ -139,7 +148,13 @@ pub(crate) fn memory_headroom() -> Option<MemoryHeadroom> {
             let current = read_trimmed(&d.join("memory.current"));
             if let (Some(max), Some(current)) = (max, current) {
                 if let (Ok(limit), Ok(usage)) = (max.parse::<u64>(), current.parse::<u64>()) {
-                    let h = MemoryHeadroom { limit, usage };
+                    let stat = std::fs::read_to_string(d.join("memory.stat")).unwrap_or_default();
+                    let file_cache = stat_field(&stat, "file").unwrap_or(0);
+                    let h = MemoryHeadroom {
+                        limit,
+                        usage,
+                        file_cache,
+                    };
                     if best.is_none_or(|b| h.free() < b.free()) {
                         best = Some(h);
                     }
@@ -166,13 +181,22 @@ fn read_trimmed(p: &Path) -> Option<String> {
 /// A v1 `memory.stat`'s limit, `None` when unlimited (the kernel writes
 /// the largest page-aligned `i64` for "no limit").
 fn v1_headroom(stat: &str, usage: u64) -> Option<MemoryHeadroom> {
-    let limit: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("hierarchical_memory_limit "))?
+    let limit = stat_field(stat, "hierarchical_memory_limit")?;
+    let file_cache = stat_field(stat, "total_cache").unwrap_or(0);
+    (limit < 1 << 62).then_some(MemoryHeadroom {
+        limit,
+        usage,
+        file_cache,
+    })
+}
+
+/// The number after `name ` in a `memory.stat`.
+fn stat_field(stat: &str, name: &str) -> Option<u64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?
         .trim()
         .parse()
-        .ok()?;
-    (limit < 1 << 62).then_some(MemoryHeadroom { limit, usage })
+        .ok()
 }
 
 /// The folder of this process's memory cgroup, and whether it is v2.
@@ -246,9 +270,10 @@ mod tests {
 
     #[test]
     fn a_v1_limit_reads_as_headroom_and_no_limit_as_none() {
-        let stat = "cache 10\nhierarchical_memory_limit 536870912\nrss 5\n";
+        let stat = "cache 10\nhierarchical_memory_limit 536870912\nrss 5\ntotal_cache 62914560\n";
         let h = v1_headroom(stat, 100 << 20).unwrap();
         assert_eq!(h.free(), (512 << 20) - (100 << 20));
+        assert_eq!(h.room_for_anonymous(), (512 << 20) - (40 << 20));
         assert_eq!(
             v1_headroom("hierarchical_memory_limit 9223372036854771712\n", 0),
             None

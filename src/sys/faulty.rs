@@ -61,6 +61,11 @@ pub(crate) fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usiz
     if s.eio_at.is_some_and(covers) {
         return Err(os(libc::EIO));
     }
+    if s.rewrite_at.is_some_and(covers)
+        && REWRITES.fetch_add(1, Ordering::Relaxed) < s.rewrites.max(1)
+    {
+        rewrite_in_place(file);
+    }
     let direct = file.as_raw_fd() == DIRECT_FD.load(Ordering::Relaxed);
     if let Some(at) = s.direct_io_einval_at.filter(|_| direct) {
         if offset == at {
@@ -80,6 +85,26 @@ pub(crate) fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usiz
         len = len.min(1);
     }
     unix::pread(file, &mut buf[..len], offset)
+}
+
+/// How many times `rewrite_at` fired in this process (its tests run in
+/// processes of their own: C hosts).
+static REWRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Rewrites the open `file` in place through another descriptor, as `cp`
+/// over it would: truncated, then its length of `0xEE` bytes written.
+fn rewrite_in_place(file: &File) {
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return;
+    };
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    if let Ok(w) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+    {
+        let _ = unix::write_all_at(&w, &vec![0xEE; len as usize], 0);
+    }
 }
 
 pub(crate) fn alloc(layout: Layout) -> Option<NonNull<u8>> {

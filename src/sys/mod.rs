@@ -28,12 +28,12 @@ use windows as os;
 mod faulty;
 
 pub(crate) use os::{
-    advise_file, advise_huge_pages, advise_will_need, cached_pages, collapse, create_new,
-    evict_range, file_stamp, file_system_size, huge_backed_bytes, is_size_limit_error, object_at,
-    open_read_nonblocking, page_size, path_from_c, pin_library, pin_object_at, populate,
+    address_space_limit, advise_file, advise_huge_pages, advise_will_need, cached_pages, collapse,
+    create_new, evict_range, file_stamp, file_system_size, huge_backed_bytes, is_size_limit_error,
+    object_at, open_read_nonblocking, page_size, path_from_c, pin_library, pin_object_at, populate,
     protect_read_only, refuses_direct_io, release_thread, resident_map, spawn, special_kind,
-    thp_mode, try_lock_exclusive, unlock_memory, volume_of, write_back_range, write_stderr,
-    ThreadId, PATH_MAX,
+    thp_mode, thread_self, try_lock_exclusive, unlock_memory, volume_of, write_back_range,
+    write_stderr, CancelOff, ThreadId, PATH_MAX,
 };
 pub(crate) use portable::{
     dealloc, map_shared_writable, map_whole_file, touch_pages, Access, FileStamp, Job, Volume,

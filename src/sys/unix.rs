@@ -663,6 +663,85 @@ pub(crate) fn volume_of(file: &File) -> Volume {
 
 // ---- threads ---------------------------------------------------------
 
+/// The process's address-space limit (`RLIMIT_AS`, `ulimit -v`) in bytes,
+/// `None` when unlimited.
+pub(crate) fn address_space_limit() -> Option<u64> {
+    // SAFETY: zeroed is a valid rlimit to be written; getrlimit writes it.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `r` is writable for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(r.rlim_cur as u64)
+}
+
+/// Thread cancellation held off for the calling thread until drop
+/// (`pthread_setcancelstate`): a library call is not a cancellation point.
+/// A `pthread_cancel` that arrives meanwhile acts at the caller's next
+/// cancellation point after the call; unwinding through the library (which
+/// catches panics at its boundary) would abort the process instead.
+pub(crate) struct CancelOff(libc::c_int);
+
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_vendor = "apple"
+))]
+extern "C" {
+    fn pthread_setcancelstate(state: libc::c_int, oldstate: *mut libc::c_int) -> libc::c_int;
+}
+
+/// `PTHREAD_CANCEL_DISABLE` of the C library (glibc, musl, bionic and
+/// FreeBSD: 1; Apple: 0).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const CANCEL_DISABLE: libc::c_int = 1;
+#[cfg(target_vendor = "apple")]
+const CANCEL_DISABLE: libc::c_int = 0;
+
+impl CancelOff {
+    pub(crate) fn new() -> CancelOff {
+        let mut old = 0;
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_vendor = "apple"
+        ))]
+        // SAFETY: sets the calling thread's own cancel state; `old` is
+        // writable for the call.
+        unsafe {
+            pthread_setcancelstate(CANCEL_DISABLE, &mut old);
+        }
+        CancelOff(old)
+    }
+}
+
+impl Drop for CancelOff {
+    fn drop(&mut self) {
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_vendor = "apple"
+        ))]
+        // SAFETY: restores the state `new` found, on the same thread (the
+        // guard lives on its stack and is not Send).
+        unsafe {
+            let mut ignored = 0;
+            pthread_setcancelstate(self.0, &mut ignored);
+        }
+    }
+}
+
+/// A number for the calling thread, distinct among live threads
+/// (`pthread_self`).
+pub(crate) fn thread_self() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as u64 }
+}
+
 /// A thread started by [`spawn`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ThreadId(libc::pthread_t);

@@ -138,6 +138,26 @@ pub(crate) fn cached_pages(file: &File, len: u64) -> Option<u64> {
     None
 }
 
+/// Windows has no address-space limit to read.
+pub(crate) fn address_space_limit() -> Option<u64> {
+    None
+}
+
+/// Windows has no thread cancellation to hold off.
+pub(crate) struct CancelOff;
+
+impl CancelOff {
+    pub(crate) fn new() -> CancelOff {
+        CancelOff
+    }
+}
+
+/// A number for the calling thread, distinct among live threads.
+pub(crate) fn thread_self() -> u64 {
+    // SAFETY: GetCurrentThreadId has no preconditions and cannot fail.
+    u64::from(unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() })
+}
+
 /// Not on Windows.
 pub(crate) fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
     let _ = (ptr, len);
