@@ -31,13 +31,13 @@
 
 static const char *path;
 static int64_t size;
-static volatile int stop;
+static int stop; /* read and written with __atomic builtins */
 
 static void *writer(void *arg) {
   static unsigned char piece[1 << 20];
   unsigned char v = 0x11;
   (void)arg;
-  while (!stop) {
+  while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
     int64_t left = size;
     int fd = open(path, O_WRONLY | O_TRUNC);
     if (fd < 0) return NULL;
@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  stop = 1;
+  __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
   pthread_join(w, NULL);
   printf("loads=%ld failed=%ld mixed=%ld\n%s\n", loads, failed, mixed, first);
   return mixed ? 1 : 0;

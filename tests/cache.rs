@@ -341,6 +341,90 @@ fn commit_holds_no_lock_while_it_writes() {
     assert!(c.is_persistent() && c.lookup("big").is_some());
 }
 
+/// Who is trusted (docs/CACHE.md): a cache file another user could have
+/// written (owned by someone else, writable by group or others, or a
+/// symbolic link) is never served; the cache is built in memory, and
+/// nothing is written beside the file. Needs root (to give the file away),
+/// as the CI machine has.
+#[cfg(unix)]
+#[test]
+fn a_cache_file_another_user_could_have_written_is_never_trusted() {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    let s = Scratch::new("cache-trust");
+    let good = s.path("good.cache");
+    drop(ensure(&good, "id", 3, 5000).0);
+    let bytes = std::fs::read(&good).unwrap();
+    // A valid file owned by another user (nobody).
+    let theirs = s.path("theirs.cache");
+    std::fs::write(&theirs, &bytes).unwrap();
+    chown(&theirs, Some(65534), Some(65534)).expect("root can give a file away");
+    // A valid file of ours that the group may write.
+    let group = s.path("group.cache");
+    std::fs::write(&group, &bytes).unwrap();
+    std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o664)).unwrap();
+    // A symbolic link to a valid cache.
+    let link = s.path("link.cache");
+    symlink(&good, &link).unwrap();
+    for path in [&theirs, &group, &link] {
+        let before = temporaries(&s.dir).len();
+        let c = Cache::open(path, b"id", &quiet()).unwrap();
+        assert!(!c.is_complete(), "{}: served", path.display());
+        assert!(!c.is_persistent(), "{}: would be written", path.display());
+        assert_eq!(
+            temporaries(&s.dir).len(),
+            before,
+            "nothing written beside it"
+        );
+        let p = c.reserve("w0", 5000, 64).unwrap();
+        // SAFETY: reserve returned 5000 writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(packed(0, 5000).as_ptr(), p, 5000) };
+        assert_eq!(c.commit().unwrap_err().kind(), ErrorKind::NotPersisted);
+        check_all(&c, 1, 5000);
+    }
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        bytes,
+        "their file untouched"
+    );
+    // Ours, only ours to write: served.
+    let c = Cache::open(&good, b"id", &quiet()).unwrap();
+    assert!(c.is_complete());
+}
+
+/// Temporary names cannot be guessed ahead (another user creating them
+/// would keep the cache from ever being saved): a random part follows the
+/// pid (a taken name would be skipped for another).
+#[cfg(unix)]
+#[test]
+fn temporary_names_are_not_predictable() {
+    let s = Scratch::new("cache-tmpname");
+    let path = s.path("w.cache");
+    let names: Vec<String> = (0..2)
+        .map(|_| {
+            let c = Cache::open(&path, b"id", &quiet()).unwrap();
+            let t = temporaries(&s.dir);
+            assert_eq!(t.len(), 1);
+            let name = t[0].file_name().unwrap().to_string_lossy().to_string();
+            drop(c);
+            name
+        })
+        .collect();
+    let pid = std::process::id().to_string();
+    for n in &names {
+        let rest = n.strip_prefix(&format!("w.cache.tmp-{pid}-")).unwrap();
+        assert_eq!(rest.len(), 16, "{n}");
+        assert!(rest != "0" && rest != "1", "{n}");
+    }
+    assert_ne!(names[0], names[1]);
+    // The guesses an attacker would make (the old counter names) change
+    // nothing: the cache still persists.
+    for n in 0..16 {
+        std::fs::write(s.path(&format!("w.cache.tmp-{pid}-{n}")), b"x").unwrap();
+    }
+    let (c, _) = ensure(&path, "id", 1, 100);
+    assert!(c.is_persistent());
+}
+
 /// Tests that need injected faults: built and run only by the
 /// fault-injection build (`cargo test --features fault-injection`), never
 /// against the library that ships.

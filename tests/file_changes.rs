@@ -186,18 +186,22 @@ fn a_file_rewritten_in_place_during_loads_never_crashes_or_mixes_versions() {
     for env in [
         [
             ("OM_CONSTANT_LOAD", "mmap"),
+            ("OM_CONSTANT_LOG", "off"),
             ("OM_CONSTANT_PREFETCH", "populate"),
         ],
         [
             ("OM_CONSTANT_LOAD", "mmap"),
+            ("OM_CONSTANT_LOG", "off"),
             ("OM_CONSTANT_PREFETCH", "background"),
         ],
         [
             ("OM_CONSTANT_LOAD", "mmap"),
+            ("OM_CONSTANT_LOG", "off"),
             ("OM_CONSTANT_HUGE_PAGES", "reread"),
         ],
         [
             ("OM_CONSTANT_LOAD", "read"),
+            ("OM_CONSTANT_LOG", "off"),
             ("OM_CONSTANT_PREFETCH", "none"),
         ],
     ] {

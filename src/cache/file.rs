@@ -12,8 +12,9 @@ use memmap2::{Mmap, MmapRaw};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
-/// The temporary file `<cache>.tmp-<pid>-<n>` beside the cache; removed on
-/// drop unless it became the cache.
+/// The temporary file `<cache>.tmp-<pid>-<random>` beside the cache;
+/// removed on drop unless it became the cache. The random part keeps
+/// another user of a shared folder from creating the names ahead of us.
 pub(super) struct Tmp {
     pub(super) path: PathBuf,
     file: File,
@@ -31,8 +32,6 @@ impl Tmp {
     /// or the name no longer leads to this file, and another name is
     /// tried.
     pub(super) fn create(cache: &Path) -> io::Result<Tmp> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
         let name = cache
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -40,11 +39,19 @@ impl Tmp {
         let mut last = None;
         for _ in 0..8 {
             let path = cache.with_file_name(format!(
-                "{name}.tmp-{}-{}",
+                "{name}.tmp-{}-{:016x}",
                 std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
+                random()
             ));
-            let file = sys::create_new(&path)?;
+            let file = match sys::create_new(&path) {
+                Ok(f) => f,
+                // Taken (by chance, or by someone guessing): another name.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    last = Some(path);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if sys::try_lock_exclusive(&file)? && same_file(&file, &path) {
                 return Ok(Tmp {
                     path,
@@ -115,27 +122,59 @@ impl Drop for Tmp {
     }
 }
 
-/// The cache file at `path`, mapped read-only, if there is one; why it
-/// cannot be used otherwise. Opened without blocking, so a FIFO put there
-/// since [`refuse_non_regular`] is refused instead of blocking forever.
-pub(super) fn open_existing(path: &Path) -> std::result::Result<Option<Mmap>, String> {
-    let file = match sys::open_read_nonblocking(path) {
+/// A random number from the standard library's per-process random keys
+/// (seeded by the OS); no two calls of a process give the same.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// Why a cache file at the path is not used.
+pub(super) enum Refused {
+    /// It is damaged or unreadable: it is rebuilt in its place.
+    Unusable(String),
+    /// Another user could have written it (or it is a symbolic link): it is
+    /// never read, and nothing is written beside it; the cache is built in
+    /// memory (docs/CACHE.md, "Who is trusted").
+    Untrusted(String),
+}
+
+/// The cache file at `path`, mapped read-only and read in, if there is
+/// one; why it is not used otherwise. Opened without blocking (a FIFO put
+/// there since [`refuse_non_regular`] is refused instead of blocking
+/// forever) and without following a symbolic link; trusted only when only
+/// this user or root could have written it; read in through a call that
+/// reports a truncated file rather than faulting on it.
+pub(super) fn open_existing(path: &Path) -> std::result::Result<Option<Mmap>, Refused> {
+    let unusable = |e: &dyn std::fmt::Display| Refused::Unusable(e.to_string());
+    let file = match sys::open_no_follow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) if sys::is_a_link(&e) => {
+            return Err(Refused::Untrusted("it is a symbolic link".into()))
+        }
+        Err(e) => return Err(unusable(&e)),
     };
-    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| unusable(&e))?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(unusable(&"not a regular file"));
+    }
+    if let Some(why) = sys::untrusted(&meta) {
+        return Err(Refused::Untrusted(why));
     }
     if meta.len() == 0 {
-        return Err("empty file".into());
+        return Err(unusable(&"empty file"));
     }
     // The cache's writers replace the file by rename, which leaves this
     // mapping on the old, intact file.
-    sys::map_whole_file(&file)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let map = sys::map_whole_file(&file).map_err(|e| unusable(&e))?;
+    sys::populate(map.as_ptr().cast_mut(), map.len())
+        .map_err(|e| unusable(&format!("it shrank while it was read ({e})")))?;
+    Ok(Some(map))
 }
 
 /// An error if `path` exists and is not a regular file (a FIFO, a device,
@@ -208,7 +247,7 @@ pub(super) fn remove_stale_temporaries(path: &Path) {
         if !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        let Ok(f) = sys::open_read_nonblocking(&entry.path()) else {
+        let Ok(f) = sys::open_no_follow(&entry.path()) else {
             continue;
         };
         if f.metadata().is_ok_and(|m| m.is_file()) && sys::try_lock_exclusive(&f).unwrap_or(false) {

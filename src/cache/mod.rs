@@ -136,19 +136,35 @@ impl Cache {
         let note = |level, msg: &str| log::emit(config.log, level, msg);
         let page = page_size();
         let valid = file::open_existing(path).and_then(|map| match map {
-            Some(map) => Ok(Some((format::validate(&map, identity, page)?, map))),
+            Some(map) => Ok(Some((
+                format::validate(&map, identity, page).map_err(file::Refused::Unusable)?,
+                map,
+            ))),
             None => Ok(None),
         });
+        let first = format::data_start(identity.len(), page) as u64;
         let state = match valid {
             Ok(Some((entries, map))) => CacheState::Complete { map, entries },
+            Err(file::Refused::Untrusted(why)) => {
+                note(
+                    Level::Error,
+                    &format!(
+                        "not trusting cache {}: {why}; another user could have written it. \
+                         Building the cache in memory (not saved). Use a cache path in a \
+                         folder only this user can write, or remove the file \
+                         (docs/CACHE.md, \"Who is trusted\")",
+                        path.display()
+                    ),
+                );
+                CacheState::Building(Entries::new(None, first))
+            }
             other => {
-                if let Err(why) = other {
+                if let Err(file::Refused::Unusable(why)) = other {
                     note(
                         Level::Info,
                         &format!("ignoring cache {}: {why}; rebuilding it", path.display()),
                     );
                 }
-                let first = format::data_start(identity.len(), page) as u64;
                 let mut entries = Entries::new(None, first);
                 match Tmp::create(path) {
                     Ok(tmp) => entries.tmp = Some(tmp),

@@ -3,8 +3,9 @@
 //! Page-aligned so constants at page-aligned offsets are page-aligned in
 //! memory (what compilers assume for vector loads); 2 MiB-aligned with
 //! `MADV_HUGEPAGE` from 2 MiB up, so filling it faults in huge pages (fewer
-//! faults while loading, a faster free). Allocation failure is an error,
-//! never an abort.
+//! faults while loading, a faster free). The pages come from the kernel
+//! and go back to it on drop (`sys::alloc`: not malloc, whose arenas keep
+//! freed blocks resident). Allocation failure is an error, never an abort.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use super::portable;
 use super::unix::{self, Reservation};
 use crate::fault::get;
 
@@ -112,7 +111,7 @@ pub(crate) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
     if get().alloc_fails {
         return None;
     }
-    portable::alloc(layout)
+    unix::alloc(layout)
 }
 
 /// An error if mapping piece `n` (counted from 1) must fail.

@@ -3,33 +3,12 @@
 //! plain types the OS files share. Each OS file (`unix.rs`, `windows.rs`)
 //! holds only what differs.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs::File;
 use std::io;
-use std::ptr::NonNull;
 
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
 // ---- memory ----------------------------------------------------------
-
-/// `layout.size()` (> 0) bytes aligned to `layout.align()`, uninitialised;
-/// `None` if the allocator refuses. Free with [`dealloc`].
-pub(crate) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
-    if layout.size() == 0 {
-        return None;
-    }
-    // SAFETY: the layout has a non-zero size (checked above).
-    NonNull::new(unsafe { System.alloc(layout) })
-}
-
-/// Frees what [`alloc`] returned.
-///
-/// # Safety
-/// `ptr` came from [`alloc`] with this `layout` and is freed once.
-pub(crate) unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
-    // SAFETY: the caller's contract is exactly System.dealloc's.
-    unsafe { System.dealloc(ptr.as_ptr(), layout) }
-}
 
 /// The size of a huge (PMD) page where the library asks for them (x86_64,
 /// aarch64 with 4 KiB pages, s390x): 2 MiB.

@@ -3,6 +3,7 @@
 //! `cfg(target_os = "linux")`, with a portable fallback beside them, so
 //! that macOS and the BSDs have a chance (they are not tested here).
 
+use std::alloc::Layout;
 use std::ffi::{CStr, OsStr};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
@@ -29,6 +30,62 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 }
 
 // ---- memory ----------------------------------------------------------
+
+/// `layout.size()` bytes aligned to `layout.align()`, straight from the
+/// kernel (an anonymous private mapping, trimmed to the alignment), so that
+/// freeing gives them back: glibc keeps freed blocks of up to 32 MiB in its
+/// arenas once its mmap threshold has grown, and a host that loads and
+/// frees weights would stay at its peak. `None` where the kernel refuses.
+pub(crate) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    let page = page_size();
+    let len = layout.size().checked_next_multiple_of(page)?;
+    if len == 0 {
+        return None;
+    }
+    let align = layout.align().max(page);
+    let span = len.checked_add(align - page)?;
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's
+    // choice; nothing of ours is replaced.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            span,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return None;
+    }
+    let start = (base as usize).next_multiple_of(align);
+    let (head, tail) = (start - base as usize, span - (start - base as usize) - len);
+    // SAFETY: [base, start) and [start+len, base+span) are page-aligned
+    // parts of the mapping just made, used by no one.
+    unsafe {
+        if head > 0 {
+            libc::munmap(base, head);
+        }
+        if tail > 0 {
+            libc::munmap((start + len) as *mut c_void, tail);
+        }
+    }
+    NonNull::new(start as *mut u8)
+}
+
+/// Gives back what [`alloc`] returned.
+///
+/// # Safety
+/// `ptr` came from [`alloc`] with this `layout` and is freed once.
+pub(crate) unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
+    let len = layout.size().next_multiple_of(page_size());
+    // SAFETY: by the caller's contract, [ptr, ptr+len) is the mapping
+    // `alloc` kept, and nothing uses it any more.
+    unsafe {
+        libc::munmap(ptr.as_ptr().cast(), len);
+    }
+}
 
 /// The system's page size.
 pub(crate) fn page_size() -> usize {
@@ -109,6 +166,41 @@ pub(crate) fn open_read_nonblocking(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
+}
+
+/// Opens `path` read-only and without blocking, refusing a symbolic link
+/// at `path` itself (`O_NOFOLLOW`: `ELOOP`): for files whose owner matters.
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// True for [`open_no_follow`]'s refusal of a symbolic link (`ELOOP`).
+pub(crate) fn is_a_link(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Why a file another user could have written is not to be trusted: owned
+/// by someone other than this process's user or root, or writable by its
+/// group or others. `None` for a file only this user (or root) could write.
+pub(crate) fn untrusted(meta: &Metadata) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
+            "it is owned by uid {}, not by this process's user (uid {me}) or root",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by its group or by others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
 }
 
 /// Opens `path` read-only with `O_DIRECT` (reads bypass the page cache);
@@ -681,57 +773,63 @@ pub(crate) fn address_space_limit() -> Option<u64> {
 /// A `pthread_cancel` that arrives meanwhile acts at the caller's next
 /// cancellation point after the call; unwinding through the library (which
 /// catches panics at its boundary) would abort the process instead.
-pub(crate) struct CancelOff(libc::c_int);
+pub(crate) struct CancelOff(libc::c_int, std::marker::PhantomData<*const ()>);
 
+/// `pthread_setcancelstate` where the C library has it; elsewhere nothing.
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
     target_os = "freebsd",
     target_vendor = "apple"
 ))]
-extern "C" {
-    fn pthread_setcancelstate(state: libc::c_int, oldstate: *mut libc::c_int) -> libc::c_int;
+mod cancel {
+    // The C library's (`libc` does not declare it for these targets); not
+    // ours to export: cbindgen.toml keeps it out of the header.
+    extern "C" {
+        fn pthread_setcancelstate(state: libc::c_int, oldstate: *mut libc::c_int) -> libc::c_int;
+    }
+
+    /// `PTHREAD_CANCEL_DISABLE` (glibc, musl, bionic, FreeBSD: 1; Apple: 0).
+    #[cfg(not(target_vendor = "apple"))]
+    pub(super) const DISABLE: libc::c_int = 1;
+    #[cfg(target_vendor = "apple")]
+    pub(super) const DISABLE: libc::c_int = 0;
+
+    /// Sets the calling thread's cancel state; returns the one it had.
+    pub(super) fn set(state: libc::c_int) -> libc::c_int {
+        let mut old = 0;
+        // SAFETY: sets the calling thread's own cancel state; `old` is
+        // writable for the call.
+        unsafe { pthread_setcancelstate(state, &mut old) };
+        old
+    }
 }
 
-/// `PTHREAD_CANCEL_DISABLE` of the C library (glibc, musl, bionic and
-/// FreeBSD: 1; Apple: 0).
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-const CANCEL_DISABLE: libc::c_int = 1;
-#[cfg(target_vendor = "apple")]
-const CANCEL_DISABLE: libc::c_int = 0;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_vendor = "apple"
+)))]
+mod cancel {
+    pub(super) const DISABLE: libc::c_int = 0;
+
+    pub(super) fn set(_state: libc::c_int) -> libc::c_int {
+        0
+    }
+}
 
 impl CancelOff {
     pub(crate) fn new() -> CancelOff {
-        let mut old = 0;
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "android",
-            target_os = "freebsd",
-            target_vendor = "apple"
-        ))]
-        // SAFETY: sets the calling thread's own cancel state; `old` is
-        // writable for the call.
-        unsafe {
-            pthread_setcancelstate(CANCEL_DISABLE, &mut old);
-        }
-        CancelOff(old)
+        CancelOff(cancel::set(cancel::DISABLE), std::marker::PhantomData)
     }
 }
 
 impl Drop for CancelOff {
     fn drop(&mut self) {
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "android",
-            target_os = "freebsd",
-            target_vendor = "apple"
-        ))]
-        // SAFETY: restores the state `new` found, on the same thread (the
-        // guard lives on its stack and is not Send).
-        unsafe {
-            let mut ignored = 0;
-            pthread_setcancelstate(self.0, &mut ignored);
-        }
+        // Restores what `new` found, on the same thread: the guard is not
+        // `Send` (the raw-pointer marker), so it drops where it was made.
+        cancel::set(self.0);
     }
 }
 

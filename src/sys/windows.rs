@@ -12,6 +12,7 @@
 //! - A file that is open or mapped cannot be truncated by anyone, so the
 //!   SIGBUS hazard of POSIX mappings does not exist here.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
@@ -20,6 +21,7 @@ use std::os::windows::ffi::OsStringExt;
 use std::os::windows::fs::FileExt;
 use std::os::windows::io::AsRawHandle;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -60,6 +62,27 @@ fn check(ok: i32) -> io::Result<()> {
 }
 
 // ---- memory ----------------------------------------------------------
+
+/// `layout.size()` (> 0) bytes aligned to `layout.align()`, uninitialised;
+/// `None` if the allocator refuses. Free with [`dealloc`]. The system's
+/// allocator: the Windows heap serves large blocks with `VirtualAlloc` and
+/// gives them back when they are freed.
+pub(crate) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    if layout.size() == 0 {
+        return None;
+    }
+    // SAFETY: the layout has a non-zero size (checked above).
+    NonNull::new(unsafe { System.alloc(layout) })
+}
+
+/// Frees what [`alloc`] returned.
+///
+/// # Safety
+/// `ptr` came from [`alloc`] with this `layout` and is freed once.
+pub(crate) unsafe fn dealloc(ptr: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's contract is exactly System.dealloc's.
+    unsafe { System.dealloc(ptr.as_ptr(), layout) }
+}
 
 /// The system's page size.
 pub(crate) fn page_size() -> usize {
@@ -247,6 +270,25 @@ pub(crate) fn unlock_memory(ptr: *mut u8, len: usize) {
 /// open (and, once unmapped, it goes).
 pub(crate) fn open_read_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).open(path)
+}
+
+/// Opens `path` read-only. Windows follows a symbolic link here: its
+/// folder's ACL is what decides who could have written the file.
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
+    open_read_nonblocking(path)
+}
+
+/// Never: [`open_no_follow`] follows links on Windows.
+pub(crate) fn is_a_link(e: &io::Error) -> bool {
+    let _ = e;
+    false
+}
+
+/// Windows: no owner or mode check is made (the folder's ACL decides who
+/// can write there; docs/CACHE.md).
+pub(crate) fn untrusted(meta: &Metadata) -> Option<String> {
+    let _ = meta;
+    None
 }
 
 /// Direct I/O is refused (module docs): `read` then reads buffered.
