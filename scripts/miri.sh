@@ -8,7 +8,8 @@
 # parsing (config::, log::), the C boundary's
 # argument checks (ffi::args::, ffi::per_inference::), error messages and the
 # last-error store (error::), range splitting for the read threads
-# (strategy::read::tests::split), and the thread pool (threads::).
+# (strategy::read::tests::split), the thread pool (threads::), and the
+# parsers of mount, cgroup and huge-page text (sys::facts::).
 # Not run, because Miri cannot make their system calls (files, mmap,
 # madvise, /proc, dladdr, pthread_atfork): the rest of registry::, locate::, source::,
 # global::, strategy:: except the split, strategy::heap:: (madvise); their
@@ -23,7 +24,8 @@ for c in miri rust-src; do
 done
 
 filters=(registry::once:: registry::pending:: cache::format:: config:: log::
-  ffi::args:: ffi::per_inference:: error:: strategy::read::tests::split threads::)
+  ffi::args:: ffi::per_inference:: error:: strategy::read::tests::split threads::
+  sys::facts::)
 out=$(mktemp)
 MIRIFLAGS="-Zmiri-strict-provenance" CARGO_TARGET_DIR=target/miri \
   cargo +nightly miri test --lib --locked -- "${filters[@]}" 2>&1 | tee "$out"

@@ -16,12 +16,12 @@ cd "$(dirname "$0")/.."
 
 # tool -> Debian package (python3 runs the Python host of tests/onnx_mlir.rs;
 # unshare and setpriv run a cache builder in another pid namespace and a
-# check as nobody; fusermount3 unmounts the FUSE volume of tests/volumes.rs; mkfs.ext4 and
+# check as nobody, prlimit a read without threads; fusermount3 unmounts the FUSE volume of tests/volumes.rs; mkfs.ext4 and
 # mount make the data=journal volume of tests/huge_pages.rs)
 declare -A pkg_of=(
   [cc]=gcc [c++]=g++ [clang]=clang [cmake]=cmake [pkg-config]=pkg-config
   [nm]=binutils [readelf]=binutils [ar]=binutils [strip]=binutils [ldd]=libc-bin
-  [valgrind]=valgrind [python3]=python3 [unshare]=util-linux [setpriv]=util-linux
+  [valgrind]=valgrind [python3]=python3 [unshare]=util-linux [setpriv]=util-linux [prlimit]=util-linux
   [fusermount3]=fuse3 [mkfs.ext4]=e2fsprogs [mount]=mount [umount]=mount
 )
 need_pkgs=()

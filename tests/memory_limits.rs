@@ -1,7 +1,9 @@
-//! A `read` load that cannot fit: a clear error naming the limit, never the
-//! OOM killer. The host is `om-constants load` (the shipped tool), run
-//! inside a cgroup v1 memory limit (as root, as the CI machine runs) and
-//! under `ulimit -v`.
+//! A `read` load under the process's limits: one that cannot fit gets a
+//! clear error naming the limit, never the OOM killer; one that can have no
+//! threads reads inline and says so truthfully. The host is `om-constants
+//! load` (the shipped tool), run inside a cgroup v1 memory limit (as root,
+//! as the CI machine runs), under `ulimit -v`, and as `nobody` under
+//! `prlimit --nproc=1`.
 
 #![cfg(target_os = "linux")]
 // Native builds only: qemu-user has no cgroups of its own.
@@ -83,4 +85,34 @@ fn a_read_beyond_the_address_space_limit_names_the_limit() {
     let (ok, _, out) = load_in("ulimit -v 200000 && exec \"$@\"", &f);
     assert!(!ok, "{out}");
     assert!(out.contains("RLIMIT_AS"), "{out}");
+}
+
+/// With no thread to be had (`RLIMIT_NPROC` reached, as `nobody` with
+/// `prlimit --nproc=1`), a parallel `read` runs inline: it succeeds, and the log
+/// does not claim threads it never had.
+#[test]
+fn a_read_without_threads_runs_inline_and_says_so() {
+    let s = Scratch::new("nproc");
+    let f = s.file("c.bin", 32 << 20);
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["prlimit", "--nproc=1:1", "--"])
+        .arg(native::tool_path())
+        .arg("load")
+        .arg(&f)
+        .args(["--strategy", "read"])
+        .env("OM_CONSTANT_LOG", "info")
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("setpriv (util-linux) is needed: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("by read in "),
+        "no thread count claimed: {text}"
+    );
 }

@@ -17,6 +17,11 @@ use common::static_slot as slot;
 
 #[test]
 fn stress_64_threads_random_operations_keep_the_invariants() {
+    // In the fault-injection build (the sanitizer runs), the injected tests
+    // below set faults for the whole process: this test runs apart from
+    // them, with none in force.
+    #[cfg(feature = "fault-injection")]
+    let _no_faults = om_constants::fault::inject(om_constants::fault::Spec::default());
     const THREADS: usize = 64;
     const OPS: usize = 10_000;
     const SLOTS: usize = 4;

@@ -48,30 +48,32 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     let slot = AtomicPtr::new(std::ptr::null_mut::<c_void>());
     let slot_addr = slot.as_ptr() as usize;
     let start = Instant::now();
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let fname = &fname;
-                s.spawn(move || {
-                    // SAFETY: slot_addr is `slot`, alive for the scope;
-                    // fname is NUL-terminated.
-                    let ok = unsafe {
-                        ffi::om_load_constants_from_file(
-                            slot_addr as *mut *mut c_void,
-                            fname.as_ptr(),
-                            size,
-                            HOST_IS_LE,
-                        )
-                    };
-                    ok.then_some(()).ok_or_else(last_error)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
-            .collect()
-    });
+    let load_one = || {
+        // SAFETY: slot_addr is `slot`, alive for this function; fname is
+        // NUL-terminated.
+        let ok = unsafe {
+            ffi::om_load_constants_from_file(
+                slot_addr as *mut *mut c_void,
+                fname.as_ptr(),
+                size,
+                HOST_IS_LE,
+            )
+        };
+        ok.then_some(()).ok_or_else(last_error)
+    };
+    // One load runs on this thread: a host under RLIMIT_NPROC may have no
+    // other to start.
+    let results: Vec<Result<(), String>> = if threads == 1 {
+        vec![load_one()]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(load_one)).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+                .collect()
+        })
+    };
     let load_time = start.elapsed();
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
         return Err(format!("load failed: {e}"));

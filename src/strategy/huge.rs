@@ -484,3 +484,29 @@ fn file_id(file: &File) -> (u64, u64) {
 // pages).
 const EINVAL: i32 = 22;
 const EROFS: i32 = 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file systems known to refuse a re-read by their type, before any
+    /// memory or mount is looked at (a squashfs image, a network volume,
+    /// tmpfs); a local one is judged by its mount and the cgroup.
+    #[test]
+    fn re_reading_is_refused_by_the_volume_s_kind() {
+        let f = File::open(std::env::current_exe().unwrap()).unwrap();
+        let why = |v| refuse_re_lay(v, &f, 1 << 20).unwrap_err();
+        assert!(why(Volume::SmallFolios("squashfs")).contains("squashfs gives no 2 MiB"));
+        assert!(why(Volume::Remote("NFS")).contains("on NFS"));
+        assert!(why(Volume::Memory).contains("in memory is never re-read"));
+        for (magic, kind) in [
+            (0x7371_7368, Volume::SmallFolios("squashfs")),
+            (0x6969, Volume::Remote("NFS")),
+            (0x6573_5546, Volume::Remote("FUSE")),
+            (0x0102_1994, Volume::Memory),
+            (0xEF53, Volume::Local),
+        ] {
+            assert_eq!(Volume::of_magic(magic), kind, "{magic:#x}");
+        }
+    }
+}

@@ -134,9 +134,17 @@ pub(super) fn read(
 /// Why a `len`-byte heap buffer cannot be had, before it is asked for:
 /// beyond the memory cgroup's limit, the kernel kills the process instead
 /// of failing the allocation; beyond `RLIMIT_AS`, the allocation fails.
+/// The cgroup's files are read only for buffers of [`CGROUP_CHECK_MIN`]
+/// and more: a smaller one is within any working limit's slack, and the
+/// reads would slow every small load.
 fn no_room_for(len: usize) -> Option<String> {
     let len = len as u64;
-    if let Some(h) = sys::memory_headroom() {
+    let cgroup = if len >= CGROUP_CHECK_MIN {
+        sys::memory_headroom()
+    } else {
+        None
+    };
+    if let Some(h) = cgroup {
         let room = h.room_for_anonymous();
         if len > room {
             return Some(format!(
@@ -160,6 +168,9 @@ fn no_room_for(len: usize) -> Option<String> {
     }
     None
 }
+
+/// See [`no_room_for`].
+const CGROUP_CHECK_MIN: u64 = 8 << 20;
 
 /// How many times a read that saw the file change is made again.
 const REREADS: usize = 3;
