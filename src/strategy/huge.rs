@@ -67,17 +67,17 @@ impl Settling {
     }
 }
 
-/// The helper thread of one buffer: told to stop on drop, and joined (each
-/// of its steps is one 2 MiB block, so it stops soon).
+/// The helper thread of one buffer: told to stop on drop, never joined. It
+/// runs detached and owns what it uses (the memory's `Arc`, its flag, a
+/// copy of the file): a buffer that lives until exit (a legacy model never
+/// releases) leaves no thread unjoined, and a release never waits on it.
 pub(super) struct Settler {
     stop: Arc<AtomicBool>,
-    thread: Option<crate::threads::Background>,
 }
 
 impl Drop for Settler {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        drop(self.thread.take());
     }
 }
 
@@ -161,13 +161,13 @@ pub(super) fn start<K: Send + Sync + 'static>(
         drop(keep);
     });
     match thread {
-        Some(t) => Started {
-            settler: Some(Settler {
-                stop,
-                thread: Some(t),
-            }),
-            note: None,
-        },
+        Some(t) => {
+            t.detach();
+            Started {
+                settler: Some(Settler { stop }),
+                note: None,
+            }
+        }
         None => idle(None),
     }
 }

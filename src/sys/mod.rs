@@ -29,11 +29,12 @@ mod faulty;
 
 pub(crate) use os::{
     address_space_limit, advise_file, advise_huge_pages, advise_will_need, cached_pages, collapse,
-    create_new, evict_range, file_stamp, file_system_size, huge_backed_bytes, is_a_link,
-    is_size_limit_error, object_at, open_no_follow, open_read_nonblocking, page_size, path_from_c,
-    pin_library, pin_object_at, populate, protect_read_only, refuses_direct_io, release_thread,
-    resident_map, spawn, special_kind, thp_mode, thread_self, try_lock_exclusive, unlock_memory,
-    untrusted, volume_of, write_back_range, write_stderr, CancelOff, ThreadId, PATH_MAX,
+    create_new, detach_thread, evict_range, file_stamp, file_system_size, huge_backed_bytes,
+    is_a_link, is_size_limit_error, object_at, open_no_follow, open_read_nonblocking, page_size,
+    path_from_c, pin_library, pin_object_at, populate, protect_read_only, refuses_direct_io,
+    release_thread, resident_map, spawn, special_kind, thp_mode, thread_self, try_lock_exclusive,
+    unlock_memory, untrusted, volume_of, write_back_range, write_stderr, CancelOff, ThreadId,
+    PATH_MAX,
 };
 pub(crate) use portable::{
     map_shared_writable, map_whole_file, touch_pages, Access, FileStamp, Job, Volume, HUGE_PAGE,

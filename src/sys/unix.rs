@@ -887,6 +887,17 @@ pub(crate) fn release_thread(id: ThreadId) {
     }
 }
 
+/// Lets a thread started by [`spawn`] run on unjoined: its resources go
+/// when it ends. For a job that owns everything it uses. Once per thread,
+/// instead of [`release_thread`].
+pub(crate) fn detach_thread(id: ThreadId) {
+    // SAFETY: `id` names a joinable thread started by spawn, neither joined
+    // nor detached before (callers let each go once).
+    unsafe {
+        libc::pthread_detach(id.0);
+    }
+}
+
 /// Registers `fork` handlers for the whole process.
 #[cfg(not(loom))]
 pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {

@@ -464,6 +464,11 @@ pub(crate) unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
 /// thread waiting for the caller may hold, so waiting for it could hang.
 /// It runs or exits later; the module holding this code is pinned first,
 /// so that code is still mapped then. Once per thread.
+/// As [`release_thread`]: Windows never waits for a helper anyway.
+pub(crate) fn detach_thread(id: ThreadId) {
+    release_thread(id);
+}
+
 pub(crate) fn release_thread(id: ThreadId) {
     pin_object_at(release_thread as fn(ThreadId) as usize);
     // SAFETY: `id.0` is the live handle CreateThread returned, neither
