@@ -9,12 +9,15 @@
 //!
 //! Buffers the child inherited stay valid (mappings and heap are copied);
 //! it may use and release them. A prefetch helper thread is not copied:
-//! the buffer's drop in the child does not wait for it (`threads.rs`).
+//! the buffer's drop in the child does not wait for it (`threads.rs`); nor
+//! is the 2 MiB-page helper, whose queue's lock is held across the fork
+//! too (`helper.rs`).
 
 use std::panic::catch_unwind;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::helper::ForkHold as HelperHold;
 use crate::registry::{ForkGuard, Registry};
 
 /// The registry the handlers protect: the process-wide one, set once by
@@ -23,7 +26,15 @@ static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(ptr::null_mut());
 
 /// The guard taken by [`prepare`], handed to [`parent`] or [`child`]. The
 /// registry's lock itself makes sure only one fork holds it at a time.
-static GUARD: AtomicPtr<ForkGuard<'static>> = AtomicPtr::new(ptr::null_mut());
+static GUARD: AtomicPtr<Held> = AtomicPtr::new(ptr::null_mut());
+
+/// The locks held across a fork: the registry's, then the helper thread's
+/// queue's (`helper.rs`). In the child the queue's goes first: the buffers
+/// the child drops as it forgets loads in flight take it.
+struct Held {
+    registry: ForkGuard<'static>,
+    helper: Option<HelperHold>,
+}
 
 extern "C" fn prepare() {
     // Registered twice (a child that took the registry's making over from
@@ -41,12 +52,16 @@ extern "C" fn prepare() {
     // Nothing may unwind into fork(); a failure here only means the child
     // is not protected.
     let _ = catch_unwind(|| {
-        let guard = Box::new(registry.lock_for_fork());
+        let registry = registry.lock_for_fork();
+        let guard = Box::new(Held {
+            registry,
+            helper: Some(crate::helper::hold_for_fork()),
+        });
         GUARD.store(Box::into_raw(guard), Ordering::Release);
     });
 }
 
-fn take() -> Option<Box<ForkGuard<'static>>> {
+fn take() -> Option<Box<Held>> {
     let p = GUARD.swap(ptr::null_mut(), Ordering::AcqRel);
     // SAFETY: a non-NULL `p` came from Box::into_raw in `prepare`, and the
     // swap hands it to exactly one caller.
@@ -59,8 +74,9 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     let _ = catch_unwind(|| {
-        if let Some(mut guard) = take() {
-            guard.forget_loads_in_flight();
+        if let Some(mut held) = take() {
+            drop(held.helper.take());
+            held.registry.forget_loads_in_flight();
         }
     });
 }

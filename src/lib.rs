@@ -39,6 +39,8 @@ pub mod ffi;
 mod fork;
 mod global;
 #[cfg_attr(loom, allow(dead_code))]
+pub(crate) mod helper;
+#[cfg_attr(loom, allow(dead_code))]
 pub mod locate;
 pub mod log;
 #[cfg_attr(loom, allow(dead_code))]

@@ -181,20 +181,6 @@ impl Background {
     }
 }
 
-impl Background {
-    /// Lets the thread run on unjoined, owning what it uses (its memory is
-    /// freed when it ends): for a helper whose buffer may live until exit
-    /// (a legacy model never releases), which would otherwise end but never
-    /// be joined.
-    pub(crate) fn detach(mut self) {
-        if let Some(id) = self.id.take() {
-            if self.pid == std::process::id() {
-                sys::detach_thread(id);
-            }
-        }
-    }
-}
-
 impl Drop for Background {
     /// Lets the thread go (`sys::release_thread`): on POSIX it is joined (a raw
     /// pthread always starts, and its job must end soon, as the prefetch

@@ -67,16 +67,19 @@ impl Settling {
     }
 }
 
-/// The helper thread of one buffer: told to stop on drop, never joined. It
-/// runs detached and owns what it uses (the memory's `Arc`, its flag, a
-/// copy of the file): a buffer that lives until exit (a legacy model never
-/// releases) leaves no thread unjoined, and a release never waits on it.
+/// The helper's work for one buffer (`helper.rs`): told to stop on drop,
+/// never waited for, and taken off the queue if it has not started. The
+/// job owns what it uses (the memory's `Arc`, its flag, a copy of the
+/// file): the memory goes when the buffer and the job have both let go.
 pub(super) struct Settler {
     stop: Arc<AtomicBool>,
+    _ticket: crate::helper::Ticket,
 }
 
 impl Drop for Settler {
     fn drop(&mut self) {
+        // Before the ticket (fields drop after this), so a job already
+        // running sees it.
         self.stop.store(true, Ordering::Relaxed);
     }
 }
@@ -90,7 +93,7 @@ pub(super) struct Started {
 
 /// Starts the helper for the fresh mapping `[ptr, ptr+len)` of `source`
 /// (made aligned and advised when `mode` wants huge pages). Cheap: reads a
-/// setting and starts a thread; the helper keeps `keep` (the owner of the
+/// setting and queues a job for the helper thread; the helper keeps `keep` (the owner of the
 /// mapping) alive until it ends, and writes its outcome to `settling`.
 pub(super) fn start<K: Send + Sync + 'static>(
     source: &Source,
@@ -147,7 +150,7 @@ pub(super) fn start<K: Send + Sync + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let out = Arc::clone(settling);
-    let thread = crate::threads::Background::spawn(move || {
+    let ticket = crate::helper::queue(move || {
         let note = job.run(&flag);
         if !flag.load(Ordering::Relaxed) {
             remember(key, mode, note.clone());
@@ -160,14 +163,14 @@ pub(super) fn start<K: Send + Sync + 'static>(
         // The last reference may be this one: the memory goes here.
         drop(keep);
     });
-    match thread {
-        Some(t) => {
-            t.detach();
-            Started {
-                settler: Some(Settler { stop }),
-                note: None,
-            }
-        }
+    match ticket {
+        Some(ticket) => Started {
+            settler: Some(Settler {
+                stop,
+                _ticket: ticket,
+            }),
+            note: None,
+        },
         None => idle(None),
     }
 }
