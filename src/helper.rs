@@ -6,11 +6,14 @@
 //! loop). A thread per buffer is wrong either way: joined on release, a
 //! buffer kept until exit leaves a thread nobody joins; detached, a host
 //! that cycles starts a thread per load, and the exiting ones pile up
-//! stacks and mappings. So one detached thread takes jobs from a queue in
-//! turn, waits for more, and ends after [`IDLE`] without any; the next job
-//! starts it again. A job dropped from the queue before it ran
-//! ([`Ticket`]'s drop) never runs: a release never waits behind another
-//! file's work for its memory to go.
+//! stacks and mappings. So one detached thread, started by the first job,
+//! takes jobs from a queue in turn and waits for more for the rest of the
+//! process: one idle thread, and a process's thread and mapping counts
+//! that do not move with the loads. A buffer's release ([`Ticket`]'s drop) takes its job
+//! off the queue if it has not started, and otherwise waits for it to end
+//! (told to stop, it ends within one 2 MiB block): so it never waits behind
+//! another file's work, and once it returns, the job holds none of the
+//! buffer's memory or descriptors.
 //!
 //! The thread is a raw pthread, safe to start inside `dlopen`
 //! (`threads.rs`), and the object holding this code is pinned before it
@@ -22,27 +25,38 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
-use crate::sys::{self, Job};
+use crate::sys;
 
-/// How long the thread waits for a job before it ends.
-const IDLE: Duration = Duration::from_secs(30);
+/// A job: its work, then what to do once anyone waiting for it has been
+/// let go (a log line: no I/O while others wait).
+pub(crate) type Work = Box<dyn FnOnce() -> Option<Afterwards> + Send>;
+/// What a job leaves to do after it is marked done.
+pub(crate) type Afterwards = Box<dyn FnOnce() + Send>;
 
 struct Queue {
-    jobs: VecDeque<(u64, Job<'static>)>,
+    jobs: VecDeque<(u64, Work)>,
     next_ticket: u64,
     /// The process whose thread serves the queue; 0 when none does (none
-    /// started yet, it ended idle, or this is a child forked since).
+    /// started yet, or this is a child forked since).
     served_in: u32,
+    /// The ticket of the job running now, if any.
+    running: Option<u64>,
+    /// The thread serving the queue (`sys::thread_self`).
+    server: u64,
 }
 
 static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     jobs: VecDeque::new(),
     next_ticket: 0,
     served_in: 0,
+    running: None,
+    server: 0,
 });
+/// Signalled when a job is queued.
 static MORE: Condvar = Condvar::new();
+/// Signalled when a job has run (and dropped what it owned).
+static RAN: Condvar = Condvar::new();
 
 fn lock() -> MutexGuard<'static, Queue> {
     // Jobs run unlocked and catch their panics: the queue is consistent.
@@ -50,7 +64,8 @@ fn lock() -> MutexGuard<'static, Queue> {
 }
 
 /// A queued job: dropping it takes the job off the queue if it has not
-/// started (and drops it there, releasing what it owned).
+/// started (and drops it there, releasing what it owned), or waits until
+/// it has run if it is running; tell the job to stop first.
 #[derive(Debug)]
 pub(crate) struct Ticket(u64);
 
@@ -62,7 +77,18 @@ impl Drop for Ticket {
             .iter()
             .position(|(t, _)| *t == self.0)
             .and_then(|i| q.jobs.remove(i));
-        drop(q);
+        // Running here: wait for it, unless this is the serving thread
+        // itself, or a child forked while it ran (the thread is not here).
+        let waits = q.running == Some(self.0)
+            && q.served_in == std::process::id()
+            && q.server != sys::thread_self();
+        if waits {
+            let _done = RAN
+                .wait_while(q, |q| q.running == Some(self.0))
+                .unwrap_or_else(PoisonError::into_inner);
+        } else {
+            drop(q);
+        }
         // Dropped unlocked: it may own the last reference to a mapping.
         drop(job);
     }
@@ -70,7 +96,7 @@ impl Drop for Ticket {
 
 /// Queues `job` for the helper thread, starting the thread if this process
 /// has none running; `None` (the job dropped) if no thread can be had.
-pub(crate) fn queue(job: impl FnOnce() + Send + 'static) -> Option<Ticket> {
+pub(crate) fn queue(job: impl FnOnce() -> Option<Afterwards> + Send + 'static) -> Option<Ticket> {
     let pid = std::process::id();
     let mut q = lock();
     let ticket = q.next_ticket;
@@ -108,27 +134,27 @@ pub(crate) fn queue(job: impl FnOnce() + Send + 'static) -> Option<Ticket> {
     }
 }
 
-/// The thread's body: runs jobs in turn until none comes for [`IDLE`].
+/// The thread's body: runs jobs in turn, for the rest of the process.
 fn serve() {
-    let pid = std::process::id();
     let mut q = lock();
+    q.server = sys::thread_self();
     loop {
-        if let Some((_, job)) = q.jobs.pop_front() {
+        if let Some((ticket, job)) = q.jobs.pop_front() {
+            q.running = Some(ticket);
             drop(q);
-            let _ = catch_unwind(AssertUnwindSafe(job));
+            // The job is consumed, and what it owned dropped, in here.
+            let afterwards = catch_unwind(AssertUnwindSafe(job)).ok().flatten();
             q = lock();
+            q.running = None;
+            RAN.notify_all();
+            if let Some(then) = afterwards {
+                drop(q);
+                let _ = catch_unwind(AssertUnwindSafe(then));
+                q = lock();
+            }
             continue;
         }
-        let (guard, waited) = MORE
-            .wait_timeout_while(q, IDLE, |q| q.jobs.is_empty())
-            .unwrap_or_else(PoisonError::into_inner);
-        q = guard;
-        if waited.timed_out() && q.jobs.is_empty() {
-            if q.served_in == pid {
-                q.served_in = 0;
-            }
-            return;
-        }
+        q = MORE.wait(q).unwrap_or_else(PoisonError::into_inner);
     }
 }
 
@@ -159,15 +185,18 @@ mod tests {
         let first = queue(move || {
             let _ = wait.recv();
             let _ = first_tx.send(("first", sys::thread_self()));
+            None
         })
         .expect("a thread");
         let second_tx = tx.clone();
         let second = queue(move || {
             let _ = second_tx.send(("second", sys::thread_self()));
+            None
         })
         .expect("a thread");
         let third = queue(move || {
             let _ = tx.send(("third", sys::thread_self()));
+            None
         })
         .expect("a thread");
         // Still queued behind the first: taken off and dropped.
@@ -179,5 +208,31 @@ mod tests {
         assert_eq!(a.1, b.1, "one thread ran both");
         assert!(rx.recv().is_err(), "the dropped job never ran");
         drop((first, third));
+    }
+
+    #[test]
+    fn dropping_the_ticket_of_a_running_job_waits_until_it_has_run() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let (started_tx, started) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let finished = Arc::new(AtomicBool::new(false));
+        let (s, f) = (Arc::clone(&stop), Arc::clone(&finished));
+        let ticket = queue(move || {
+            let _ = started_tx.send(());
+            while !s.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            f.store(true, Ordering::Release);
+            None
+        })
+        .expect("a thread");
+        started.recv().expect("the job started");
+        stop.store(true, Ordering::Release);
+        drop(ticket);
+        assert!(
+            finished.load(Ordering::Acquire),
+            "the drop returned before the job ended"
+        );
     }
 }

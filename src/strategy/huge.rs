@@ -155,13 +155,12 @@ pub(super) fn start<K: Send + Sync + 'static>(
         if !flag.load(Ordering::Relaxed) {
             remember(key, mode, note.clone());
         }
-        // Written by the helper, which nobody waits on, with no lock held.
-        if let Some(n) = &note {
-            log::emit(log, Level::Info, n);
-        }
-        out.finish(note);
-        // The last reference may be this one: the memory goes here.
+        out.finish(note.clone());
+        // The last reference may be this one: the memory goes here, before
+        // a release waiting for this job returns.
         drop(keep);
+        // Written once nobody waits for this job, with no lock held.
+        note.map(|n| Box::new(move || log::emit(log, Level::Info, &n)) as crate::helper::Afterwards)
     });
     match ticket {
         Some(ticket) => Started {
