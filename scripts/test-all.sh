@@ -2,7 +2,8 @@
 # Runs every check of om-constants on a fresh machine: installs the system
 # tools the tests need (Debian packages: C/C++ compilers, clang for the LLVM
 # IR models, cmake and pkg-config for the package test, binutils for the
-# symbol checks, valgrind for the leak checks), then format, lint, every test
+# symbol checks, valgrind for the leak checks, python3-venv for the Python
+# package's fresh virtual environment), then format, lint, every test
 # of the workspace (Rust, C, IR models, CMake, header, ABI) against the
 # library as it ships, the fault-injection tests in a build of their own,
 # the sanitizers and Miri (scripts/sanitizers.sh, scripts/miri.sh; they
@@ -28,6 +29,11 @@ need_pkgs=()
 for tool in "${!pkg_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("${pkg_of[$tool]}")
 done
+# venv and ensurepip make the fresh virtual environment the Python package is
+# installed into (tests/onnx_mlir/python.rs; pip then fetches setuptools and
+# pyelftools from the package registry to build it)
+command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null \
+  || need_pkgs+=(python3-venv)
 # libfuse 3 builds the FUSE volume of tests/volumes.rs (bench/slowfs.c)
 pkg-config --exists fuse3 2>/dev/null || need_pkgs+=(libfuse3-dev pkg-config)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -42,6 +48,7 @@ for tool in cargo rustfmt "${!pkg_of[@]}"; do
 done
 cargo clippy --version >/dev/null 2>&1 || { echo "missing tool: cargo clippy" >&2; exit 1; }
 pkg-config --exists fuse3 || { echo "missing library: libfuse 3 (pkg-config fuse3)" >&2; exit 1; }
+python3 -c 'import ensurepip, venv' || { echo "missing Python module: venv or ensurepip (python3-venv)" >&2; exit 1; }
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

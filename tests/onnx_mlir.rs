@@ -3,7 +3,8 @@
 //! copy without a rebuild, from C (c_tests/onnx_mlir/host.c) and Python
 //! (host.py), with both IR shapes; onnx-mlir's ExecutionSession pattern with
 //! two versions of a model; the `-l` pitfall; a loader replaced half-way;
-//! and `om-constants check` on such models.
+//! `om-constants check` on such models; and the Python package
+//! (onnx_mlir/python.rs).
 //!
 //! The models are linked as onnx-mlir's driver links them: the model object,
 //! then a static archive that defines the loader functions
@@ -26,6 +27,8 @@ mod docs;
 mod models;
 #[path = "common/native.rs"]
 mod native;
+#[path = "onnx_mlir/python.rs"]
+mod python;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

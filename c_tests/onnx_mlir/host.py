@@ -10,6 +10,14 @@
                    line of onnx-mlir's PyRuntime / OMExecutionSession opens
                    it (the C++ ExecutionSession underneath; host.c beside
                    this file lists what each does with OM_CONSTANT_PATH)
+    package-v05, package-released, package-newest
+                   `import om_constants` (the Python package, python/ in
+                   the repository) before any model, then each model as
+                   session-<line>; LIB is "-"
+    package-late   the first model opened as session-released, then
+                   `import om_constants`, then the others: prints
+                   "warned=1" when the import warned that the first model's
+                   loader holds the global names
 
 LIB "-" loads no library.
 
@@ -42,6 +50,9 @@ def expected(constants):
 
 def om_stat(lib, field):
     """om_constants_stats through ctypes; fields as in host.c."""
+    if "om_constants" in sys.modules:
+        s = sys.modules["om_constants"].stats()
+        return {6: s.loads, 1: s.live_buffers}[field]
     if lib is None:
         return -1
     stats = (ctypes.c_uint64 * 64)()
@@ -82,9 +93,24 @@ def main():
     way, lib_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
     checks = failures = 0
     lib = ctypes.CDLL(lib_path, mode=ctypes.RTLD_GLOBAL) if lib_path != "-" else None
+    if way.startswith("package-") and way != "package-late":
+        import om_constants  # noqa: F401  (before any model, as documented)
+
+        way = "session-" + way[len("package-") :]
     handles = []
     for model in models:
-        if way.startswith("session-"):
+        if way == "package-late":
+            handles.append(open_session(model, "released"))
+            if "om_constants" not in sys.modules:
+                import warnings
+
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    import om_constants
+                said = [str(w.message) for w in caught if issubclass(w.category, om_constants.LoaderShadowedWarning)]
+                fix = any("import om_constants before PyRuntime" in m for m in said)
+                print(f"warned={int(bool(said))} fix={int(fix)}")
+        elif way.startswith("session-"):
             handles.append(open_session(model, way[len("session-") :]))
         else:
             handles.append(ctypes.CDLL(model))

@@ -19,6 +19,10 @@ pub(crate) struct Args {
     /// The constants files (found as the library finds a relative name).
     #[arg(required = true)]
     pub files: Vec<String>,
+    /// Print JSON instead of text: `{"files": [{"file", "huge_page_share",
+    /// "prepared", "note", "error"}]}`, one entry per file, in order.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The share of a file that counts as prepared (its tail may be small).
@@ -33,21 +37,39 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         std::env::set_var("OM_CONSTANT_LOG", "info");
     }
     let mut failed = Vec::new();
+    let mut results = Vec::new();
     for file in &args.files {
-        match prepare(file) {
-            Ok((share, _)) if share >= ENOUGH => {
-                println!("{file}: {:.1}% in 2 MiB pages", share * 100.0)
-            }
-            Ok((share, note)) => {
+        let outcome = prepare(file);
+        let (share, note, error) = match &outcome {
+            Ok((share, note)) => (Some(*share), note.clone(), None),
+            Err(e) => (None, None, Some(e.clone())),
+        };
+        let prepared = share.is_some_and(|s| s >= ENOUGH);
+        if let Some(share) = share {
+            if !args.json {
                 println!("{file}: {:.1}% in 2 MiB pages", share * 100.0);
+            }
+            if !prepared {
                 failed.push(format!(
                     "{file} is {:.1}% in 2 MiB pages: {}",
                     share * 100.0,
-                    note.unwrap_or_else(|| "the log above says why".into())
+                    note.as_deref().unwrap_or("the log above says why")
                 ));
             }
-            Err(e) => failed.push(format!("{file}: {e}")),
         }
+        if let Some(e) = &error {
+            failed.push(format!("{file}: {e}"));
+        }
+        results.push(serde_json::json!({
+            "file": file,
+            "huge_page_share": share,
+            "prepared": prepared,
+            "note": note,
+            "error": error,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "files": results }));
     }
     if failed.is_empty() {
         Ok(())

@@ -114,6 +114,11 @@ pub fn command_lines(body: &str) -> Vec<String> {
 pub const RUN_ELSEWHERE: &[(&str, &str, &str)] = &[
     (
         "README.md",
+        "Use from Python",
+        "tests/onnx_mlir/python.rs: the_use_from_python_commands_install_the_package_and_serve_a_model",
+    ),
+    (
+        "README.md",
         "Use from C",
         "tests/doc_examples.rs: the_use_from_c_program_builds_and_runs_with_the_readme_commands",
     ),
