@@ -148,7 +148,8 @@ fn a_thousand_load_free_cycles_return_rss_and_mappings_to_the_start() {
                     ),
                     ("ASAN_OPTIONS", &asan),
                     // ... and maps regions for its own allocator as it
-                    // grows (one over these cycles). Natively, two: the
+                    // grows (1 to 13 over these cycles, more where
+                    // mappings are made and unmade). Natively, two: the
                     // malloc arena glibc gives the 2 MiB-page helper thread
                     // (src/helper.rs) on its first allocation, which comes
                     // once a job of it runs, maybe only after the warm-up
@@ -158,7 +159,7 @@ fn a_thousand_load_free_cycles_return_rss_and_mappings_to_the_start() {
                     (
                         "CYCLE_MAPS_SLACK",
                         if native::sanitizer().is_some() {
-                            "8"
+                            "64"
                         } else {
                             "2"
                         },
