@@ -3,8 +3,8 @@
 # (cargo +nightly miri, strict provenance): undefined behaviour, a data
 # race, or a leak in them fails the run.
 #
-# Run: the slot's run-once protocol and its waits (registry::once::,
-# registry::pending::), the cache file format (cache::format::), option
+# Run: the run-once protocol, its waits and the slot's states (registry::flight::,
+# registry::slot::), the cache file format (cache::format::), option
 # parsing (config::, log::), the C boundary's
 # argument checks (ffi::args::, ffi::per_inference::), error messages and the
 # last-error store (error::), range splitting for the read threads
@@ -23,7 +23,7 @@ for c in miri rust-src; do
     || rustup component add "$c" --toolchain nightly
 done
 
-filters=(registry::once:: registry::pending:: cache::format:: config:: log::
+filters=(registry::flight:: registry::slot:: cache::format:: config:: log::
   ffi::args:: ffi::per_inference:: error:: strategy::read::tests::split threads::
   sys::facts::)
 out=$(mktemp)

@@ -66,7 +66,7 @@ bash scripts/sanitizers.sh
 echo "== Miri over the modules without system calls (scripts/miri.sh)"
 bash scripts/miri.sh
 echo "== loom: every interleaving of the slot state machine (tests/loom.rs)"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
+RUSTFLAGS="--cfg loom -A dead_code" CARGO_TARGET_DIR=target/loom cargo test --release --locked --test loom
 echo "== coverage-guided fuzzing, bounded (scripts/fuzz.sh; cargo +nightly fuzz)"
 bash scripts/fuzz.sh
 echo "== main command (small)"

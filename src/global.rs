@@ -101,7 +101,6 @@ fn publish() -> &'static Registry {
         (*STORAGE.0.get()).write(Registry::new(config));
         (*STORAGE.0.get()).assume_init_ref()
     };
-    #[cfg(not(loom))]
     crate::fork::install(registry);
     STATE.store(DONE, Ordering::Release);
     // Once nobody waits on this thread (on Windows it takes the loader lock).

@@ -21,10 +21,6 @@
 //! Rust code can use [`Registry`] directly (one per test, with its own
 //! options and counters); the C ABI uses the process-wide `global()`.
 
-// Under `--cfg loom` the file system is an in-memory stand-in
-// (registry/io.rs), so the modules that open, locate and read real files go
-// unused there: their declarations below allow that, in the loom build only.
-
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -35,26 +31,19 @@ pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod ffi;
-#[cfg(not(loom))]
 mod fork;
 mod global;
-#[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod helper;
-#[cfg_attr(loom, allow(dead_code))]
 pub mod locate;
 pub mod log;
-#[cfg_attr(loom, allow(dead_code))]
 pub mod path_var;
 pub(crate) mod registry;
 pub(crate) mod request;
-#[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod source;
 pub(crate) mod stats;
-#[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod strategy;
 pub(crate) mod sync;
 mod sys;
-#[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod threads;
 
 pub use config::{Choice, Config};

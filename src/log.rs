@@ -48,6 +48,36 @@ pub fn emit(configured: Level, level: Level, msg: &str) {
     crate::sys::write_stderr(line.as_bytes());
 }
 
+/// Log lines made while others wait on the caller (under a lock, or during
+/// a load), written by [`Notes::write`] once they are woken: the one way
+/// deferred lines travel.
+#[derive(Debug, Default)]
+pub(crate) struct Notes(Vec<(Level, String)>);
+
+impl Notes {
+    /// Adds a line.
+    pub(crate) fn push(&mut self, level: Level, msg: String) {
+        self.0.push((level, msg));
+    }
+
+    /// Adds a line, if there is one.
+    pub(crate) fn push_some(&mut self, level: Level, msg: Option<String>) {
+        self.0.extend(msg.map(|m| (level, m)));
+    }
+
+    /// Adds another's lines after these.
+    pub(crate) fn append(&mut self, mut other: Notes) {
+        self.0.append(&mut other.0);
+    }
+
+    /// Writes the lines `configured` enables, in order.
+    pub(crate) fn write(self, configured: Level) {
+        for (level, msg) in self.0 {
+            emit(configured, level, &msg);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

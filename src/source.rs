@@ -24,25 +24,13 @@ pub(crate) struct FileKey {
 }
 
 impl FileKey {
-    /// A key that is not a file's (the model checker's stand-in files).
-    #[cfg(loom)]
-    pub(crate) fn synthetic(n: u64) -> FileKey {
-        FileKey {
-            stamp: sys::FileStamp {
-                volume: 0,
-                index: n,
-                mtime_ns: 0,
-                ctime_ns: 0,
-            },
-            len: 0,
-        }
+    /// The key of a file with this stamp and length.
+    pub(crate) fn new(stamp: sys::FileStamp, len: u64) -> FileKey {
+        FileKey { stamp, len }
     }
 
     fn of(file: &File, meta: &Metadata) -> std::io::Result<FileKey> {
-        Ok(FileKey {
-            stamp: sys::file_stamp(file, meta)?,
-            len: meta.len(),
-        })
+        Ok(FileKey::new(sys::file_stamp(file, meta)?, meta.len()))
     }
 
     /// True when `file` is the same file (volume and file number: device

@@ -152,7 +152,8 @@ impl Handoff {
     }
 }
 
-/// A background thread running a `'static` job, joined on drop.
+/// A background thread running a `'static` job, let go on drop
+/// (`sys::release_thread`: joined on POSIX, never waited for on Windows).
 ///
 /// It may outlive the call that started it, so the object holding this
 /// library's code is pinned first: `dlclose` can then never unmap code the

@@ -1,10 +1,12 @@
 //! Every interleaving of 2–3 threads through the slot state machine and the
 //! acquire / release / trim paths, checked by loom on the real registry
 //! code (its locks, atomics and condition variables are loom's under
-//! `--cfg loom`; the file I/O is an in-memory stand-in, src/registry/io.rs).
+//! `--cfg loom`; the file I/O is an in-memory stand-in, `files` in
+//! src/registry/flight.rs).
 //!
-//! Run: RUSTFLAGS="--cfg loom" cargo test --release --test loom
-//! (scripts/test-all.sh does, with its own target folder). Without
+//! Run: RUSTFLAGS="--cfg loom -A dead_code" cargo test --release --test loom
+//! (scripts/test-all.sh does, with its own target folder; the code that
+//! reads real files goes unused there, hence `-A dead_code`). Without
 //! `--cfg loom` this file is empty.
 
 #![cfg(loom)]

@@ -25,9 +25,9 @@ static NEVER_SET: StdAtomicPtr<c_void> = StdAtomicPtr::new(std::ptr::null_mut())
 /// branch, so a fast path has one branch, on the value, like onnx-mlir's
 /// bare NULL check. With a branch per check, the call measured 13-25%
 /// slower than that check at the same call distance
-/// (`scripts/bench-fast-path.sh`). The fast paths use std's atomics even in
-/// loom builds: they read the caller's memory, which is never one of loom's
-/// modelled cells.
+/// (`scripts/bench-fast-path.sh`). The fast paths use std's atomics, never
+/// `crate::sync`'s: they read the caller's memory, which is never a
+/// modelled cell.
 ///
 /// # Safety
 /// A non-NULL, aligned `ptr` must point at a `void *` that stays valid
@@ -100,7 +100,7 @@ pub unsafe extern "C" fn om_mmap_binary_file(
     // path so this function has no frame to set up: a few instructions and
     // one branch.
     // SAFETY: the caller passes a valid slot (documented above).
-    if matches!(classify(unsafe { peek(const_addr) }), SlotState::Loaded(_)) {
+    if matches!(classify(unsafe { peek(const_addr) }), SlotState::Holds(_)) {
         return true;
     }
     // SAFETY: same contract as this function.

@@ -5,7 +5,7 @@
 use std::os::raw::c_void;
 use std::sync::atomic::Ordering;
 
-use super::once::{Slot, SlotState};
+use super::slot::{Slot, SlotState};
 use super::Registry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::AtomicPtr;
@@ -29,7 +29,7 @@ impl Registry {
             let t = self.lock();
             let state = b.state();
             let held = match state {
-                SlotState::Loaded(p) => t
+                SlotState::Holds(p) => t
                     .slots
                     .get(&b.addr())
                     .filter(|e| e.ptr == p as usize)
@@ -41,7 +41,7 @@ impl Registry {
                 let what = match state {
                     SlotState::Empty => "holds no buffer".to_string(),
                     SlotState::Loading => "is still being loaded".to_string(),
-                    SlotState::Loaded(p) => {
+                    SlotState::Holds(p) => {
                         format!("holds {p:p}, which this library did not give it")
                     }
                 };

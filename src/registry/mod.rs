@@ -1,6 +1,6 @@
 //! Which slot holds which buffer, how many references each has, and the
 //! operations on them (docs/SEMANTICS.md): acquire and ensure-loaded in
-//! `once.rs`, release, trim and stats here.
+//! `slot.rs`, release, trim and stats here.
 //!
 //! Every slot transition except the loaded fast path happens under the
 //! registry's lock, including the `NULL → LOADING` claim and the insertion of
@@ -16,74 +16,38 @@
 //! from the old file's buffer (docs/ARCHITECTURE.md, "Replaced files").
 //!
 //! Buffers are keyed by file identity and size, so two slots that load the
-//! same file share one buffer, and a file-level `Pending` makes sure two
-//! slots racing on the same file read it once (`buffer.rs`).
+//! same file share one buffer, and the run-once protocol (`flight.rs`),
+//! keyed by file, makes sure two slots racing on the same file read it once
+//! (`buffer.rs`).
 
 mod address;
 mod buffer;
-mod io;
-mod once;
-mod pending;
+mod flight;
+mod slot;
 mod tables;
 
 use std::os::raw::c_void;
-use std::sync::PoisonError;
 
-use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::log::{self, Level};
-use crate::stats::{Counters, PageReport, Stats};
-use crate::sync::{AtomicPtr, Mutex, MutexGuard};
+use crate::log::Level;
+use crate::stats::{PageReport, Stats};
+use crate::sync::{AtomicPtr, MutexGuard};
 use std::sync::Arc;
 use std::time::Duration;
 
-use once::Slot;
-pub(crate) use once::{classify, SlotState};
-pub use once::{LOADING, OM_CONSTANTS_LOADING};
+use slot::Slot;
+pub(crate) use slot::{classify, SlotState};
+pub use slot::{LOADING, OM_CONSTANTS_LOADING};
+pub use tables::Registry;
 use tables::{BufKey, BufferEntry, Tables};
 
-/// The slots, buffers and counters of one process (see [`crate::global()`]), or of
-/// one test.
-pub struct Registry {
-    config: Config,
-    tables: Mutex<Tables>,
-    counters: Counters,
-}
-
 impl Registry {
-    /// An empty registry with these options.
-    pub fn new(config: Config) -> Registry {
-        Registry {
-            config,
-            tables: Mutex::new(Tables::default()),
-            counters: Counters::default(),
-        }
-    }
-
-    /// Its options.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Locks the tables until the guard is dropped (`fork.rs`).
-    #[cfg(not(loom))]
     pub(crate) fn lock_for_fork(&self) -> ForkGuard<'_> {
         ForkGuard {
             tables: self.lock(),
             keep: self.config.keep,
             unused: Vec::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Tables> {
-        // A panic while locked is caught at the ABI; the tables are updated
-        // in single statements, so they are consistent and still usable.
-        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn log(&self, level: Level, msg: impl FnOnce() -> String) {
-        if level <= self.config.log {
-            log::emit(self.config.log, level, &msg());
         }
     }
 
@@ -98,7 +62,7 @@ impl Registry {
         let Some(e) = t
             .slots
             .get_mut(&addr)
-            .filter(|e| state == SlotState::Loaded(e.ptr as *mut c_void))
+            .filter(|e| state == SlotState::Holds(e.ptr as *mut c_void))
         else {
             return Err(not_held(addr, state));
         };
@@ -196,7 +160,7 @@ fn not_held(addr: usize, state: SlotState) -> Error {
             ErrorKind::NotHeld,
             "is being loaded by another thread".to_string(),
         ),
-        SlotState::Loaded(p) => (
+        SlotState::Holds(p) => (
             ErrorKind::NotHeld,
             format!(
                 "holds {p:p}, which om-constants did not load. If the model carries its own \
@@ -220,7 +184,6 @@ fn not_held(addr: usize, state: SlotState) -> Error {
 
 /// The registry's tables, locked across `fork` (see `fork.rs`): no thread
 /// of the parent can hold them when the child is made.
-#[cfg(not(loom))]
 pub(crate) struct ForkGuard<'a> {
     tables: MutexGuard<'a, Tables>,
     keep: bool,
@@ -230,7 +193,6 @@ pub(crate) struct ForkGuard<'a> {
     unused: Vec<BufferEntry>,
 }
 
-#[cfg(not(loom))]
 impl ForkGuard<'_> {
     /// In the child: loads in flight in the parent are not in flight here
     /// (their threads were not copied), so their slots go back to NULL and

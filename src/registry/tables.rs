@@ -1,18 +1,75 @@
-//! The registry's tables, only ever touched under its lock: which slot
-//! holds which buffer, the buffers in memory, and the loads in flight. Each
-//! count has one owner: a slot's references are in its [`SlotEntry`]; a
-//! buffer's users (the slot entries holding it) in its [`BufferEntry`].
+//! The [`Registry`] and its tables, only ever touched under its lock: which
+//! slot holds which buffer, the buffers in memory, and the loads in flight.
+//! Each count has one owner: a slot's references are in its [`SlotEntry`];
+//! a buffer's users (the slot entries holding it) in its [`BufferEntry`].
+//! Its operations are in the files above this one.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::io::Source;
-use super::pending::Flights;
+use std::sync::PoisonError;
+
+use super::flight::files::Source;
+use super::flight::{Flights, Pending};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::log::{self, Level};
 use crate::request::Request;
 use crate::source::FileKey;
+use crate::stats::Counters;
 use crate::strategy::Buffer;
+use crate::sync::{Mutex, MutexGuard};
+
+/// The slots, buffers and counters of one process (see
+/// [`crate::global()`]), or of one test.
+pub struct Registry {
+    pub(super) config: Config,
+    tables: Mutex<Tables>,
+    pub(super) counters: Counters,
+}
+
+impl Registry {
+    /// An empty registry with these options.
+    pub fn new(config: Config) -> Registry {
+        Registry {
+            config,
+            tables: Mutex::new(Tables::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Its options.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic while locked is caught at the ABI; the tables are updated
+        // in single statements, so they are consistent and still usable.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn log(&self, level: Level, msg: impl FnOnce() -> String) {
+        if level <= self.config.log {
+            log::emit(self.config.log, level, &msg());
+        }
+    }
+
+    /// Waits, unlocked, for another thread's load of `what` (a slot's or a
+    /// file's), counting the wait and a timeout.
+    pub(super) fn wait_for(&self, pending: &Pending, what: &str) -> Result<()> {
+        self.counters.waited();
+        self.log(Level::Debug, || {
+            format!("waiting for another thread to load {what}")
+        });
+        let r = pending.wait(self.config.wait_timeout, what);
+        if matches!(&r, Err(e) if e.kind() == ErrorKind::Timeout) {
+            self.counters.timed_out();
+        }
+        r
+    }
+}
 
 /// A buffer is shared by slots that load the same file with the same size.
 pub(super) type BufKey = (FileKey, u64);
@@ -59,7 +116,7 @@ pub(super) struct BufferEntry {
     pub(super) users: u64,
     /// The open file the buffer came from, kept open while the buffer
     /// lives (see the module docs).
-    pub(super) _file: Source,
+    pub(super) _file: std::sync::Arc<Source>,
 }
 
 /// Everything the registry's lock guards.

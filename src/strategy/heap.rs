@@ -10,10 +10,7 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
-use crate::sys;
-
-/// Size and alignment of a huge page on the platforms that have them.
-pub(super) const HUGE_PAGE: usize = 2 << 20;
+use crate::sys::{self, HUGE_PAGE};
 
 /// The system's page size.
 pub(crate) fn page_size() -> usize {

@@ -4,7 +4,7 @@
 //! Every inference reads the weights through the buffer, so how it is
 //! backed matters for the life of the process. The kernel maps a file's
 //! page cache with 2 MiB entries where the range is 2 MiB-aligned and
-//! advised before its first fault (`chunked.rs` makes it so) and the
+//! advised before its first fault (`mapping.rs` makes it so) and the
 //! file's folios are 2 MiB: a cold file then faults in as 2 MiB folios.
 //! What is already in the page cache keeps its folios, which are small
 //! after a file was written in small pieces or copied.

@@ -7,9 +7,9 @@
 //! mapping fails or the file is on a network volume (docs/SEMANTICS.md). Each strategy is a module that turns a [`Source`] into
 //! memory; `residency` then applies prefetch and `mlock`.
 
-mod chunked;
 mod heap;
 mod huge;
+mod mapping;
 mod read;
 mod residency;
 
@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Choice, Config, Prefetch};
 use crate::error::{Error, ErrorKind, Result};
-use crate::log::Level;
+use crate::log::{Level, Notes};
 use crate::source::Source;
 
-pub(crate) use chunked::{Chunked, DEFAULT_PIECE};
 pub(crate) use heap::{page_size, HeapBuf};
 pub(crate) use huge::Settling;
+pub(crate) use mapping::{Mapping, DEFAULT_PIECE};
 
 /// The strategy that actually produced a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,19 +94,21 @@ pub fn huge_backed_bytes(ptr: *const u8, len: usize) -> u64 {
     crate::sys::huge_backed_bytes(ptr, len).unwrap_or(0)
 }
 
-enum Memory {
+/// Where a buffer's bytes are.
+pub(crate) enum Memory {
+    /// A copy on the heap (`read`).
     Heap(HeapBuf),
     /// `mmap` (one piece) and `chunked-mmap`.
-    Mapped(Chunked),
+    Mapped(Mapping),
 }
 
 /// The constants in memory: what the slot points at, freed on drop
 /// (unmapped or deallocated, after its prefetch helper stopped).
 pub(crate) struct Buffer {
-    /// Shared with a prefetch helper, if one runs: the memory goes when the
-    /// last of the two lets go, so the helper is never waited for (on
-    /// Windows a wait could be under the loader lock, which the helper's
-    /// exit needs) and never reads unmapped memory.
+    /// Shared with the helpers that read it (prefetch, 2 MiB pages): the
+    /// memory goes when the last lets go, so no helper reads unmapped
+    /// memory, and none needs waiting for where a wait could hang (on
+    /// Windows, under the loader lock that a thread's exit needs).
     memory: Arc<Memory>,
     strategy: Strategy,
     prefetcher: Option<residency::Prefetcher>,
@@ -117,12 +119,11 @@ pub(crate) struct Buffer {
 }
 
 impl Buffer {
-    /// A plain heap buffer (the model checker's stand-in loads).
-    #[cfg(loom)]
-    pub(crate) fn from_heap(heap: HeapBuf) -> Buffer {
+    /// A buffer of this memory, loaded by `strategy`, with no helper yet.
+    pub(crate) fn new(memory: Memory, strategy: Strategy) -> Buffer {
         Buffer {
-            memory: Arc::new(Memory::Heap(heap)),
-            strategy: Strategy::Read,
+            memory: Arc::new(memory),
+            strategy,
             prefetcher: None,
             settler: None,
             settling: Arc::default(),
@@ -209,7 +210,7 @@ pub(crate) struct Outcome {
     /// Log lines about the load (a fallback, `mlock` refused under `try`,
     /// the buffer's 2 MiB pages): the caller writes them once nobody waits
     /// on the load, never during it.
-    pub notes: Vec<(Level, String)>,
+    pub notes: Notes,
 }
 
 /// Loads the first `size` bytes of `source` as `config` says.
@@ -226,12 +227,14 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
     })?;
     let populate = config.prefetch == Prefetch::Populate;
     let huge = config.huge_pages.wanted();
-    let mut notes = Vec::new();
+    let mut notes = Notes::default();
     let strategy = resolve_for(config.strategy, size, config.mmap_limit, &source.file);
+    let mut remote = false;
     if strategy == Strategy::Read && config.strategy == Choice::Auto {
         if let Some(fs) = remote_volume(&source.file) {
+            remote = true;
             // See docs/SEMANTICS.md, "Network and user-space file systems".
-            notes.push((
+            notes.push(
                 Level::Info,
                 format!(
                     "{} is on {fs}: read into memory in large parallel requests, since a \
@@ -240,22 +243,21 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
                      processes)",
                     source.path.display()
                 ),
-            ));
+            );
         }
     }
-    let remote = strategy == Strategy::Read && !notes.is_empty();
     let mapped = match strategy {
         Strategy::Read => None,
         // `mmap` is `chunked-mmap` with one piece, so that on Unix it too
         // starts on a 2 MiB boundary and is advised before its first fault.
         Strategy::Mmap => Some(
-            chunked::map(source, len, u64::MAX, huge, "map (mmap)")
+            mapping::map(source, len, u64::MAX, huge, "map (mmap)")
                 .map(|m| (Memory::Mapped(m), Strategy::Mmap)),
         ),
         Strategy::ChunkedMmap => {
             let piece = config.mmap_limit.unwrap_or(DEFAULT_PIECE);
             Some(
-                chunked::map(source, len, piece, huge, "map (chunked mmap)")
+                mapping::map(source, len, piece, huge, "map (chunked mmap)")
                     .map(|c| (Memory::Mapped(c), Strategy::ChunkedMmap)),
             )
         }
@@ -264,10 +266,10 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
         Some(Ok((memory, strategy))) => (memory, strategy, read::ReadStats::default(), false),
         Some(Err(e)) if config.strategy != Choice::Auto => return Err(e),
         Some(Err(e)) => {
-            notes.push((
+            notes.push(
                 Level::Info,
                 format!("{e}; reading the file into memory instead"),
-            ));
+            );
             let (h, r) = read::read(source, len, config, read::Because::MapFailed)?;
             (Memory::Heap(h), Strategy::Read, r, true)
         }
@@ -281,7 +283,7 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
                 Ok((h, r)) => (Memory::Heap(h), Strategy::Read, r, false),
                 // `auto` on a network volume: no room for a copy, so map.
                 Err(e) if remote && e.kind() == ErrorKind::OutOfMemory => {
-                    notes.push((Level::Info, format!("{e}; mapping it instead")));
+                    notes.push(Level::Info, format!("{e}; mapping it instead"));
                     let (piece, st) = match resolve(Choice::Auto, size, config.mmap_limit) {
                         Strategy::ChunkedMmap => (
                             config.mmap_limit.unwrap_or(DEFAULT_PIECE),
@@ -289,21 +291,14 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
                         ),
                         _ => (u64::MAX, Strategy::Mmap),
                     };
-                    let m = chunked::map(source, len, piece, huge, "map (mmap)")?;
+                    let m = mapping::map(source, len, piece, huge, "map (mmap)")?;
                     (Memory::Mapped(m), st, read::ReadStats::default(), false)
                 }
                 Err(e) => return Err(e),
             }
         }
     };
-    let mut buffer = Buffer {
-        memory: Arc::new(memory),
-        strategy,
-        prefetcher: None,
-        settler: None,
-        settling: Arc::default(),
-        locked: false,
-    };
+    let mut buffer = Buffer::new(memory, strategy);
     if strategy != Strategy::Read && populate {
         if let Err(e) = crate::sys::populate(buffer.as_ptr(), len) {
             return Err(changed_under_mapping(source, len, e));
@@ -326,18 +321,18 @@ pub(crate) fn load(source: &Source, size: u64, config: &Config) -> Result<Outcom
             Arc::clone(&buffer.memory),
         );
         buffer.settler = started.settler;
-        notes.extend(started.note.map(|n| (Level::Info, n)));
+        notes.push_some(Level::Info, started.note);
     } else {
         buffer.settling.finish_now();
     }
     if read_stats.direct_refused {
-        notes.push((
+        notes.push(
             Level::Info,
             format!(
                 "O_DIRECT refused for {}; read through the page cache instead",
                 source.path.display()
             ),
-        ));
+        );
     }
     Ok(Outcome {
         bytes_read: if strategy == Strategy::Read { size } else { 0 },
@@ -376,7 +371,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_maps_up_to_the_limit_and_reads_above() {
+    fn auto_maps_up_to_the_limit_and_in_pieces_above() {
         assert_eq!(resolve(Choice::Auto, 10, None), Strategy::Mmap);
         assert_eq!(resolve(Choice::Auto, 10, Some(10)), Strategy::Mmap);
         assert_eq!(resolve(Choice::Auto, 11, Some(10)), Strategy::ChunkedMmap);

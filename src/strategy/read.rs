@@ -18,10 +18,11 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 
-use super::heap::{HeapBuf, HUGE_PAGE};
+use super::heap::HeapBuf;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::Source;
+use crate::sys::HUGE_PAGE;
 use crate::sys::{self, Access};
 
 /// The largest single `pread`.

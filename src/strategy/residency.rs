@@ -4,8 +4,10 @@
 //! pays a page fault per page. `willneed` asks the kernel to read ahead;
 //! `populate` maps every page before the load returns; `background` starts
 //! a helper thread that touches every page while the host gets ready, so
-//! the first inference finds them present. The helper belongs to the buffer
-//! and is stopped and joined before the buffer is unmapped.
+//! the first inference finds them present. The helper belongs to the buffer:
+//! told to stop when the buffer goes, and let go as `threads::Background`
+//! is; it holds its own reference to the memory, so it never reads unmapped
+//! pages however long it takes to stop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,12 +15,14 @@ use std::sync::Arc;
 use super::heap::page_size;
 use crate::config::{Config, Mlock, Prefetch};
 use crate::error::{Error, ErrorKind, Result};
-use crate::log::Level;
+use crate::log::{Level, Notes};
 use crate::sys;
 
 /// A background thread touching a buffer's pages (a raw thread: see
-/// `threads` for why), told to stop on drop and never waited for: it holds
-/// its own reference to the memory, which goes when it ends.
+/// `threads` for why), told to stop on drop, then let go as
+/// `threads::Background` is (joined on POSIX, never waited for on
+/// Windows): it holds its own reference to the memory, which goes when the
+/// last of the two lets go.
 pub(super) struct Prefetcher {
     stop: Arc<AtomicBool>,
     thread: Option<crate::threads::Background>,
@@ -93,7 +97,7 @@ pub(super) fn lock(
     len: usize,
     config: &Config,
     what: &str,
-    notes: &mut Vec<(Level, String)>,
+    notes: &mut Notes,
 ) -> Result<bool> {
     if config.mlock == Mlock::Off {
         return Ok(false);
@@ -106,7 +110,7 @@ pub(super) fn lock(
          memory-lock limit (ulimit -l, RLIMIT_MEMLOCK) or set OM_CONSTANT_MLOCK=try or 0"
     );
     if config.mlock == Mlock::Try {
-        notes.push((Level::Error, format!("{msg} (continuing unlocked)")));
+        notes.push(Level::Error, format!("{msg} (continuing unlocked)"));
         return Ok(false);
     }
     Err(Error::new(ErrorKind::OutOfMemory, msg))

@@ -1,5 +1,5 @@
 //! The fault-injection build's decorator of the OS layer: the calls of
-//! `unix.rs` that fail in ways worth testing, each of which first consults
+//! `unix.rs` and `linux.rs` that fail in ways worth testing, each of which first consults
 //! the faults in force (`crate::fault`), then calls through. Compiled only
 //! with the `fault-injection` feature.
 
@@ -11,7 +11,8 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use super::unix::{self, Reservation};
+use super::kernel;
+use super::unix::{self, MapRange};
 use crate::fault::get;
 
 /// `pread` calls so far (for `eintr`: every other one fails).
@@ -44,7 +45,7 @@ pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
     if get().direct_io_refused {
         return Err(os(libc::EINVAL));
     }
-    let f = unix::open_direct(path)?;
+    let f = kernel::open_direct(path)?;
     DIRECT_FD.store(f.as_raw_fd(), Ordering::Relaxed);
     Ok(f)
 }
@@ -120,12 +121,7 @@ fn piece_fails(n: u64) -> Option<io::Error> {
     (s.mmap_fails || s.mmap_piece_fails == Some(n)).then(|| os(libc::ENOMEM))
 }
 
-pub(crate) fn map_piece(
-    res: &Reservation,
-    file: &File,
-    offset: usize,
-    len: usize,
-) -> io::Result<()> {
+pub(crate) fn map_piece(res: &MapRange, file: &File, offset: usize, len: usize) -> io::Result<()> {
     // Pieces are mapped in order from offset 0 by one thread per load.
     if offset == 0 {
         slow_or_panicking_load();
@@ -149,7 +145,7 @@ pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if get().disk_full {
         return Err(os(libc::ENOSPC));
     }
-    unix::allocate(file, offset, len)
+    kernel::allocate(file, offset, len)
 }
 
 pub(crate) fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {

@@ -50,6 +50,15 @@ pub(crate) fn map_shared_writable(file: &File, offset: u64, len: usize) -> io::R
 
 // ---- files and threads ----------------------------------------------
 
+/// Makes `file` at least `end` bytes long (sparse where the file system
+/// allows it).
+pub(crate) fn extend(file: &File, end: u64) -> io::Result<()> {
+    if file.metadata()?.len() < end {
+        file.set_len(end)?;
+    }
+    Ok(())
+}
+
 /// How a file will be read, for [`advise_file`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Access {

@@ -7,8 +7,10 @@
 //! - No `fork`: [`at_fork`] has nothing to register.
 //! - No `O_DIRECT` equivalent that takes unaligned buffers
 //!   (`FILE_FLAG_NO_BUFFERING` needs sector-aligned reads into
-//!   sector-aligned memory): [`open_direct`] refuses, and `read` reads
-//!   buffered, as on a file system that refuses `O_DIRECT`.
+//!   sector-aligned memory): `open_direct` refuses (`elsewhere.rs`), and
+//!   `read` reads buffered, as on a file system that refuses `O_DIRECT`.
+//! - No transparent huge pages, page-cache queries or file system kinds:
+//!   the calls only Linux has answer from `elsewhere.rs`.
 //! - A file that is open or mapped cannot be truncated by anyone, so the
 //!   SIGBUS hazard of POSIX mappings does not exist here.
 
@@ -47,7 +49,7 @@ use windows_sys::Win32::System::Threading::{
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
-use super::{Access, FileStamp, Job, Volume};
+use super::{FileStamp, Job};
 
 /// The longest path Windows accepts (in UTF-16 units, with the `\\?\`
 /// prefix that the standard library adds to long paths).
@@ -96,113 +98,9 @@ pub(crate) fn page_size() -> usize {
         .unwrap_or(4096)
 }
 
-/// Windows has no transparent huge pages for ordinary memory (large pages
-/// need a privilege and `VirtualAlloc(MEM_LARGE_PAGES)`): nothing to do.
-pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
-    let _ = (ptr, len);
-}
-
-/// Maps every page of `[ptr, ptr+len)` now, by reading one byte per page
-/// (Windows refuses to shrink a file while a view of it exists, so the
-/// pages are there).
-pub(crate) fn populate(ptr: *mut u8, len: usize) -> io::Result<()> {
-    super::touch_pages(ptr, len, page_size());
-    Ok(())
-}
-
-/// True for the errors Windows gives a size a volume can never hold.
-pub(crate) fn is_size_limit_error(code: i32) -> bool {
-    // ERROR_FILE_TOO_LARGE (223), ERROR_INVALID_PARAMETER (87)
-    code == 223 || code == 87
-}
-
-/// The whole size in bytes of the volume that holds `folder`
-/// (`GetDiskFreeSpaceExW`).
-pub(crate) fn file_system_size(folder: &std::path::Path) -> io::Result<u64> {
-    use std::os::windows::ffi::OsStrExt;
-    let wide: Vec<u16> = folder.as_os_str().encode_wide().chain(Some(0)).collect();
-    let mut total = 0u64;
-    // SAFETY: `wide` is a NUL-terminated UTF-16 path that lives for the
-    // call; `total` is writable; the other two outputs may be NULL.
-    let ok = unsafe {
-        GetDiskFreeSpaceExW(
-            wide.as_ptr(),
-            std::ptr::null_mut(),
-            &mut total,
-            std::ptr::null_mut(),
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(total)
-}
-
-/// Windows maps files in small pages only: there is no setting to read.
-pub(crate) fn thp_mode() -> Option<String> {
-    None
-}
-
-/// Windows cannot tell (and file views are never in large pages).
-pub(crate) fn huge_backed_bytes(ptr: *const u8, len: usize) -> io::Result<u64> {
-    let _ = (ptr, len);
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// Not asked on Windows: file views are never in large pages.
-pub(crate) fn resident_map(ptr: *const u8, len: usize) -> io::Result<Vec<u8>> {
-    let _ = (ptr, len);
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// Not asked on Windows.
-pub(crate) fn cached_pages(file: &File, len: u64) -> Option<u64> {
-    let _ = (file, len);
-    None
-}
-
 /// Windows has no address-space limit to read.
 pub(crate) fn address_space_limit() -> Option<u64> {
     None
-}
-
-/// Windows has no thread cancellation to hold off.
-pub(crate) struct CancelOff;
-
-impl CancelOff {
-    pub(crate) fn new() -> CancelOff {
-        CancelOff
-    }
-}
-
-/// A number for the calling thread, distinct among live threads.
-pub(crate) fn thread_self() -> u64 {
-    // SAFETY: GetCurrentThreadId has no preconditions and cannot fail.
-    u64::from(unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() })
-}
-
-/// Not on Windows.
-pub(crate) fn collapse(ptr: *mut u8, len: usize) -> io::Result<()> {
-    let _ = (ptr, len);
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// Not asked on Windows: file views are never in large pages.
-pub(crate) fn write_back_range(file: &File, offset: u64, len: usize) -> io::Result<()> {
-    let _ = (file, offset, len);
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// Not on Windows: file views are never in large pages.
-pub(crate) fn evict_range(file: &File, ptr: *mut u8, offset: u64, len: usize) -> io::Result<()> {
-    let _ = (file, ptr, offset, len);
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// Not told apart on Windows yet: every volume counts as local.
-pub(crate) fn volume_of(file: &File) -> Volume {
-    let _ = file;
-    Volume::Local
 }
 
 /// Asks Windows to read `[ptr, ptr+len)` ahead (`PrefetchVirtualMemory`,
@@ -291,20 +189,6 @@ pub(crate) fn untrusted(meta: &Metadata) -> Option<String> {
     None
 }
 
-/// Direct I/O is refused (module docs): `read` then reads buffered.
-pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
-    let _ = path;
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "direct I/O is not used on Windows (FILE_FLAG_NO_BUFFERING needs sector-aligned buffers)",
-    ))
-}
-
-/// True if `e` is the refusal of direct I/O by [`open_direct`].
-pub(crate) fn refuses_direct_io(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Unsupported
-}
-
 /// Creates `path` for reading and writing, failing if it exists.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
@@ -385,103 +269,32 @@ pub(crate) fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io
     Ok(())
 }
 
-/// No read-ahead hint for an open handle on Windows (its hint,
-/// `FILE_FLAG_SEQUENTIAL_SCAN`, is given at open): nothing to do.
-pub(crate) fn advise_file(file: &File, offset: usize, len: usize, access: Access) {
-    let _ = (file, offset, len, access);
+/// True for the errors Windows gives a size a volume can never hold.
+pub(crate) fn is_size_limit_error(code: i32) -> bool {
+    // ERROR_FILE_TOO_LARGE (223), ERROR_INVALID_PARAMETER (87)
+    code == 223 || code == 87
 }
 
-/// Makes `[offset, offset+len)` of `file` part of the file. NTFS allocates
-/// the blocks of a file extended by `SetEndOfFile` (it is not sparse
-/// unless marked so), so a full disk is an error here, not at write.
-pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let end = offset + len;
-    if file.metadata()?.len() < end {
-        file.set_len(end)?;
-    }
-    Ok(())
-}
-
-// ---- mappings --------------------------------------------------------
-
-/// Makes a raw mapping read-only: a later write to it faults.
-pub(crate) fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
-    let mut old: PAGE_PROTECTION_FLAGS = 0;
-    // SAFETY: [ptr, ptr+len) is exactly the live view `map` owns; MmapRaw
-    // makes no claim about its protection, and VirtualProtect changes only
-    // the access the pages allow; `old` is writable.
-    check(unsafe { VirtualProtect(map.as_mut_ptr().cast(), map.len(), PAGE_READONLY, &mut old) })
-}
-
-// ---- threads ---------------------------------------------------------
-
-/// A thread started by [`spawn`]: its handle, as an address so that the
-/// id can cross threads (a HANDLE is a raw pointer).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ThreadId(usize);
-
-unsafe extern "system" fn trampoline(arg: *mut c_void) -> u32 {
-    // SAFETY: `arg` is the Box<Job> leaked by `spawn` for this thread only.
-    let job: Box<Job<'static>> = unsafe { Box::from_raw(arg.cast()) };
-    // A panic must not unwind into the OS; the caller sees the job's
-    // missing result instead.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-    0
-}
-
-/// Starts `job` on a new OS thread (`CreateThread`) that touches no Rust
-/// thread-local state (see `threads.rs`); gives the job back if no thread
-/// can be had.
-///
-/// # Safety
-/// Everything `job` borrows must outlive the thread: the caller must
-/// [`join`] it before any borrow ends.
-pub(crate) unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
-    let raw = Box::into_raw(Box::new(job));
-    // SAFETY: the trampoline takes ownership of `raw` only if the thread
-    // starts; default security and stack size; no thread id wanted.
-    let handle = unsafe {
-        CreateThread(
-            std::ptr::null(),
-            0,
-            Some(trampoline),
-            raw.cast::<c_void>().cast_const(),
-            0,
+/// The whole size in bytes of the volume that holds `folder`
+/// (`GetDiskFreeSpaceExW`).
+pub(crate) fn file_system_size(folder: &Path) -> io::Result<u64> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = folder.as_os_str().encode_wide().chain(Some(0)).collect();
+    let mut total = 0u64;
+    // SAFETY: `wide` is a NUL-terminated UTF-16 path that lives for the
+    // call; `total` is writable; the other two outputs may be NULL.
+    let ok = unsafe {
+        GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            std::ptr::null_mut(),
+            &mut total,
             std::ptr::null_mut(),
         )
     };
-    if handle.is_null() {
-        // SAFETY: the thread did not start, so `raw` is still ours.
-        Err(*unsafe { Box::from_raw(raw) })
-    } else {
-        Ok(ThreadId(handle as usize))
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
     }
-}
-
-/// Ends a thread started by [`spawn`] once its job is done or taken
-/// (`threads.rs`): closes its handle without waiting. A thread's start and
-/// exit need the loader lock, which the caller (inside `DllMain`) or a
-/// thread waiting for the caller may hold, so waiting for it could hang.
-/// It runs or exits later; the module holding this code is pinned first,
-/// so that code is still mapped then. Once per thread.
-/// As [`release_thread`]: Windows never waits for a helper anyway.
-pub(crate) fn detach_thread(id: ThreadId) {
-    release_thread(id);
-}
-
-pub(crate) fn release_thread(id: ThreadId) {
-    pin_object_at(release_thread as fn(ThreadId) as usize);
-    // SAFETY: `id.0` is the live handle CreateThread returned, neither
-    // joined nor let go before; the thread runs on without it.
-    unsafe {
-        CloseHandle(id.0 as HANDLE);
-    }
-}
-
-/// Windows has no `fork`: no handlers to register.
-#[cfg(not(loom))]
-pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
-    let _ = (prepare, parent, child);
+    Ok(total)
 }
 
 /// Takes an exclusive lock on `file` without waiting (`LockFileEx`, on one
@@ -516,7 +329,155 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     Err(e)
 }
 
-// ---- the module loader -----------------------------------------------
+// ---- mappings --------------------------------------------------------
+
+/// Makes a raw mapping read-only: a later write to it faults.
+pub(crate) fn protect_read_only(map: &MmapRaw) -> io::Result<()> {
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: [ptr, ptr+len) is exactly the live view `map` owns; MmapRaw
+    // makes no claim about its protection, and VirtualProtect changes only
+    // the access the pages allow; `old` is writable.
+    check(unsafe { VirtualProtect(map.as_mut_ptr().cast(), map.len(), PAGE_READONLY, &mut old) })
+}
+
+/// Windows maps a file as one view: pieces at fixed places would need
+/// placeholders (`VirtualAlloc2`, `MapViewOfFile3`: Windows 10 1803 and
+/// later, and not in the wine that tests the port), and Windows has no
+/// per-mapping limit to work around. So a [`MapRange`] takes one piece,
+/// the whole range (docs/PLATFORMS.md).
+pub(crate) const ONE_PIECE_ONLY: bool = true;
+
+/// The range a file is mapped into: here, the one view [`map_piece`] makes
+/// (nothing is reserved before it); unmapped on drop.
+pub(crate) struct MapRange {
+    view: OnceLock<memmap2::Mmap>,
+    len: usize,
+}
+
+impl MapRange {
+    /// A range of `len` bytes, mapped by one [`map_piece`] call; `align`
+    /// has no effect (views start on the allocation granularity, 64 KiB).
+    pub(crate) fn new(len: usize, align: usize) -> io::Result<MapRange> {
+        let _ = align;
+        Ok(MapRange {
+            view: OnceLock::new(),
+            len,
+        })
+    }
+
+    /// The start of the range: NULL until it is mapped.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.view
+            .get()
+            .map_or(std::ptr::null_mut(), |m| m.as_ptr().cast_mut())
+    }
+}
+
+/// Maps the first `len` bytes of `file` as the reservation's one view:
+/// `offset` must be 0 and `len` the whole range, once ([`ONE_PIECE_ONLY`]).
+pub(crate) fn map_piece(res: &MapRange, file: &File, offset: usize, len: usize) -> io::Result<()> {
+    if offset != 0 || len != res.len || res.view.get().is_some() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: memmap2 marks mapping unsafe because the file can change
+    // under the mapping. It is mapped read-only, `len` is within the
+    // file's checked length, and the remaining hazard (truncating a mapped
+    // file in place) is the user's documented duty (docs/SEMANTICS.md: replace files
+    // by rename).
+    let view = unsafe { memmap2::MmapOptions::new().len(len).map(file) }?;
+    res.view
+        .set(view)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+// ---- threads ---------------------------------------------------------
+
+/// Windows has no thread cancellation to hold off.
+pub(crate) struct CancelOff;
+
+impl CancelOff {
+    pub(crate) fn new() -> CancelOff {
+        CancelOff
+    }
+}
+
+/// A number for the calling thread, distinct among live threads.
+pub(crate) fn thread_self() -> u64 {
+    // SAFETY: GetCurrentThreadId has no preconditions and cannot fail.
+    u64::from(unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() })
+}
+
+/// A thread started by [`spawn`]: its handle, as an address so that the
+/// id can cross threads (a HANDLE is a raw pointer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ThreadId(usize);
+
+unsafe extern "system" fn trampoline(arg: *mut c_void) -> u32 {
+    // SAFETY: `arg` is the Box<Job> leaked by `spawn` for this thread only.
+    let job: Box<Job<'static>> = unsafe { Box::from_raw(arg.cast()) };
+    // A panic must not unwind into the OS; the caller sees the job's
+    // missing result instead.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    0
+}
+
+/// Starts `job` on a new OS thread (`CreateThread`) that touches no Rust
+/// thread-local state (see `threads.rs`); gives the job back if no thread
+/// can be had.
+///
+/// # Safety
+/// Everything `job` borrows must outlive its run: before any borrow ends,
+/// the caller must know the job has run or has been taken back
+/// (`threads::run_into`'s handoff does both), or give it only owned data.
+pub(crate) unsafe fn spawn(job: Job<'_>) -> Result<ThreadId, Job<'_>> {
+    let raw = Box::into_raw(Box::new(job));
+    // SAFETY: the trampoline takes ownership of `raw` only if the thread
+    // starts; default security and stack size; no thread id wanted.
+    let handle = unsafe {
+        CreateThread(
+            std::ptr::null(),
+            0,
+            Some(trampoline),
+            raw.cast::<c_void>().cast_const(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if handle.is_null() {
+        // SAFETY: the thread did not start, so `raw` is still ours.
+        Err(*unsafe { Box::from_raw(raw) })
+    } else {
+        Ok(ThreadId(handle as usize))
+    }
+}
+
+/// Ends a thread started by [`spawn`] once its job is done or taken
+/// (`threads.rs`): closes its handle without waiting. A thread's start and
+/// exit need the loader lock, which the caller (inside `DllMain`) or a
+/// thread waiting for the caller may hold, so waiting for it could hang.
+/// It runs or exits later; the module holding this code is pinned first,
+/// so that code is still mapped then. Once per thread.
+pub(crate) fn release_thread(id: ThreadId) {
+    pin_object_at(release_thread as fn(ThreadId) as usize);
+    // SAFETY: `id.0` is the live handle CreateThread returned, neither
+    // joined nor let go before; the thread runs on without it.
+    unsafe {
+        CloseHandle(id.0 as HANDLE);
+    }
+}
+
+/// Lets a thread started by [`spawn`] run on: as [`release_thread`], since
+/// Windows never waits for a thread anyway. Once per thread.
+pub(crate) fn detach_thread(id: ThreadId) {
+    release_thread(id);
+}
+
+/// Windows has no `fork`: no handlers to register.
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    let _ = (prepare, parent, child);
+}
+
+// ---- the loader ------------------------------------------------------
 
 /// The module (DLL or executable) whose image contains `addr`, without
 /// taking a reference to it.
@@ -557,63 +518,6 @@ pub(crate) fn object_at(addr: usize) -> Option<(usize, Option<PathBuf>)> {
         buf.resize((buf.len() * 2).min(PATH_MAX + 1), 0);
     };
     Some((module as usize, name))
-}
-
-// ---- mappings ----------------------------------------------------------
-
-/// Windows maps a file as one view: pieces at fixed places would need
-/// placeholders (`VirtualAlloc2`, `MapViewOfFile3`: Windows 10 1803 and
-/// later, and not in the wine that tests the port), and Windows has no
-/// per-mapping limit to work around. So a [`Reservation`] takes one piece,
-/// the whole range (docs/PLATFORMS.md).
-pub(crate) const ONE_PIECE_ONLY: bool = true;
-
-/// The range a file is mapped into: here, the one view [`map_piece`] makes
-/// (nothing is reserved before it); unmapped on drop.
-pub(crate) struct Reservation {
-    view: OnceLock<memmap2::Mmap>,
-    len: usize,
-}
-
-impl Reservation {
-    /// A range of `len` bytes, mapped by one [`map_piece`] call; `align`
-    /// has no effect (views start on the allocation granularity, 64 KiB).
-    pub(crate) fn new(len: usize, align: usize) -> io::Result<Reservation> {
-        let _ = align;
-        Ok(Reservation {
-            view: OnceLock::new(),
-            len,
-        })
-    }
-
-    /// The start of the range: NULL until it is mapped.
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.view
-            .get()
-            .map_or(std::ptr::null_mut(), |m| m.as_ptr().cast_mut())
-    }
-}
-
-/// Maps the first `len` bytes of `file` as the reservation's one view:
-/// `offset` must be 0 and `len` the whole range, once ([`ONE_PIECE_ONLY`]).
-pub(crate) fn map_piece(
-    res: &Reservation,
-    file: &File,
-    offset: usize,
-    len: usize,
-) -> io::Result<()> {
-    if offset != 0 || len != res.len || res.view.get().is_some() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    // SAFETY: memmap2 marks mapping unsafe because the file can change
-    // under the mapping. It is mapped read-only, `len` is within the
-    // file's checked length, and the remaining hazard (truncating a mapped
-    // file in place) is the user's documented duty (docs/SEMANTICS.md: replace files
-    // by rename).
-    let view = unsafe { memmap2::MmapOptions::new().len(len).map(file) }?;
-    res.view
-        .set(view)
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Marks the module holding `addr`, which is this library's code, as never

@@ -12,28 +12,29 @@
 //! no larger than the limit, with `MAP_FIXED` at its place. The model sees
 //! one contiguous buffer, as with `mmap`.
 //!
-//! (`sys::Reservation` says why `MAP_FIXED` and not `MAP_FIXED_NOREPLACE`.)
+//! (`sys::MapRange` says why `MAP_FIXED` and not `MAP_FIXED_NOREPLACE`.)
 //!
 //! On Windows the file is mapped as one view, one piece
 //! (`sys::ONE_PIECE_ONLY`; docs/PLATFORMS.md).
 
 use crate::error::{Error, Result};
 use crate::source::Source;
-use crate::sys::{self, Reservation};
+use crate::sys::{self, MapRange};
 
 /// Piece size when `chunked-mmap` is forced and no limit is configured:
 /// z/OS's limit, the reason this strategy exists.
 pub(crate) const DEFAULT_PIECE: u64 = 1 << 30;
 
-/// A reserved address range with the file mapped into it; unmapped on drop.
-pub(crate) struct Chunked {
-    range: Reservation,
+/// The file mapped into one contiguous range, in one piece (`mmap`) or
+/// several (`chunked-mmap`); unmapped on drop.
+pub(crate) struct Mapping {
+    range: MapRange,
     len: usize,
     #[cfg_attr(not(test), allow(dead_code))] // read by tests only
     pieces: usize,
 }
 
-impl Chunked {
+impl Mapping {
     /// The start of the mapping.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.range.as_ptr()
@@ -64,7 +65,7 @@ pub(super) fn map(
     piece: u64,
     huge: bool,
     what: &str,
-) -> Result<Chunked> {
+) -> Result<Mapping> {
     let fail = |e: &std::io::Error| Error::io(what, &source.fname, &source.path, e);
     let page = super::heap::page_size();
     // Pieces smaller than a huge page (a tiny OM_CONSTANT_MMAP_LIMIT, in
@@ -77,8 +78,8 @@ pub(super) fn map(
         (usize::try_from(piece).unwrap_or(usize::MAX) / unit).max(1) * unit
     };
     // From here on, dropping `out` releases everything mapped so far.
-    let mut out = Chunked {
-        range: Reservation::new(len, unit).map_err(|e| fail(&e))?,
+    let mut out = Mapping {
+        range: MapRange::new(len, unit).map_err(|e| fail(&e))?,
         len,
         pieces: 0,
     };
