@@ -128,12 +128,12 @@ fn every_repository_path_the_docs_and_comments_name_exists() {
 
 #[test]
 fn the_scanner_finds_paths_and_skips_patterns() {
-    let text = "see `src/registry/once.rs`, tests/races.rs: and (docs/ARCHITECTURE.md). \
+    let text = "see `src/registry/slot.rs`, tests/races.rs: and (docs/ARCHITECTURE.md). \
                 Not c_tests/model_*.ll, /usr/local/include/om_constants.h, or src/.";
     assert_eq!(
         named_paths(text),
         [
-            "src/registry/once.rs",
+            "src/registry/slot.rs",
             "tests/races.rs",
             "docs/ARCHITECTURE.md"
         ]
