@@ -241,8 +241,14 @@ impl Once for SlotLoad<'_> {
     }
 
     fn wait(&self, pending: &Pending) -> Result<()> {
-        let what = format!("constants file '{}'", self.req.fname().display());
-        self.reg.wait_for(pending, &what)
+        // Only a slot's wait is logged: a file's wait happens inside a
+        // slot's load, which logs its own outcome.
+        let name = self.req.fname().display();
+        self.reg.log(Level::Debug, || {
+            format!("waiting for another thread to load '{name}'")
+        });
+        self.reg
+            .wait_for(pending, &format!("constants file '{name}'"))
     }
 
     fn load(&self, stale: Self::Start) -> Self::Loaded {

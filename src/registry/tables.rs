@@ -60,9 +60,6 @@ impl Registry {
     /// file's), counting the wait and a timeout.
     pub(super) fn wait_for(&self, pending: &Pending, what: &str) -> Result<()> {
         self.counters.waited();
-        self.log(Level::Debug, || {
-            format!("waiting for another thread to load {what}")
-        });
         let r = pending.wait(self.config.wait_timeout, what);
         if matches!(&r, Err(e) if e.kind() == ErrorKind::Timeout) {
             self.counters.timed_out();
