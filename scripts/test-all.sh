@@ -12,8 +12,18 @@
 # qemu-user (scripts/test-linux-cross.sh; aarch64 the same way, by hand),
 # each of which installs what it needs.
 # Fails on the first failure; a missing tool is a failure, never a skip.
+# Last, it fails if a test left scratch behind (see TMPDIR below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Every scratch folder the tests make (named om-*) goes to a temporary folder
+# of this run's own, and the run fails if one is left there at the end: a
+# test that leaked 8 GiB per run once filled the disk of a later CI run.
+# Its mode is /tmp's: some checks run as nobody (tests/c_abi.rs).
+TMPDIR="$(mktemp -d)"
+chmod 1777 "$TMPDIR"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 
 # tool -> Debian package (python3 runs the Python host of tests/onnx_mlir.rs;
 # unshare and setpriv run a cache builder in another pid namespace and a
@@ -77,4 +87,11 @@ echo "== Windows (x86_64-pc-windows-gnu) under wine: scripts/test-windows.sh"
 bash scripts/test-windows.sh
 echo "== Linux on IBM Z (s390x, big-endian) under qemu-user: scripts/test-linux-cross.sh s390x"
 bash scripts/test-linux-cross.sh s390x
+echo "== no scratch left behind in $TMPDIR"
+left="$(find "$TMPDIR" -mindepth 1 -maxdepth 1 -name 'om-*')"
+if [ -n "$left" ]; then
+  echo "tests left these behind (each must remove its own scratch):" >&2
+  echo "$left" >&2
+  exit 1
+fi
 echo "== all checks passed (a missed timing target of the small bench run above is informational: see its verdict line)"

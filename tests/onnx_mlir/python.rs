@@ -23,15 +23,20 @@ struct Readme {
 fn readme() -> &'static Readme {
     static DONE: OnceLock<Readme> = OnceLock::new();
     DONE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("om-readme-python-{}", std::process::id()));
+        // The folder outlives every test of the run (a static has no
+        // Drop), so it lives in this target's scratch folder under a fixed
+        // name that the next run replaces: runs never pile up copies.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-python");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::os::unix::fs::symlink(manifest_dir().join("python"), dir.join("python")).unwrap();
-        // An onnx-mlir model copied into the folder, as the README says.
+        // An onnx-mlir model put into the folder, as the README says. Moved,
+        // not copied: its constants file is 4 GiB of mostly holes, which a
+        // copy would write out in full.
         let archive = standin_archive(&dir.join("cruntime"));
         let built = stock_model(&dir.join("built"), "ctor", 31, &archive, &[]);
-        std::fs::copy(&built, dir.join("model.so")).unwrap();
-        std::fs::copy(
+        std::fs::rename(&built, dir.join("model.so")).unwrap();
+        std::fs::rename(
             built.with_file_name("model.constants.bin"),
             dir.join("model.constants.bin"),
         )
